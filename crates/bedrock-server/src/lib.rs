@@ -1,0 +1,120 @@
+//! The local Bedrock: S3, the model-import control plane and the runtime APIs on one loopback port.
+//!
+//! API used by the `cmi` binary (kept stable; the implementation is being built).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of the local Bedrock.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O failure on a path of the data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not built yet.
+    #[error("the local Bedrock is not available in this build yet")]
+    Unavailable,
+}
+
+/// An access key pair the server accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Objects, state database and generated credentials live here.
+    pub data_dir: PathBuf,
+    /// Address to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Region the server claims to be.
+    pub region: String,
+    /// Credentials to accept; `None` means the pair generated on first start and stored in `data_dir/credentials`.
+    pub credentials: Option<Credentials>,
+    /// Load models eagerly and never answer `ModelNotReadyException`.
+    pub warm: bool,
+    /// Unload a model after this long without requests.
+    pub idle_unload: Duration,
+    /// Quantise models at load (`q8_0`, `q4k`).
+    pub quantize: Option<String>,
+    /// Write `data_dir/endpoint.json` so other `cmi` commands find this server (what `cmi serve` does).
+    pub advertise: bool,
+}
+
+impl ServerConfig {
+    /// Defaults: 127.0.0.1 on a free port, us-east-1, generated credentials, cold starts on, 5 minutes idle unload.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            region: "us-east-1".to_string(),
+            credentials: None,
+            warm: false,
+            idle_unload: Duration::from_secs(300),
+            quantize: None,
+            advertise: false,
+        }
+    }
+}
+
+/// A server running in this process; dropping it stops it.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    region: String,
+    credentials: Credentials,
+}
+
+impl RunningServer {
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// The region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+    /// The credentials it accepts.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+}
+
+/// A server another process runs (`cmi serve`), found through `data_dir/endpoint.json`.
+#[derive(Debug, Clone)]
+pub struct RunningElsewhere {
+    /// Its endpoint URL.
+    pub endpoint_url: String,
+    /// Its region.
+    pub region: String,
+    /// Credentials it accepts.
+    pub credentials: Credentials,
+}
+
+/// Starts the server and returns once it accepts connections.
+pub async fn start(_config: ServerConfig) -> Result<RunningServer, Error> {
+    Err(Error::Unavailable)
+}
+
+/// Finds a live server advertised in `data_dir` (checks its health endpoint).
+pub async fn find_running(_data_dir: &Path) -> Option<RunningElsewhere> {
+    None
+}
+
+/// Reads the credentials stored in `data_dir/credentials`, if any.
+pub fn read_credentials(_data_dir: &Path) -> Result<Option<Credentials>, Error> {
+    Ok(None)
+}

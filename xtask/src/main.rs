@@ -1,0 +1,3 @@
+//! Project automation: layering and tidy checks.
+
+fn main() {}
