@@ -95,6 +95,16 @@ impl Paths {
 pub(crate) struct Ctx {
     pub(crate) global: GlobalArgs,
     pub(crate) paths: Paths,
+    /// A local Bedrock this process already runs (set by `cmi quickstart`); wins over every other target.
+    local: Option<LocalEndpoint>,
+}
+
+/// Endpoint, region and credentials of a local Bedrock running in this process.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalEndpoint {
+    pub(crate) endpoint_url: String,
+    pub(crate) region: String,
+    pub(crate) credentials: bedrock_server::Credentials,
 }
 
 /// Which service a command talks to.
@@ -116,13 +126,33 @@ const DEFAULT_REGION: &str = "us-east-1";
 impl Ctx {
     pub(crate) fn new(global: GlobalArgs) -> Result<Self> {
         let paths = Paths::resolve(global.data_dir.clone())?;
-        Ok(Self { global, paths })
+        Ok(Self { global, paths, local: None })
+    }
+
+    /// The same context, pointed at a local Bedrock that this process runs.
+    pub(crate) fn with_local(&self, local: LocalEndpoint) -> Self {
+        Self { global: self.global.clone(), paths: self.paths.clone(), local: Some(local) }
     }
 
     /// Resolves the target: `--endpoint-url` if given; real AWS when credentials are configured; otherwise the local
     /// Bedrock — the one `cmi serve` runs (found through its data directory), or one started in this process.
     pub(crate) async fn aws(&self) -> Result<AwsTarget> {
         let region = self.global.region.clone();
+        if let Some(local) = &self.local {
+            let sdk = self
+                .loader(Some(local.region.clone()))
+                .endpoint_url(&local.endpoint_url)
+                .credentials_provider(static_credentials(&local.credentials))
+                .load()
+                .await;
+            return Ok(AwsTarget {
+                sdk,
+                region: local.region.clone(),
+                local: true,
+                endpoint_url: Some(local.endpoint_url.clone()),
+                _server: None,
+            });
+        }
         if let Some(url) = &self.global.endpoint_url {
             let local_creds = bedrock_server::read_credentials(&self.paths.data_dir).ok().flatten();
             let mut loader = self.loader(region.clone()).endpoint_url(url);
