@@ -1,10 +1,27 @@
 //! The local Bedrock: S3, the model-import control plane and the runtime APIs on one loopback port.
 //!
-//! API used by the `cmi` binary (kept stable; the implementation is being built).
+//! One axum app serves everything. Requests under `/model-import-jobs`, `/imported-models` and `/model/` are Bedrock
+//! (restJson1, SigV4 verified by [`sigv4`]); everything else is S3, served by `s3s` over `s3s-fs` with `s3s`'s own SigV4
+//! verification. `/_cmi/health` answers liveness probes and touches nothing.
+
+mod app;
+mod control;
+mod creds;
+mod db;
+mod error;
+mod jobs;
+mod runtime;
+mod s3;
+mod sigv4;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use creds::read_credentials;
 
 /// Errors of the local Bedrock.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +35,42 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The state database failed.
+    #[error("state database {path}: {source}")]
+    Db {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file of the data directory has unexpected content.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what was expected.
+        message: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid {field} {value:?}: expected {expected}")]
+    Config {
+        /// The configuration field.
+        field: &'static str,
+        /// The bad value.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
     },
     /// Not built yet.
     #[error("the local Bedrock is not available in this build yet")]
@@ -76,6 +129,9 @@ pub struct RunningServer {
     addr: SocketAddr,
     region: String,
     credentials: Credentials,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    advertised: Option<PathBuf>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -91,6 +147,30 @@ impl RunningServer {
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
     }
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Stops accepting connections and waits until the server task has ended.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(path) = self.advertised.take() {
+            app::remove_advertisement(&path, self.addr);
+        }
+    }
 }
 
 /// A server another process runs (`cmi serve`), found through `data_dir/endpoint.json`.
@@ -105,16 +185,11 @@ pub struct RunningElsewhere {
 }
 
 /// Starts the server and returns once it accepts connections.
-pub async fn start(_config: ServerConfig) -> Result<RunningServer, Error> {
-    Err(Error::Unavailable)
+pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+    app::start(config).await
 }
 
 /// Finds a live server advertised in `data_dir` (checks its health endpoint).
-pub async fn find_running(_data_dir: &Path) -> Option<RunningElsewhere> {
-    None
-}
-
-/// Reads the credentials stored in `data_dir/credentials`, if any.
-pub fn read_credentials(_data_dir: &Path) -> Result<Option<Credentials>, Error> {
-    Ok(None)
+pub async fn find_running(data_dir: &Path) -> Option<RunningElsewhere> {
+    app::find_running(data_dir).await
 }

@@ -1,0 +1,229 @@
+//! Server assembly: state, the single axum app, request dispatch (health, Bedrock, S3) and the endpoint advertisement.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
+
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::s3::S3;
+use crate::{Credentials, Error, RunningElsewhere, RunningServer, ServerConfig, control, creds, jobs, runtime, sigv4};
+
+/// The account id in every ARN the server mints.
+pub(crate) const ACCOUNT: &str = "000000000000";
+/// Largest Bedrock request body (InvokeModel's documented blob limit is 25,000,000 bytes).
+pub(crate) const MAX_BODY: usize = 25_000_000;
+/// Path of the unauthenticated health probe (not a valid bucket name, so it never shadows S3).
+pub(crate) const HEALTH_PATH: &str = "/_cmi/health";
+const ENDPOINT_FILE: &str = "endpoint.json";
+
+/// Shared state of one running server.
+pub(crate) struct App {
+    pub(crate) config: ServerConfig,
+    pub(crate) creds: Credentials,
+    pub(crate) db: Db,
+    pub(crate) s3: S3,
+    pub(crate) models_dir: PathBuf,
+    pub(crate) runtime: runtime::Models,
+}
+
+impl App {
+    pub(crate) fn region(&self) -> &str {
+        &self.config.region
+    }
+    pub(crate) fn arn(&self, kind: &str, id: &str) -> String {
+        format!("arn:aws:bedrock:{}:{ACCOUNT}:{kind}/{id}", self.config.region)
+    }
+}
+
+pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io { path: data_dir.clone(), source })?;
+    if let Some(q) = &config.quantize
+        && !matches!(q.as_str(), "q8_0" | "q4k")
+    {
+        return Err(Error::Config { field: "quantize", value: q.clone(), expected: "q8_0 or q4k" });
+    }
+    let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;
+    let db = Db::open(&data_dir.join("state.sqlite3"))?;
+    let s3 = S3::new(&data_dir.join("s3"), &creds)?;
+    let models_dir = data_dir.join("models");
+    std::fs::create_dir_all(&models_dir).map_err(|source| Error::Io { path: models_dir.clone(), source })?;
+
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| Error::Bind { addr: config.bind, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.bind, source })?;
+
+    let app = Arc::new(App {
+        runtime: runtime::Models::new(&config),
+        config: config.clone(),
+        creds: creds.clone(),
+        db,
+        s3,
+        models_dir,
+    });
+    jobs::resume(&app);
+    runtime::start_background(&app);
+
+    let router = axum::Router::new().fallback(dispatch).with_state(app.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "local Bedrock stopped");
+        }
+        app.runtime.unload_all();
+    });
+
+    let advertised = if config.advertise { Some(advertise(&data_dir, addr, &config.region)?) } else { None };
+    tracing::info!(%addr, region = %config.region, data_dir = %data_dir.display(), "local Bedrock listening");
+    Ok(RunningServer { addr, region: config.region, credentials: creds, shutdown: Some(tx), advertised, task: Some(task) })
+}
+
+async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
+    let path = req.uri().path();
+    if path == HEALTH_PATH {
+        return crate::error::json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "service": "cmi-local-bedrock", "region": app.region()}),
+        );
+    }
+    if is_bedrock(path) {
+        return bedrock(app, req).await;
+    }
+    app.s3.call(req).await
+}
+
+fn is_bedrock(path: &str) -> bool {
+    path == "/model-import-jobs"
+        || path.starts_with("/model-import-jobs/")
+        || path == "/imported-models"
+        || path.starts_with("/imported-models/")
+        || path.starts_with("/model/")
+}
+
+async fn bedrock(app: Arc<App>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ValidationException",
+                format!("request body exceeds the limit of {MAX_BODY} bytes"),
+            )
+            .into_response();
+        }
+    };
+    if let Err(e) = sigv4::verify(&parts.method, &parts.uri, &parts.headers, &body, &app.creds, SystemTime::now()) {
+        let (code, message) = e.code_and_message();
+        tracing::debug!(code, message, path = parts.uri.path(), "refused unsigned or badly signed request");
+        return ApiError::new(StatusCode::FORBIDDEN, code, message).into_response();
+    }
+    let path = parts.uri.path().to_string();
+    let query = sigv4::parse_query(parts.uri.query().unwrap_or(""));
+    let seg = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let result = match (&parts.method, path.as_str()) {
+        (&Method::POST, "/model-import-jobs") => control::create_job(&app, &body),
+        (&Method::GET, "/model-import-jobs") => control::list_jobs(&app, &query),
+        (&Method::GET, p) if p.starts_with("/model-import-jobs/") => {
+            control::get_job(&app, &seg(&p["/model-import-jobs/".len()..]))
+        }
+        (&Method::GET, "/imported-models") => control::list_models(&app, &query),
+        (&Method::GET, p) if p.starts_with("/imported-models/") => {
+            control::get_model(&app, &seg(&p["/imported-models/".len()..]))
+        }
+        (&Method::DELETE, p) if p.starts_with("/imported-models/") => {
+            control::delete_model(&app, &seg(&p["/imported-models/".len()..]))
+        }
+        (&Method::POST, p) if p.starts_with("/model/") => {
+            let rest = &p["/model/".len()..];
+            match rest.rsplit_once('/') {
+                Some((id, op)) => return runtime::handle(&app, &seg(id), op, &parts.headers, body).await,
+                None => Err(ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", "unknown operation")),
+            }
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("no operation for {} {path}", parts.method),
+        )),
+    };
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Advertisement {
+    endpoint_url: String,
+    region: String,
+    pid: u32,
+}
+
+fn advertise(data_dir: &Path, addr: SocketAddr, region: &str) -> Result<PathBuf, Error> {
+    let path = data_dir.join(ENDPOINT_FILE);
+    let tmp = data_dir.join(format!(".{ENDPOINT_FILE}.{}.tmp", std::process::id()));
+    let ad = Advertisement { endpoint_url: format!("http://{addr}"), region: region.to_string(), pid: std::process::id() };
+    let text = serde_json::to_string_pretty(&ad).map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
+    std::fs::write(&tmp, text).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// Removes `endpoint.json` if it still names this server.
+pub(crate) fn remove_advertisement(path: &Path, addr: SocketAddr) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Advertisement>(&t).ok())
+        .is_some_and(|a| a.endpoint_url == format!("http://{addr}"));
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+pub(crate) async fn find_running(data_dir: &Path) -> Option<RunningElsewhere> {
+    let text = std::fs::read_to_string(data_dir.join(ENDPOINT_FILE)).ok()?;
+    let ad: Advertisement = serde_json::from_str(&text).ok()?;
+    let credentials = creds::read_credentials(data_dir).ok()??;
+    let authority = ad.endpoint_url.strip_prefix("http://")?.to_string();
+    let ok = tokio::time::timeout(Duration::from_secs(2), health_check(&authority)).await.ok()?;
+    if !ok {
+        return None;
+    }
+    Some(RunningElsewhere { endpoint_url: ad.endpoint_url, region: ad.region, credentials })
+}
+
+/// GETs the health path over a fresh HTTP/1.1 connection; true on a 200 from a local Bedrock.
+async fn health_check(authority: &str) -> bool {
+    let Ok(stream) = tokio::net::TcpStream::connect(authority).await else { return false };
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Body>(io).await else { return false };
+    let conn_task = tokio::spawn(conn);
+    let Ok(req) = Request::get(HEALTH_PATH).header(http::header::HOST, authority).body(Body::empty()) else {
+        return false;
+    };
+    let ok = match sender.send_request(req).await {
+        Ok(resp) if resp.status() == StatusCode::OK => match resp.into_body().collect().await {
+            Ok(b) => serde_json::from_slice::<serde_json::Value>(&b.to_bytes())
+                .ok()
+                .is_some_and(|v| v["service"] == "cmi-local-bedrock"),
+            Err(_) => false,
+        },
+        _ => false,
+    };
+    conn_task.abort();
+    ok
+}

@@ -1,0 +1,172 @@
+//! Import jobs: copy the S3 folder into a model folder under the data directory, run the preflight, load the model with
+//! the engine once, then mark the job Completed (registering the model) or Failed with a service-like message.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::control::{now, parse_s3_uri, stream_tools_from_request};
+use crate::db::{JobRow, ModelRow};
+
+/// Restarts the jobs a previous run left InProgress (the server was stopped or killed mid-import).
+pub(crate) fn resume(app: &Arc<App>) {
+    match app.db.jobs() {
+        Ok(jobs) => {
+            for j in jobs.into_iter().filter(|j| j.status == "InProgress") {
+                tracing::info!(job = %j.name, "resuming import job");
+                spawn(app.clone(), j);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list import jobs to resume"),
+    }
+}
+
+/// Runs a job in the background.
+pub(crate) fn spawn(app: Arc<App>, job: JobRow) {
+    tokio::spawn(async move {
+        let outcome = run(&app, &job).await;
+        let t = now();
+        let recorded = match outcome {
+            Ok(model) => {
+                tracing::info!(job = %job.name, model = %model.name, "import job completed");
+                app.db.complete_job(&job.id, &model, &t)
+            }
+            Err(message) => {
+                tracing::warn!(job = %job.name, %message, "import job failed");
+                app.db.fail_job(&job.id, &message, &t)
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(job = %job.name, error = %e, "cannot record the import job outcome");
+        }
+    });
+}
+
+/// What the preflight learnt about a model folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Preflight {
+    pub(crate) architecture: String,
+    pub(crate) instruct_supported: bool,
+    pub(crate) converse_tools: bool,
+    pub(crate) weight_bytes: u64,
+}
+
+async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
+    let (bucket, prefix) =
+        parse_s3_uri(&job.s3_uri).ok_or_else(|| format!("The S3 URI {} is not valid.", job.s3_uri))?;
+    let bucket_dir = app.s3.root().join(&bucket);
+    if !bucket_dir.is_dir() {
+        return Err(format!(
+            "Amazon Bedrock could not access the S3 bucket {bucket}: the bucket does not exist. Check the S3 URI and the import role's access."
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    let src = if prefix.is_empty() { bucket_dir.clone() } else { bucket_dir.join(prefix) };
+    if !src.is_dir() || std::fs::read_dir(&src).map(|mut d| d.next().is_none()).unwrap_or(true) {
+        return Err(format!("No model files were found at {}. Upload the model folder and try again.", job.s3_uri));
+    }
+    let dest = app.models_dir.join(&job.model_id);
+    let partial = app.models_dir.join(format!(".{}.partial", job.model_id));
+    let (src2, partial2, dest2) = (src.clone(), partial.clone(), dest.clone());
+    let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(&partial2);
+        if dest2.is_dir() {
+            std::fs::remove_dir_all(&dest2)?;
+        }
+        copy_tree(&src2, &partial2)?;
+        std::fs::rename(&partial2, &dest2)
+    })
+    .await
+    .map_err(|e| format!("Internal error while reading the model files: {e}"))?;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(format!("Amazon Bedrock could not read the model files from {}: {e}", job.s3_uri));
+    }
+
+    let fail = |msg: String| {
+        let _ = std::fs::remove_dir_all(&dest);
+        msg
+    };
+    let dir = dest.clone();
+    let pre = tokio::task::spawn_blocking(move || preflight(&dir))
+        .await
+        .map_err(|e| fail(format!("Internal error during model validation: {e}")))?
+        .map_err(&fail)?;
+
+    // Load once with the engine to prove the model runs; keep it loaded when the server is warm.
+    let loaded = app.runtime.load_for_import(&job.model_id, &dest).await;
+    if let Err(msg) = loaded {
+        return Err(fail(msg));
+    }
+
+    let request: serde_json::Value = serde_json::from_str(&job.request).unwrap_or_default();
+    let cmu = i64::try_from(pre.weight_bytes.div_ceil(8 << 30)).unwrap_or(i64::MAX).max(1);
+    Ok(ModelRow {
+        id: job.model_id.clone(),
+        name: job.model_name.clone(),
+        arn: job.model_arn.clone(),
+        job_name: job.name.clone(),
+        job_arn: job.arn.clone(),
+        s3_uri: job.s3_uri.clone(),
+        creation_time: now(),
+        architecture: pre.architecture,
+        instruct_supported: pre.instruct_supported,
+        converse_tools: pre.converse_tools,
+        custom_model_units: cmu,
+        dir: dest.to_string_lossy().into_owned(),
+        stream_tools: stream_tools_from_request(&request),
+    })
+}
+
+/// Hard-links (or copies, across file systems) every file of `src` into `dst`.
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let from = entry.path();
+        let to: PathBuf = dst.join(&name);
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if ft.is_file() && std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// Architectures the embedded engine runs (HF `model_type`).
+pub(crate) const SUPPORTED: &[&str] = &["llama", "mistral", "mixtral", "qwen2", "qwen3"];
+
+/// The import-time validation, with the service's wording for failures.
+pub(crate) fn preflight(dir: &Path) -> Result<Preflight, String> {
+    let config_path = dir.join("config.json");
+    let config: serde_json::Value = std::fs::read(&config_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| "The model is missing a valid config.json file. Include config.json in the model folder.".to_string())?;
+    let arch = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    if !SUPPORTED.contains(&arch.as_str()) {
+        return Err(format!(
+            "Amazon bedrock does not support the architecture ({arch}) of the model that you are importing. Try again with one of the following supported architectures: [{}]",
+            SUPPORTED.join(", ")
+        ));
+    }
+    let mut weight_bytes = 0;
+    for e in std::fs::read_dir(dir).map_err(|e| format!("Cannot read the model folder: {e}"))?.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".safetensors") {
+            weight_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    if weight_bytes == 0 {
+        return Err("No model weights were found. The model weights must be in .safetensors files.".into());
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        if !dir.join(f).is_file() {
+            return Err(format!("The model is missing the {f} file. Include the tokenizer files in the model folder."));
+        }
+    }
+    let (instruct_supported, converse_tools) = crate::runtime::converse_capability(dir);
+    Ok(Preflight { architecture: arch, instruct_supported, converse_tools, weight_bytes })
+}
