@@ -1,0 +1,1 @@
+//! InvokeModel / InvokeModelWithResponseStream bodies for imported models (bedrock-cmi.md §3.6).
