@@ -1,0 +1,1 @@
+//! Parsing model output.
