@@ -1,0 +1,163 @@
+//! Seeded random weights with the family's Hugging Face tensor names, written as safetensors (one file or two shards).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use safetensors::{Dtype, tensor::TensorView};
+use serde_json::json;
+
+use crate::{DType, Family, ModelSpec, TinyOptions};
+
+/// One generated tensor: name, shape and f32 values (converted to the requested dtype when written).
+struct Tensor {
+    name: String,
+    shape: Vec<usize>,
+    values: Vec<f32>,
+    /// Which shard (0 or 1) it goes to when sharded.
+    shard: usize,
+}
+
+fn tensors(spec: &ModelSpec, seed: u64) -> Vec<Tensor> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, kind: Init, shard: usize| {
+        let n: usize = shape.iter().product();
+        let values = (0..n)
+            .map(|_| {
+                let u: f32 = rng.random_range(-1.0f32..1.0);
+                match kind {
+                    Init::Embed => u,
+                    Init::Matrix => 0.15 * u,
+                    Init::Bias => 0.05 * u,
+                    Init::Norm => 1.0 + 0.1 * u,
+                }
+            })
+            .collect();
+        out.push(Tensor {
+            name,
+            shape,
+            values,
+            shard,
+        });
+    };
+    let (h, hd, i) = (spec.hidden, spec.head_dim, spec.inter);
+    let (q, kv) = (spec.heads * hd, spec.kv_heads * hd);
+    add("model.embed_tokens.weight".into(), vec![spec.vocab, h], Init::Embed, 0);
+    for l in 0..spec.layers {
+        let shard = usize::from(l > 0);
+        let p = format!("model.layers.{l}");
+        add(format!("{p}.input_layernorm.weight"), vec![h], Init::Norm, shard);
+        add(format!("{p}.self_attn.q_proj.weight"), vec![q, h], Init::Matrix, shard);
+        add(format!("{p}.self_attn.k_proj.weight"), vec![kv, h], Init::Matrix, shard);
+        add(format!("{p}.self_attn.v_proj.weight"), vec![kv, h], Init::Matrix, shard);
+        add(format!("{p}.self_attn.o_proj.weight"), vec![h, q], Init::Matrix, shard);
+        if spec.family == Family::Qwen2 {
+            add(format!("{p}.self_attn.q_proj.bias"), vec![q], Init::Bias, shard);
+            add(format!("{p}.self_attn.k_proj.bias"), vec![kv], Init::Bias, shard);
+            add(format!("{p}.self_attn.v_proj.bias"), vec![kv], Init::Bias, shard);
+        }
+        if spec.family == Family::Qwen3 {
+            add(format!("{p}.self_attn.q_norm.weight"), vec![hd], Init::Norm, shard);
+            add(format!("{p}.self_attn.k_norm.weight"), vec![hd], Init::Norm, shard);
+        }
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            Init::Norm,
+            shard,
+        );
+        if spec.family == Family::Mixtral {
+            let m = format!("{p}.block_sparse_moe");
+            add(format!("{m}.gate.weight"), vec![spec.experts, h], Init::Embed, shard);
+            for e in 0..spec.experts {
+                add(format!("{m}.experts.{e}.w1.weight"), vec![i, h], Init::Matrix, shard);
+                add(format!("{m}.experts.{e}.w2.weight"), vec![h, i], Init::Matrix, shard);
+                add(format!("{m}.experts.{e}.w3.weight"), vec![i, h], Init::Matrix, shard);
+            }
+        } else {
+            add(format!("{p}.mlp.gate_proj.weight"), vec![i, h], Init::Matrix, shard);
+            add(format!("{p}.mlp.up_proj.weight"), vec![i, h], Init::Matrix, shard);
+            add(format!("{p}.mlp.down_proj.weight"), vec![h, i], Init::Matrix, shard);
+        }
+    }
+    add("model.norm.weight".into(), vec![h], Init::Norm, 1);
+    if !spec.tied {
+        add("lm_head.weight".into(), vec![spec.vocab, h], Init::Matrix, 1);
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Init {
+    Embed,
+    Matrix,
+    Bias,
+    Norm,
+}
+
+fn encode(values: &[f32], dtype: DType) -> (Dtype, Vec<u8>) {
+    match dtype {
+        DType::F32 => (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        DType::F16 => (
+            Dtype::F16,
+            values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        ),
+        DType::BF16 => (
+            Dtype::BF16,
+            values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        ),
+    }
+}
+
+fn write_file(path: &Path, tensors: &[(&Tensor, Dtype, Vec<u8>)]) -> io::Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(t, dt, bytes)| {
+            TensorView::new(*dt, t.shape.clone(), bytes)
+                .map(|v| (t.name.clone(), v))
+                .map_err(io::Error::other)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(io::Error::other)
+}
+
+pub(crate) fn write(dir: &Path, spec: &ModelSpec, opts: &TinyOptions) -> io::Result<()> {
+    let all = tensors(spec, opts.seed);
+    let encoded: Vec<(&Tensor, Dtype, Vec<u8>)> = all
+        .iter()
+        .map(|t| {
+            let (dt, bytes) = encode(&t.values, opts.dtype);
+            (t, dt, bytes)
+        })
+        .collect();
+    if !opts.sharded {
+        return write_file(&dir.join("model.safetensors"), &encoded);
+    }
+    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0usize;
+    for (shard, name) in names.iter().enumerate() {
+        let part: Vec<_> = encoded
+            .iter()
+            .filter(|(t, _, _)| t.shard == shard)
+            .map(|(t, dt, b)| (*t, *dt, b.clone()))
+            .collect();
+        for (t, _, b) in &part {
+            weight_map.insert(t.name.clone(), json!(name));
+            total += b.len();
+        }
+        write_file(&dir.join(name), &part)?;
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    crate::write_json(&dir.join("model.safetensors.index.json"), &index)
+}
