@@ -7,7 +7,7 @@
 
 mod error;
 mod family;
-// mod fix;
+mod fix;
 // pub mod grammar;
 mod load;
 // pub mod parse;
@@ -16,6 +16,6 @@ mod render;
 
 pub use error::Error;
 pub use family::{ConverseSupport, Family, ToolSyntax, converse_support, detect_family, detect_family_in_dir};
-// pub use fix::{CheckReport, FixOptions, FixOutcome, check, fix, template_for_family, undo};
+pub use fix::{CheckReport, FixOptions, FixOutcome, MOVED_SUFFIX, ORIGINAL_KEY, check, fix, template_for_family, undo};
 pub use load::{SpecialTokens, TemplateSource, load_tokenizer_config};
 pub use render::{ChatTemplate, Limits, RenderRequest};

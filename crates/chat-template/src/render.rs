@@ -281,7 +281,15 @@ impl ChatTemplate {
                     limit: self.inner.limits.max_output_bytes as u64,
                 });
             }
-            Err(e) => return Err(map_error(e, name, Some(source))),
+            Err(e) => {
+                return Err(match map_error(e, name, Some(source)) {
+                    Error::Limit { what, .. } => Error::Limit {
+                        what,
+                        limit: self.inner.limits.fuel.unwrap_or(0),
+                    },
+                    other => other,
+                });
+            }
         }
         // The writer only ever receives whole UTF-8 strings from minijinja.
         String::from_utf8(out.buf).map_err(|e| Error::Render {
