@@ -32,11 +32,28 @@ pub(crate) struct App {
     pub(crate) s3: S3,
     pub(crate) models_dir: PathBuf,
     pub(crate) runtime: runtime::Models,
+    pub(crate) invocations: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A counted in-flight Invoke request; released on drop.
+pub(crate) struct InvokeSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InvokeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl App {
     pub(crate) fn region(&self) -> &str {
         &self.config.region
+    }
+    /// Takes one of the concurrent-invocation slots, if any is free.
+    pub(crate) fn invoke_slot(&self) -> Option<InvokeSlot> {
+        use std::sync::atomic::Ordering;
+        let max = self.config.max_concurrent_requests;
+        self.invocations.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(InvokeSlot(self.invocations.clone()))
     }
     pub(crate) fn arn(&self, kind: &str, id: &str) -> String {
         format!("arn:aws:bedrock:{}:{ACCOUNT}:{kind}/{id}", self.config.region)
@@ -69,6 +86,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         db,
         s3,
         models_dir,
+        invocations: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     });
     jobs::resume(&app);
     runtime::start_background(&app);

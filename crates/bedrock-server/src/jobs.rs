@@ -153,20 +153,29 @@ pub(crate) fn preflight(dir: &Path) -> Result<Preflight, String> {
             SUPPORTED.join(", ")
         ));
     }
-    let mut weight_bytes = 0;
-    for e in std::fs::read_dir(dir).map_err(|e| format!("Cannot read the model folder: {e}"))?.flatten() {
-        if e.file_name().to_string_lossy().ends_with(".safetensors") {
-            weight_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
+    // The same preflight as `cmi import check`.
+    let report = model_folder::check(dir).map_err(|e| format!("Amazon Bedrock could not read the model folder: {e}"))?;
+    if report.has_errors() {
+        let errors: Vec<String> = report.errors().map(|f| format!("{} ({})", f.message, f.code)).collect();
+        return Err(truncate_message(format!("The model failed validation: {}", errors.join("; "))));
     }
+    let weight_bytes = report.weight_bytes;
     if weight_bytes == 0 {
         return Err("No model weights were found. The model weights must be in .safetensors files.".into());
     }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        if !dir.join(f).is_file() {
-            return Err(format!("The model is missing the {f} file. Include the tokenizer files in the model folder."));
-        }
-    }
-    let (instruct_supported, converse_tools) = crate::runtime::converse_capability(dir);
+    let (instruct_supported, converse_tools) = (report.instruct_supported, report.converse_tools);
     Ok(Preflight { architecture: arch, instruct_supported, converse_tools, weight_bytes })
+}
+
+/// `failureMessage` is at most 2048 characters.
+fn truncate_message(mut m: String) -> String {
+    if m.len() > 2048 {
+        let mut cut = 2045;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push_str("...");
+    }
+    m
 }

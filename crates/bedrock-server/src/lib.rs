@@ -9,7 +9,9 @@ mod control;
 mod creds;
 mod db;
 mod error;
+mod engine;
 mod jobs;
+mod output;
 mod runtime;
 mod s3;
 mod sigv4;
@@ -105,6 +107,13 @@ pub struct ServerConfig {
     pub quantize: Option<String>,
     /// Write `data_dir/endpoint.json` so other `cmi` commands find this server (what `cmi serve` does).
     pub advertise: bool,
+    /// Longest generation before `ModelTimeoutException` (default 5 minutes).
+    pub model_timeout: Option<Duration>,
+    /// Concurrent Invoke requests allowed per server before `ServiceQuotaExceededException` (default 64).
+    pub max_concurrent_requests: usize,
+    /// Per-model override of "ConverseStream accepts tools" (model name → allowed); models not listed use their
+    /// `cmi:stream-tools` import tag (default: allowed).
+    pub model_stream_tools: Vec<(String, bool)>,
 }
 
 impl ServerConfig {
@@ -119,6 +128,9 @@ impl ServerConfig {
             idle_unload: Duration::from_secs(300),
             quantize: None,
             advertise: false,
+            model_timeout: None,
+            max_concurrent_requests: 64,
+            model_stream_tools: Vec::new(),
         }
     }
 }
