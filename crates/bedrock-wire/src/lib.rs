@@ -26,9 +26,10 @@ pub use converse::{
 };
 pub use error::WireError;
 pub use eventstream::{
-    EventStreamDecoder, StreamMessage, decode_all, encode_event, encode_event_json, encode_exception,
-    encode_exception_body,
+    EventStreamDecoder, StreamMessage, decode_all, encode_chunk, encode_error, encode_event, encode_event_json,
+    encode_exception, encode_exception_body,
 };
 pub use exception::{ErrorBody, ErrorType};
+pub use invoke::{InvokeFormat, InvokeRequest, parse_invoke_request};
 pub use stream::ConverseStreamEvent;
-pub use template::{TemplateInput, converse_to_template_input};
+pub use template::{TemplateInput, ToolRequirement, converse_to_template_input};

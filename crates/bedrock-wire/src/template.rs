@@ -140,10 +140,11 @@ pub fn converse_to_template_input(req: &ConverseRequest) -> Result<TemplateInput
                 let parts = collect_text(&path, message.role, &message.content)?;
                 let mut out = Map::new();
                 out.insert("role".into(), "assistant".into());
-                out.insert("content".into(), parts.text.into());
+                // Key order as in the corpus conversations (c07, c17): templates that `tojson` a message see it.
                 if let Some(r) = parts.reasoning {
                     out.insert("reasoning_content".into(), r.into());
                 }
+                out.insert("content".into(), parts.text.into());
                 last_calls.clear();
                 let mut calls = Vec::new();
                 for (j, block) in message.content.iter().enumerate() {
