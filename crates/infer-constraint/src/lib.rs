@@ -1,0 +1,1 @@
+//! Constrained decoding: token masks from Lark grammars (llguidance) for tool calls and JSON output.
