@@ -1,0 +1,307 @@
+//! Reading `config.json` into the few numbers a decoder-only transformer needs, and refusing what we do not run.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::Error;
+
+/// Which decoder variant a config describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// LlamaForCausalLM (Llama 2/3.x, CodeLlama, SmolLM2, DeepSeek-R1-Distill-Llama).
+    Llama,
+    /// MistralForCausalLM.
+    Mistral,
+    /// MixtralForCausalLM (sparse MoE).
+    Mixtral,
+    /// Qwen2ForCausalLM (q/k/v biases).
+    Qwen2,
+    /// Qwen3ForCausalLM (per-head q/k RMS norms).
+    Qwen3,
+}
+
+/// Rotary-embedding frequency scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Llama 3.1 frequency-dependent scaling (`rope_type: llama3`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+    /// Positions divided by `factor` (`rope_type: linear`).
+    Linear { factor: f64 },
+}
+
+/// The model hyperparameters, checked.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// The architecture variant.
+    pub arch: Arch,
+    /// `architectures[0]` (or `model_type`) as written.
+    pub arch_name: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+    /// q/k/v projections carry biases (Qwen2, or `attention_bias: true`).
+    pub attention_bias: bool,
+    /// Per-head RMS norm on q and k (Qwen3).
+    pub qk_norm: bool,
+    /// Mixtral: number of experts and experts used per token.
+    pub num_local_experts: usize,
+    pub num_experts_per_tok: usize,
+    /// `eos_token_id` of config.json (one or many).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Architectures (or model types) the engine refuses, with the reason shown to the user.
+const REFUSED: &[(&str, &str)] = &[
+    (
+        "T5ForConditionalGeneration",
+        "encoder-decoder models (T5) are not run by the local engine",
+    ),
+    ("t5", "encoder-decoder models (T5) are not run by the local engine"),
+    (
+        "GPTBigCodeForCausalLM",
+        "GPTBigCode (StarCoder 1) is not run by the local engine",
+    ),
+    ("gpt_bigcode", "GPTBigCode (StarCoder 1) is not run by the local engine"),
+    (
+        "MllamaForConditionalGeneration",
+        "Mllama (Llama 3.2 Vision) is multimodal and not run by the local engine",
+    ),
+    (
+        "mllama",
+        "Mllama (Llama 3.2 Vision) is multimodal and not run by the local engine",
+    ),
+    (
+        "Qwen2VLForConditionalGeneration",
+        "Qwen-VL models are multimodal and not run by the local engine",
+    ),
+    (
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen-VL models are multimodal and not run by the local engine",
+    ),
+    (
+        "qwen2_vl",
+        "Qwen-VL models are multimodal and not run by the local engine",
+    ),
+    (
+        "qwen2_5_vl",
+        "Qwen-VL models are multimodal and not run by the local engine",
+    ),
+    ("GptOssForCausalLM", "GPT-OSS is not run by the local engine"),
+    ("gpt_oss", "GPT-OSS is not run by the local engine"),
+];
+
+fn arch_names(config: &Value) -> Vec<String> {
+    let mut names: Vec<String> = config["architectures"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    if let Some(t) = config["model_type"].as_str() {
+        names.push(t.to_string());
+    }
+    names
+}
+
+/// `Some(architecture)` when the engine will not run this config (a refused or unknown architecture).
+pub fn unsupported_architecture(config: &Value) -> Option<String> {
+    let names = arch_names(config);
+    if let Some(n) = names.iter().find(|n| REFUSED.iter().any(|(r, _)| r == n)) {
+        return Some(n.clone());
+    }
+    if detect(config).is_some() {
+        return None;
+    }
+    Some(
+        names
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "unknown (no architectures or model_type)".into()),
+    )
+}
+
+fn detect(config: &Value) -> Option<Arch> {
+    for n in arch_names(config) {
+        let a = match n.as_str() {
+            "LlamaForCausalLM" | "llama" => Arch::Llama,
+            "MistralForCausalLM" | "mistral" => Arch::Mistral,
+            "MixtralForCausalLM" | "mixtral" => Arch::Mixtral,
+            "Qwen2ForCausalLM" | "qwen2" => Arch::Qwen2,
+            "Qwen3ForCausalLM" | "qwen3" => Arch::Qwen3,
+            _ => continue,
+        };
+        return Some(a);
+    }
+    None
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads `eos_token_id` (a number or a list) from a JSON document.
+pub fn eos_ids(v: &Value) -> Vec<u32> {
+    ids(&v["eos_token_id"])
+}
+
+impl ModelConfig {
+    /// Parses and checks `config.json` (`path` is only used in error messages).
+    pub fn from_json(config: &Value, path: &Path) -> Result<ModelConfig, Error> {
+        let names = arch_names(config);
+        if let Some((n, why)) = names
+            .iter()
+            .find_map(|n| REFUSED.iter().find(|(r, _)| r == n).map(|(_, w)| (n, w)))
+        {
+            return Err(Error::UnsupportedArchitecture {
+                arch: n.clone(),
+                reason: (*why).to_string(),
+            });
+        }
+        let Some(arch) = detect(config) else {
+            return Err(Error::UnsupportedArchitecture {
+                arch: names.first().cloned().unwrap_or_else(|| "unknown".into()),
+                reason: "expected one of LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, \
+                         Qwen2ForCausalLM, Qwen3ForCausalLM"
+                    .into(),
+            });
+        };
+        let field = |name: &str, expected: &str| Error::ConfigField {
+            path: path.to_path_buf(),
+            field: name.to_string(),
+            expected: expected.to_string(),
+            found: config.get(name).map_or_else(|| "nothing".into(), Value::to_string),
+        };
+        let usize_field = |name: &str| -> Result<usize, Error> {
+            config[name]
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| field(name, "a positive integer"))
+        };
+        let f64_or = |name: &str, default: f64| -> Result<f64, Error> {
+            match config.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_f64().ok_or_else(|| field(name, "a number")),
+            }
+        };
+        let bool_or = |name: &str, default: bool| -> Result<bool, Error> {
+            match config.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_bool().ok_or_else(|| field(name, "true or false")),
+            }
+        };
+        let hidden_size = usize_field("hidden_size")?;
+        let num_attention_heads = usize_field("num_attention_heads")?;
+        let num_key_value_heads = match config.get("num_key_value_heads") {
+            None | Some(Value::Null) => num_attention_heads,
+            Some(_) => usize_field("num_key_value_heads")?,
+        };
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(field(
+                "num_key_value_heads",
+                &format!("a divisor of num_attention_heads ({num_attention_heads})"),
+            ));
+        }
+        let head_dim = match config.get("head_dim") {
+            None | Some(Value::Null) => {
+                if hidden_size % num_attention_heads != 0 {
+                    return Err(field(
+                        "num_attention_heads",
+                        &format!("a divisor of hidden_size ({hidden_size})"),
+                    ));
+                }
+                hidden_size / num_attention_heads
+            }
+            Some(_) => usize_field("head_dim")?,
+        };
+        if head_dim % 2 != 0 {
+            return Err(field("head_dim", "an even number"));
+        }
+        if let Some(act) = config.get("hidden_act").and_then(Value::as_str)
+            && act != "silu"
+        {
+            return Err(field("hidden_act", "\"silu\""));
+        }
+        let rope_scaling = match config.get("rope_scaling") {
+            None | Some(Value::Null) => None,
+            Some(rs) => {
+                let kind = rs
+                    .get("rope_type")
+                    .or_else(|| rs.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let num = |k: &str| rs.get(k).and_then(Value::as_f64);
+                let bad = |what: &str| Error::ConfigField {
+                    path: path.to_path_buf(),
+                    field: "rope_scaling".into(),
+                    expected: what.into(),
+                    found: rs.to_string(),
+                };
+                match kind {
+                    "llama3" => Some(RopeScaling::Llama3 {
+                        factor: num("factor").ok_or_else(|| bad("a llama3 rope_scaling with factor"))?,
+                        low_freq_factor: num("low_freq_factor").ok_or_else(|| bad("low_freq_factor"))?,
+                        high_freq_factor: num("high_freq_factor").ok_or_else(|| bad("high_freq_factor"))?,
+                        original_max_position_embeddings: num("original_max_position_embeddings")
+                            .ok_or_else(|| bad("original_max_position_embeddings"))?,
+                    }),
+                    "linear" => Some(RopeScaling::Linear {
+                        factor: num("factor").ok_or_else(|| bad("factor"))?,
+                    }),
+                    "default" => None,
+                    _ => {
+                        return Err(bad(
+                            "rope_type llama3, linear or default (dynamic, yarn and longrope are not supported)",
+                        ));
+                    }
+                }
+            }
+        };
+        let is_moe = arch == Arch::Mixtral;
+        Ok(ModelConfig {
+            arch,
+            arch_name: names.first().cloned().unwrap_or_default(),
+            vocab_size: usize_field("vocab_size")?,
+            hidden_size,
+            intermediate_size: usize_field("intermediate_size")?,
+            num_hidden_layers: usize_field("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rope_theta: f64_or("rope_theta", 10000.0)?,
+            rope_scaling,
+            rms_norm_eps: f64_or("rms_norm_eps", 1e-6)?,
+            tie_word_embeddings: bool_or("tie_word_embeddings", false)?,
+            max_position_embeddings: usize_field("max_position_embeddings")?,
+            attention_bias: arch == Arch::Qwen2 || bool_or("attention_bias", false)?,
+            qk_norm: arch == Arch::Qwen3,
+            num_local_experts: if is_moe { usize_field("num_local_experts")? } else { 0 },
+            num_experts_per_tok: if is_moe { usize_field("num_experts_per_tok")? } else { 0 },
+            eos_token_ids: eos_ids(config),
+        })
+    }
+
+    /// Reads and parses `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<ModelConfig, Error> {
+        let path = dir.join("config.json");
+        let v = crate::read_json(&path)?;
+        ModelConfig::from_json(&v, &path)
+    }
+}

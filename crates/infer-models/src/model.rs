@@ -1,0 +1,494 @@
+//! The decoder: embeddings, N blocks of (RMS norm, GQA attention with RoPE, RMS norm, SwiGLU MLP or sparse MoE),
+//! final norm and LM head; one forward pass over a batch of sequences with their own KV caches.
+
+use std::path::Path;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::rotary_emb::rope;
+
+use crate::config::{Arch, ModelConfig, RopeScaling};
+use crate::weights::Weights;
+use crate::{CausalLm, Error, Quantize, SeqInput};
+
+/// A linear layer `y = x Wᵀ + b`, dense f32 or quantised.
+enum Linear {
+    Dense { w: Tensor, b: Option<Tensor> },
+    Quant { w: QMatMul, b: Option<Tensor> },
+}
+
+impl Linear {
+    fn new(w: Tensor, b: Option<Tensor>, quantize: Option<Quantize>) -> Result<Linear, Error> {
+        let Some(q) = quantize else {
+            return Ok(Linear::Dense { w, b });
+        };
+        let cols = w.dim(1)?;
+        // k-quants need rows that are whole super-blocks of 256; otherwise fall back to Q8_0 (blocks of 32).
+        let dtype = match q {
+            Quantize::Q4K if cols % 256 == 0 => GgmlDType::Q4K,
+            _ if cols % 32 == 0 => GgmlDType::Q8_0,
+            _ => return Ok(Linear::Dense { w, b }),
+        };
+        let qt = QTensor::quantize(&w, dtype)?;
+        Ok(Linear::Quant {
+            w: QMatMul::from_qtensor(qt)?,
+            b,
+        })
+    }
+
+    /// `x`: `[tokens, in]` → `[tokens, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
+        let (y, b) = match self {
+            Linear::Dense { w, b } => (x.matmul(&w.t()?)?, b),
+            Linear::Quant { w, b } => (w.forward(x)?, b),
+        };
+        Ok(match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+enum Mlp {
+    /// SwiGLU with gate and up projections fused into one matrix.
+    Dense {
+        gate_up: Linear,
+        down: Linear,
+        inter: usize,
+    },
+    /// Mixtral sparse MoE: router plus experts (w1/w3 fused, w2).
+    Moe {
+        router: Tensor,
+        experts: Vec<(Linear, Linear)>,
+        top_k: usize,
+        inter: usize,
+    },
+}
+
+fn swiglu(gate_up: &Tensor, inter: usize) -> Result<Tensor, Error> {
+    let gate = gate_up.narrow(1, 0, inter)?;
+    let up = gate_up.narrow(1, inter, inter)?;
+    Ok((candle_nn::ops::silu(&gate)? * up)?)
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
+        match self {
+            Mlp::Dense { gate_up, down, inter } => down.forward(&swiglu(&gate_up.forward(x)?, *inter)?),
+            Mlp::Moe {
+                router,
+                experts,
+                top_k,
+                inter,
+            } => {
+                let logits: Vec<Vec<f32>> = x.matmul(&router.t()?)?.to_vec2()?;
+                // Per expert: the tokens routed to it and their weights (softmax over all experts, top-k, renormalised).
+                let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
+                for (t, row) in logits.iter().enumerate() {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                    let sum: f32 = exps.iter().sum();
+                    let mut order: Vec<usize> = (0..row.len()).collect();
+                    order.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]));
+                    let chosen = &order[..(*top_k).min(order.len())];
+                    let top_sum: f32 = chosen.iter().map(|&e| exps[e] / sum).sum();
+                    for &e in chosen {
+                        routed[e].0.push(t as u32);
+                        routed[e].1.push(exps[e] / sum / top_sum);
+                    }
+                }
+                let mut out = x.zeros_like()?;
+                for ((w13, w2), (idx, weights)) in experts.iter().zip(routed) {
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    let n = idx.len();
+                    let idx = Tensor::from_vec(idx, n, x.device())?;
+                    let xs = x.index_select(&idx, 0)?;
+                    let ys = w2.forward(&swiglu(&w13.forward(&xs)?, *inter)?)?;
+                    let w = Tensor::from_vec(weights, (n, 1), x.device())?;
+                    out = out.index_add(&idx, &ys.broadcast_mul(&w)?, 0)?;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+struct Layer {
+    input_norm: Tensor,
+    qkv: Linear,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    o: Linear,
+    post_norm: Tensor,
+    mlp: Mlp,
+}
+
+/// The KV cache of one sequence: per layer, keys and values `[kv_heads, capacity, head_dim]`, grown by doubling
+/// (never re-allocated per token).
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+    cap: usize,
+    max: usize,
+}
+
+impl KvCache {
+    /// Number of tokens cached (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes currently allocated.
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * 4)
+            .sum()
+    }
+
+    /// Makes room for `n` more tokens in every layer.
+    fn reserve(&mut self, n: usize, kv_heads: usize, head_dim: usize) -> Result<(), Error> {
+        let need = self.len + n;
+        if need > self.max {
+            return Err(Error::ContextOverflow {
+                needed: need,
+                context_length: self.max,
+            });
+        }
+        if need <= self.cap && self.layers.iter().all(Option::is_some) {
+            return Ok(());
+        }
+        let new_cap = need.max(self.cap * 2).max(64).min(self.max);
+        for slot in &mut self.layers {
+            let k = Tensor::zeros((kv_heads, new_cap, head_dim), DType::F32, &Device::Cpu)?;
+            let v = Tensor::zeros((kv_heads, new_cap, head_dim), DType::F32, &Device::Cpu)?;
+            if let Some((ok, ov)) = slot.take()
+                && self.len > 0
+            {
+                k.slice_set(&ok.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                v.slice_set(&ov.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+            }
+            *slot = Some((k, v));
+        }
+        self.cap = new_cap;
+        Ok(())
+    }
+
+    /// Writes `k`, `v` (`[kv_heads, n, head_dim]`) at the current length of `layer`; returns all keys and values.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), Error> {
+        let n = k.dim(1)?;
+        let Some((kc, vc)) = self.layers.get(layer).and_then(Option::as_ref) else {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "kv cache layer {layer} not reserved"
+            ))));
+        };
+        kc.slice_set(&k.contiguous()?, 1, self.len)?;
+        vc.slice_set(&v.contiguous()?, 1, self.len)?;
+        Ok((kc.narrow(1, 0, self.len + n)?, vc.narrow(1, 0, self.len + n)?))
+    }
+}
+
+/// A loaded decoder-only transformer.
+pub struct Transformer {
+    cfg: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+    inv_freq: Vec<f64>,
+    position_scale: f64,
+    weight_bytes: u64,
+}
+
+fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
+    let d = cfg.head_dim;
+    let base: Vec<f64> = (0..d / 2)
+        .map(|i| {
+            // transformers computes these in float32; round the same way so logits match closely.
+            let f = 1.0f32 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32);
+            f64::from(f)
+        })
+        .collect();
+    match &cfg.rope_scaling {
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            let low_wavelen = original_max_position_embeddings / low_freq_factor;
+            let high_wavelen = original_max_position_embeddings / high_freq_factor;
+            base.into_iter()
+                .map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .map(|f| f64::from(f as f32))
+                .collect()
+        }
+        _ => base,
+    }
+}
+
+impl Transformer {
+    /// Loads the weights of `dir` for `cfg`, checking every tensor's presence and shape.
+    pub fn load(dir: &Path, cfg: ModelConfig, quantize: Option<Quantize>) -> Result<Transformer, Error> {
+        let w = Weights::open(dir)?;
+        let (h, hd, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
+        let (qd, kvd) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+        let embed = w.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let q = w.get(&format!("{p}.self_attn.q_proj.weight"), &[qd, h])?;
+            let k = w.get(&format!("{p}.self_attn.k_proj.weight"), &[kvd, h])?;
+            let v = w.get(&format!("{p}.self_attn.v_proj.weight"), &[kvd, h])?;
+            let qkv_b = if cfg.attention_bias {
+                Some(Tensor::cat(
+                    &[
+                        w.get(&format!("{p}.self_attn.q_proj.bias"), &[qd])?,
+                        w.get(&format!("{p}.self_attn.k_proj.bias"), &[kvd])?,
+                        w.get(&format!("{p}.self_attn.v_proj.bias"), &[kvd])?,
+                    ],
+                    0,
+                )?)
+            } else {
+                None
+            };
+            let qkv = Linear::new(Tensor::cat(&[q, k, v], 0)?, qkv_b, quantize)?;
+            let o_b = if cfg.attention_bias && w.contains(&format!("{p}.self_attn.o_proj.bias")) {
+                Some(w.get(&format!("{p}.self_attn.o_proj.bias"), &[h])?)
+            } else {
+                None
+            };
+            let o = Linear::new(w.get(&format!("{p}.self_attn.o_proj.weight"), &[h, qd])?, o_b, quantize)?;
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?),
+                    Some(w.get(&format!("{p}.self_attn.k_norm.weight"), &[hd])?),
+                )
+            } else {
+                (None, None)
+            };
+            let mlp = if cfg.arch == Arch::Mixtral {
+                let m = format!("{p}.block_sparse_moe");
+                let router = w.get(&format!("{m}.gate.weight"), &[cfg.num_local_experts, h])?;
+                let mut experts = Vec::with_capacity(cfg.num_local_experts);
+                for e in 0..cfg.num_local_experts {
+                    let w1 = w.get(&format!("{m}.experts.{e}.w1.weight"), &[inter, h])?;
+                    let w3 = w.get(&format!("{m}.experts.{e}.w3.weight"), &[inter, h])?;
+                    let w2 = w.get(&format!("{m}.experts.{e}.w2.weight"), &[h, inter])?;
+                    experts.push((
+                        Linear::new(Tensor::cat(&[w1, w3], 0)?, None, quantize)?,
+                        Linear::new(w2, None, quantize)?,
+                    ));
+                }
+                Mlp::Moe {
+                    router,
+                    experts,
+                    top_k: cfg.num_experts_per_tok,
+                    inter,
+                }
+            } else {
+                let gate = w.get(&format!("{p}.mlp.gate_proj.weight"), &[inter, h])?;
+                let up = w.get(&format!("{p}.mlp.up_proj.weight"), &[inter, h])?;
+                let down = w.get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?;
+                Mlp::Dense {
+                    gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None, quantize)?,
+                    down: Linear::new(down, None, quantize)?,
+                    inter,
+                }
+            };
+            layers.push(Layer {
+                input_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                qkv,
+                q_norm,
+                k_norm,
+                o,
+                post_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                mlp,
+            });
+        }
+        let norm = w.get("model.norm.weight", &[h])?;
+        let head = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
+            embed.clone()
+        } else {
+            w.get("lm_head.weight", &[cfg.vocab_size, h])?
+        };
+        let lm_head = Linear::new(head, None, quantize)?;
+        let position_scale = match cfg.rope_scaling {
+            Some(RopeScaling::Linear { factor }) => 1.0 / factor,
+            _ => 1.0,
+        };
+        let weight_bytes = w.total_bytes();
+        drop(w);
+        tracing::debug!(arch = %cfg.arch_name, layers = cfg.num_hidden_layers, ?quantize, "model loaded");
+        Ok(Transformer {
+            inv_freq: inv_freq(&cfg),
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            position_scale,
+            weight_bytes,
+        })
+    }
+
+    /// Bytes of tensor data in the safetensors files.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    fn rope_tables(&self, positions: &[usize]) -> Result<(Tensor, Tensor), Error> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            let p = p as f64 * self.position_scale;
+            for f in &self.inv_freq {
+                // float32 product as in transformers, then cos/sin.
+                let a = (p as f32) * (*f as f32);
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (positions.len(), half), &Device::Cpu)?,
+            Tensor::from_vec(sin, (positions.len(), half), &Device::Cpu)?,
+        ))
+    }
+
+    /// The batched forward pass; returns the final hidden states of the rows in `pick` (`None`: all rows).
+    fn run(&self, batch: &mut [SeqInput<'_>], last_only: bool) -> Result<Tensor, Error> {
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let groups = nh / nkv;
+        let eps = cfg.rms_norm_eps as f32;
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut spans = Vec::with_capacity(batch.len());
+        for item in batch.iter_mut() {
+            if item.tokens.is_empty() {
+                return Err(Error::Candle(candle_core::Error::Msg(
+                    "empty token list in batch".into(),
+                )));
+            }
+            item.cache.reserve(item.tokens.len(), nkv, hd)?;
+            let start = ids.len();
+            for (i, &t) in item.tokens.iter().enumerate() {
+                if t as usize >= cfg.vocab_size {
+                    return Err(Error::Candle(candle_core::Error::Msg(format!(
+                        "token id {t} is outside the vocabulary of {} tokens",
+                        cfg.vocab_size
+                    ))));
+                }
+                ids.push(t);
+                positions.push(item.cache.len() + i);
+            }
+            spans.push((start, item.tokens.len()));
+        }
+        let total = ids.len();
+        let dev = Device::Cpu;
+        let mut x = self.embed.index_select(&Tensor::from_vec(ids, total, &dev)?, 0)?;
+        let (cos, sin) = self.rope_tables(&positions)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.input_norm, eps)?;
+            let qkv = layer.qkv.forward(&h)?;
+            let mut q = qkv.narrow(1, 0, nh * hd)?.reshape((total, nh, hd))?;
+            let mut k = qkv.narrow(1, nh * hd, nkv * hd)?.reshape((total, nkv, hd))?;
+            let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd)?.reshape((total, nkv, hd))?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = rms_norm(&q.contiguous()?, qn, eps)?;
+                k = rms_norm(&k.contiguous()?, kn, eps)?;
+            }
+            let q = rope(&q.transpose(0, 1)?.contiguous()?.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?;
+            let k = rope(&k.transpose(0, 1)?.contiguous()?.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?;
+            let v = v.transpose(0, 1)?;
+            let mut outs = Vec::with_capacity(batch.len());
+            for (item, &(start, n)) in batch.iter_mut().zip(&spans) {
+                let past = item.cache.len();
+                let (kall, vall) = item
+                    .cache
+                    .append(li, &k.narrow(1, start, n)?, &v.narrow(1, start, n)?)?;
+                let len = past + n;
+                // Heads sharing a KV head are stacked: [kv_heads, groups * n, head_dim] against [kv_heads, len, hd].
+                let qi = q.narrow(1, start, n)?.contiguous()?.reshape((nkv, groups * n, hd))?;
+                let mut scores = (qi.matmul(&kall.t()?)? * scale)?;
+                if n > 1 {
+                    let mut mask = vec![0f32; groups * n * len];
+                    for r in 0..groups * n {
+                        let pos = past + r % n;
+                        for m in &mut mask[r * len + pos + 1..(r + 1) * len] {
+                            *m = f32::NEG_INFINITY;
+                        }
+                    }
+                    scores = scores.broadcast_add(&Tensor::from_vec(mask, (groups * n, len), &dev)?)?;
+                }
+                let probs = softmax_last_dim(&scores)?;
+                let o = probs.matmul(&vall)?; // [nkv, groups*n, hd]
+                let o = o.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
+                outs.push(o);
+            }
+            let attn = if outs.len() == 1 {
+                outs.remove(0)
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + layer.o.forward(&attn)?)?;
+            let h = rms_norm(&x, &layer.post_norm, eps)?;
+            x = (x + layer.mlp.forward(&h)?)?;
+        }
+        for (item, &(_, n)) in batch.iter_mut().zip(&spans) {
+            item.cache.len += n;
+        }
+        if last_only {
+            let last: Vec<u32> = spans.iter().map(|&(s, n)| (s + n - 1) as u32).collect();
+            let b = last.len();
+            x = x.index_select(&Tensor::from_vec(last, b, &dev)?, 0)?;
+        }
+        let x = rms_norm(&x, &self.norm, eps)?;
+        self.lm_head.forward(&x)
+    }
+}
+
+impl CausalLm for Transformer {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.cfg.num_hidden_layers).map(|_| None).collect(),
+            len: 0,
+            cap: 0,
+            max: self.cfg.max_position_embeddings,
+        }
+    }
+
+    fn forward_last(&self, batch: &mut [SeqInput<'_>]) -> Result<Tensor, Error> {
+        self.run(batch, true)
+    }
+
+    fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor, Error> {
+        self.run(&mut [SeqInput { tokens, cache }], false)
+    }
+}

@@ -1,0 +1,246 @@
+//! Unit tests on tiny generated models: batching and caching give the same logits as one full pass; bad folders
+//! fail with messages naming the file, tensor or field.
+
+use std::path::Path;
+
+use candle_core::{IndexOp, Tensor};
+use test_support::{DType, Family, TinyOptions};
+
+use super::*;
+
+fn tiny(family: Family) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(dir.path(), family).expect("tiny model");
+    dir
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .flatten_all()
+        .expect("flat")
+        .max(0)
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar")
+}
+
+const PROMPT: [u32; 7] = [104, 101, 108, 108, 111, 32, 119];
+
+#[test]
+fn incremental_decoding_matches_one_full_pass_for_every_family() {
+    for family in Family::ALL {
+        let dir = tiny(family);
+        let m = load(dir.path(), None).expect("load");
+        let mut c = m.new_cache();
+        let full = m.forward_all(&PROMPT, &mut c).expect("full");
+        assert_eq!(c.len(), PROMPT.len());
+        // Prefill 4, then 3 single steps.
+        let mut c2 = m.new_cache();
+        let pre = m.forward_all(&PROMPT[..4], &mut c2).expect("prefill");
+        assert!(
+            max_abs_diff(&pre, &full.i(..4).expect("rows")) < 1e-4,
+            "{family} prefill"
+        );
+        for (i, &t) in PROMPT[4..].iter().enumerate() {
+            let step = m
+                .forward_last(&mut [SeqInput {
+                    tokens: &[t],
+                    cache: &mut c2,
+                }])
+                .expect("step");
+            let d = max_abs_diff(&step.i(0).expect("row"), &full.i(4 + i).expect("row"));
+            assert!(d < 1e-4, "{family} step {i}: {d}");
+        }
+        // Logits are not degenerate.
+        let row: Vec<f32> = full.i(6).expect("row").to_vec1().expect("vec");
+        let spread = row.iter().copied().fold(f32::MIN, f32::max) - row.iter().copied().fold(f32::MAX, f32::min);
+        assert!(spread > 1.0, "{family}: logits spread {spread}");
+    }
+}
+
+#[test]
+fn a_mixed_batch_gives_each_sequence_its_own_logits() {
+    let dir = tiny(Family::Qwen3);
+    let m = load(dir.path(), None).expect("load");
+    let (a, b) = (&PROMPT[..5], &[50u32, 60, 70][..]);
+    let alone = |toks: &[u32]| {
+        let mut c = m.new_cache();
+        m.forward_all(toks, &mut c)
+            .expect("fwd")
+            .i(toks.len() - 1)
+            .expect("row")
+    };
+    // Sequence A is mid-decode, B is a fresh prefill: both in one pass.
+    let mut ca = m.new_cache();
+    m.forward_all(&a[..4], &mut ca).expect("prefill a");
+    let mut cb = m.new_cache();
+    let out = m
+        .forward_last(&mut [
+            SeqInput {
+                tokens: &a[4..],
+                cache: &mut ca,
+            },
+            SeqInput {
+                tokens: b,
+                cache: &mut cb,
+            },
+        ])
+        .expect("batch");
+    assert!(max_abs_diff(&out.i(0).expect("row"), &alone(a)) < 1e-4);
+    assert!(max_abs_diff(&out.i(1).expect("row"), &alone(b)) < 1e-4);
+}
+
+#[test]
+fn sharded_and_half_precision_folders_load_and_agree() {
+    let load_with = |sharded, dtype| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = TinyOptions::new(Family::Llama);
+        o.sharded = sharded;
+        o.dtype = dtype;
+        test_support::tiny_model_with(dir.path(), &o).expect("tiny");
+        let m = load(dir.path(), None).expect("load");
+        let mut c = m.new_cache();
+        m.forward_all(&PROMPT, &mut c).expect("fwd")
+    };
+    let base = load_with(false, DType::F32);
+    assert!(max_abs_diff(&base, &load_with(true, DType::F32)) == 0.0);
+    let bf = load_with(true, DType::BF16);
+    let d = max_abs_diff(&base, &bf);
+    assert!(d > 0.0 && d < 0.5, "bf16 differs a little: {d}");
+}
+
+#[test]
+fn quantised_models_stay_close_to_full_precision() {
+    let dir = tiny(Family::Mistral);
+    let full = load(dir.path(), None).expect("load");
+    let q = load(dir.path(), Some(Quantize::Q8_0)).expect("load q8");
+    let (mut c1, mut c2) = (full.new_cache(), q.new_cache());
+    let a = full.forward_all(&PROMPT, &mut c1).expect("fwd");
+    let b = q.forward_all(&PROMPT, &mut c2).expect("fwd");
+    let d = max_abs_diff(&a, &b);
+    assert!(d > 0.0 && d < 0.5, "q8_0 error {d}");
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec(&v).expect("ser")).expect("write");
+}
+
+fn load_err(dir: &Path) -> String {
+    match load(dir, None) {
+        Ok(_) => panic!("load should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn refused_architectures_are_named() {
+    for (arch, mt) in [
+        ("T5ForConditionalGeneration", "t5"),
+        ("GPTBigCodeForCausalLM", "gpt_bigcode"),
+        ("MllamaForConditionalGeneration", "mllama"),
+        ("Qwen2VLForConditionalGeneration", "qwen2_vl"),
+        ("GptOssForCausalLM", "gpt_oss"),
+    ] {
+        let dir = tiny(Family::Llama);
+        edit_config(dir.path(), |v| {
+            v["architectures"] = serde_json::json!([arch]);
+            v["model_type"] = serde_json::json!(mt);
+        });
+        let e = load_err(dir.path());
+        assert!(e.contains(arch) && e.starts_with("unsupported architecture"), "{e}");
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
+        assert_eq!(unsupported_architecture(&cfg).as_deref(), Some(arch));
+    }
+    let dir = tiny(Family::Qwen2);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
+    assert_eq!(unsupported_architecture(&cfg), None);
+}
+
+#[test]
+fn bad_folders_fail_naming_the_file_tensor_or_field() {
+    // Missing tensor.
+    let dir = tiny(Family::Mistral);
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).expect("read");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("st");
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "model.layers.1.mlp.down_proj.weight")
+        .collect();
+    safetensors::serialize_to_file(kept, None, &dir.path().join("model.safetensors")).expect("write");
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("model.layers.1.mlp.down_proj.weight") && e.contains("missing"),
+        "{e}"
+    );
+
+    // Wrong shape: the config says a larger hidden size than the weights have.
+    let dir = tiny(Family::Llama);
+    edit_config(dir.path(), |v| v["intermediate_size"] = serde_json::json!(96));
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("gate_proj.weight") && e.contains("[96, 64]") && e.contains("[128, 64]"),
+        "{e}"
+    );
+
+    // Truncated file.
+    let dir = tiny(Family::Qwen2);
+    let p = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).expect("read");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("truncate");
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("model.safetensors") && e.contains("invalid safetensors"),
+        "{e}"
+    );
+
+    // A config field we do not understand.
+    let dir = tiny(Family::Llama);
+    edit_config(dir.path(), |v| {
+        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0})
+    });
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("config.json") && e.contains("rope_scaling") && e.contains("yarn"),
+        "{e}"
+    );
+    let dir = tiny(Family::Qwen3);
+    edit_config(dir.path(), |v| v["num_key_value_heads"] = serde_json::json!(3));
+    let e = load_err(dir.path());
+    assert!(e.contains("num_key_value_heads") && e.contains('3'), "{e}");
+
+    // Garbage header bytes never panic.
+    for n in [0usize, 3, 8, 9, 40] {
+        let dir = tiny(Family::Llama);
+        let mut junk = vec![0xffu8; n];
+        if n >= 8 {
+            junk[..8].copy_from_slice(&(30u64).to_le_bytes());
+        }
+        std::fs::write(dir.path().join("model.safetensors"), junk).expect("write");
+        assert!(load_err(dir.path()).contains("model.safetensors"));
+    }
+}
+
+#[test]
+fn a_sequence_longer_than_the_context_is_an_error() {
+    let dir = tiny(Family::Llama);
+    edit_config(dir.path(), |v| v["max_position_embeddings"] = serde_json::json!(8));
+    let m = load(dir.path(), None).expect("load");
+    let mut c = m.new_cache();
+    m.forward_all(&PROMPT, &mut c).expect("7 tokens fit");
+    m.forward_all(&[1], &mut c).expect("8 tokens fit");
+    let e = m
+        .forward_all(&[1], &mut c)
+        .map(|_| ())
+        .expect_err("9th token overflows")
+        .to_string();
+    assert!(e.contains('9') && e.contains('8'), "{e}");
+}

@@ -1,0 +1,155 @@
+//! Memory-mapped safetensors (one file, or shards listed in `model.safetensors.index.json`): headers are checked
+//! up front, tensors are read one at a time into f32 compute tensors with their shapes checked.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::tensor::{Metadata, TensorView};
+
+use crate::Error;
+
+struct Entry {
+    file: usize,
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// The tensors of a model folder, memory-mapped.
+pub(crate) struct Weights {
+    files: Vec<(PathBuf, Mmap)>,
+    entries: HashMap<String, Entry>,
+}
+
+fn map(path: &Path) -> Result<Mmap, Error> {
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: the model files are not modified while the engine loads them (a folder being rewritten under a
+    // running load is unsupported, as for every mmap-based loader); the map is dropped once the tensors are read.
+    #[allow(unsafe_code)]
+    let mmap = unsafe { Mmap::map(&file) };
+    mmap.map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Weights {
+    /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+    pub(crate) fn open(dir: &Path) -> Result<Weights, Error> {
+        let index = dir.join("model.safetensors.index.json");
+        let paths: Vec<PathBuf> = if index.exists() {
+            let v = crate::read_json(&index)?;
+            let Some(map) = v["weight_map"].as_object() else {
+                return Err(Error::ConfigField {
+                    path: index,
+                    field: "weight_map".into(),
+                    expected: "an object of tensor name -> shard file".into(),
+                    found: v["weight_map"].to_string(),
+                });
+            };
+            let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            let single = dir.join("model.safetensors");
+            if !single.exists() {
+                return Err(Error::NoWeights { dir: dir.to_path_buf() });
+            }
+            vec![single]
+        };
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for (i, path) in paths.into_iter().enumerate() {
+            let mmap = map(&path)?;
+            let (n, meta): (usize, Metadata) =
+                safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let base = 8 + n;
+            for (name, info) in meta.tensors() {
+                let (start, end) = (base + info.data_offsets.0, base + info.data_offsets.1);
+                if end > mmap.len() {
+                    return Err(Error::Safetensors {
+                        path: path.clone(),
+                        message: format!(
+                            "tensor `{name}` ends at byte {end} but the file has {} bytes (truncated?)",
+                            mmap.len()
+                        ),
+                    });
+                }
+                entries.insert(
+                    name,
+                    Entry {
+                        file: i,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start,
+                        end,
+                    },
+                );
+            }
+            files.push((path, mmap));
+        }
+        Ok(Weights { files, entries })
+    }
+
+    /// Whether a tensor exists.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Reads `name` as an f32 tensor of exactly `shape`.
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
+        let Some(e) = self.entries.get(name) else {
+            let files: Vec<String> = self.files.iter().map(|(p, _)| p.display().to_string()).collect();
+            return Err(Error::MissingTensor {
+                name: name.to_string(),
+                files: files.join(", "),
+            });
+        };
+        let path = &self.files[e.file].0;
+        if e.shape != shape {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                path: path.clone(),
+                expected: shape.to_vec(),
+                found: e.shape.clone(),
+            });
+        }
+        match e.dtype {
+            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16 => {}
+            other => {
+                return Err(Error::Safetensors {
+                    path: path.clone(),
+                    message: format!("tensor `{name}` has dtype {other:?}, expected F32, F16 or BF16"),
+                });
+            }
+        }
+        let bytes = &self.files[e.file].1[e.start..e.end];
+        let view = TensorView::new(e.dtype, e.shape.clone(), bytes).map_err(|err| Error::Safetensors {
+            path: path.clone(),
+            message: format!("tensor `{name}`: {err}"),
+        })?;
+        let t = view.load(&Device::Cpu)?;
+        Ok(if t.dtype() == DType::F32 {
+            t
+        } else {
+            t.to_dtype(DType::F32)?
+        })
+    }
+
+    /// Total bytes of tensor data.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.entries.values().map(|e| (e.end - e.start) as u64).sum()
+    }
+}
