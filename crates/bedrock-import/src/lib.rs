@@ -1,1 +1,27 @@
-//! TODO
+//! From a checked model folder to an imported, registered Bedrock model: upload planning and S3 multipart upload
+//! (parallel, bounded memory, sync semantics, resume, full-object CRC32C), the Custom Model Import job (idempotent
+//! create, polling with backoff), staged template repair and registration in the model registry.
+//!
+//! The library takes built SDK clients and plain settings; it never reads the environment or draws progress bars
+//! (progress is a [`Progress`] callback).
+
+mod bucket;
+mod checksum;
+mod error;
+mod job;
+mod journal;
+mod progress;
+mod upload;
+
+pub use bucket::ensure_bucket;
+pub use checksum::crc32c_base64;
+pub use error::{BoxError, Error};
+pub use job::{
+    ImportedModel, JobInfo, JobRequest, JobStatus, PollSettings, client_request_token, create_job, get_imported_model,
+    get_job, job_name_for, list_jobs, validate_model_name, validate_role_arn, wait_for_job,
+};
+pub use progress::{Event, Progress};
+pub use upload::{CRC_METADATA_KEY, ManifestEntry, PlannedFile, UploadPlan, UploadSettings, UploadSummary, Uploader};
+
+#[cfg(test)]
+mod tests;

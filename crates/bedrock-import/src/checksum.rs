@@ -1,0 +1,50 @@
+//! CRC32C of files and file ranges, computed in parallel chunks and combined (`crc32c_combine`), base64-encoded the
+//! way S3 carries checksums.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use base64::Engine as _;
+
+/// Encodes a CRC32C the way S3 headers carry it (base64 of the big-endian bytes).
+pub fn crc32c_base64(crc: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// Reads `len` bytes at `offset` into a new buffer, returning it with its CRC32C.
+pub(crate) fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<(Vec<u8>, u32)> {
+    let file = File::open(path)?;
+    // `len` is at most the part size (≤ 5 GiB), which fits a usize on the 64-bit targets we build for.
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    let crc = crc32c::crc32c(&buf);
+    Ok((buf, crc))
+}
+
+/// CRC32C of `len` bytes at `offset`, streamed through a small buffer; `on_bytes` sees progress.
+pub(crate) fn crc_range(path: &Path, offset: u64, len: u64, on_bytes: &dyn Fn(u64)) -> std::io::Result<u32> {
+    const BUF: u64 = 4 << 20;
+    let file = File::open(path)?;
+    let mut buf = vec![0u8; BUF.min(len.max(1)) as usize];
+    let mut crc = 0u32;
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(BUF) as usize;
+        file.read_exact_at(&mut buf[..n], offset + done)?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        done += n as u64;
+        on_bytes(n as u64);
+    }
+    Ok(crc)
+}
+
+/// Combines CRC32Cs of consecutive ranges (`(crc, len)` in order) into the CRC32C of the whole.
+pub(crate) fn combine(parts: impl IntoIterator<Item = (u32, u64)>) -> u32 {
+    let mut iter = parts.into_iter();
+    let Some((mut crc, _)) = iter.next() else { return 0 };
+    for (c, len) in iter {
+        crc = crc32c::crc32c_combine(crc, c, len as usize);
+    }
+    crc
+}

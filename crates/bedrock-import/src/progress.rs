@@ -1,0 +1,77 @@
+//! Progress reporting as a callback: the library says what happened, the caller draws bars or prints lines.
+
+use std::time::Duration;
+
+/// Something the upload or the import job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Checksumming local files before upload; `bytes` more were read.
+    Hashed {
+        /// Bytes read since the last event.
+        bytes: u64,
+    },
+    /// The plan is known: what is already there and what will be sent.
+    Planned {
+        /// Files in the upload.
+        files: usize,
+        /// Their total size.
+        total_bytes: u64,
+        /// Bytes that will actually be sent (not already present, not resumed).
+        to_send: u64,
+    },
+    /// An object is already in the bucket with the same size and checksum.
+    Skipped {
+        /// The S3 key.
+        key: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// Upload of one file begins; `resumed_bytes` are covered by parts of an interrupted upload.
+    FileStarted {
+        /// The S3 key.
+        key: String,
+        /// The file size.
+        bytes: u64,
+        /// Bytes already uploaded by an earlier, interrupted run.
+        resumed_bytes: u64,
+    },
+    /// `bytes` more were sent and acknowledged.
+    Sent {
+        /// The S3 key.
+        key: String,
+        /// Bytes in this request.
+        bytes: u64,
+    },
+    /// One file is uploaded and verified.
+    FileDone {
+        /// The S3 key.
+        key: String,
+    },
+    /// The import job's status, after each poll.
+    Job {
+        /// The job ARN.
+        job_arn: String,
+        /// `InProgress`, `Completed` or `Failed`.
+        status: String,
+        /// Time since the job was created (as far as we know).
+        elapsed: Duration,
+    },
+}
+
+/// Receives [`Event`]s. Called from the uploading task; keep it quick.
+pub trait Progress: Send + Sync {
+    /// One event.
+    fn event(&self, event: Event);
+}
+
+/// No progress output.
+impl Progress for () {
+    fn event(&self, _event: Event) {}
+}
+
+impl<F: Fn(Event) + Send + Sync> Progress for F {
+    fn event(&self, event: Event) {
+        self(event)
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: uploads against a real S3 implementation (s3s-fs, the store the local Bedrock uses) on a
+//! loopback port, with a request counter to prove what was (not) sent.
+
+mod s3;
+mod upload;
