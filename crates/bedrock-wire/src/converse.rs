@@ -540,6 +540,40 @@ impl ConverseResponse {
     }
 }
 
+/// Builds `additionalModelResponseFields` from the model's raw response and the request's
+/// `additionalModelResponseFieldPaths` (JSON Pointers). Each pointer that resolves is copied into the result under
+/// the same nested keys (`/a/b` → `{"a": {"b": …}}`); pointers that do not resolve are ignored, as the service does.
+/// Returns `None` when nothing resolves.
+pub fn select_response_fields(raw: &Value, pointers: &[String]) -> Option<Value> {
+    let mut out = Value::Object(serde_json::Map::new());
+    let mut any = false;
+    for pointer in pointers {
+        let Some(found) = raw.pointer(pointer) else {
+            continue;
+        };
+        let keys: Vec<String> = pointer
+            .split('/')
+            .skip(1)
+            .map(|k| k.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let Some((last, parents)) = keys.split_last() else {
+            continue;
+        };
+        let mut node = &mut out;
+        for key in parents {
+            let Value::Object(map) = node else { break };
+            node = map
+                .entry(key.clone())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        }
+        if let Value::Object(map) = node {
+            map.insert(last.clone(), found.clone());
+            any = true;
+        }
+    }
+    any.then_some(out)
+}
+
 /// Parses a Converse / ConverseStream request body. A parse failure names the member that failed
 /// (`messages.1.content.0.toolUse.input`) in [`WireError::Json`].
 pub fn parse_converse_request(body: &[u8]) -> Result<ConverseRequest, WireError> {

@@ -60,6 +60,7 @@ const TOOL_CONFIG_REQUIRED: &str =
 /// Validates a Converse request and converts it for the chat template.
 pub fn converse_to_template_input(req: &ConverseRequest) -> Result<TemplateInput, WireError> {
     validate_inference_config(req)?;
+    validate_request_extras(req)?;
     let (tools, tool_choice) = convert_tools(req)?;
     let mut messages = Vec::new();
 
@@ -475,6 +476,41 @@ fn validate_inference_config(req: &ConverseRequest) -> Result<(), WireError> {
                 "Member must have length greater than or equal to 1",
             ));
         }
+    }
+    Ok(())
+}
+
+/// `additionalModelResponseFieldPaths` (≤ 10 JSON Pointers; an empty or malformed one is a 400) and
+/// `requestMetadata` (1–16 entries).
+fn validate_request_extras(req: &ConverseRequest) -> Result<(), WireError> {
+    if let Some(paths) = &req.additional_model_response_field_paths {
+        if paths.len() > 10 {
+            return Err(constraint(
+                "additionalModelResponseFieldPaths",
+                paths.len(),
+                "Member must have length less than or equal to 10",
+            ));
+        }
+        for (i, p) in paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(WireError::validation(
+                    format!("additionalModelResponseFieldPaths.{i}"),
+                    format!(
+                        "The JSON Pointer '{p}' at additionalModelResponseFieldPaths.{i} is empty or malformed. \
+                         Use a pointer such as /stop_sequence and try again."
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(meta) = &req.request_metadata
+        && !(1..=16).contains(&meta.len())
+    {
+        return Err(constraint(
+            "requestMetadata",
+            meta.len(),
+            "Member must have between 1 and 16 entries",
+        ));
     }
     Ok(())
 }

@@ -204,3 +204,22 @@ fn stop_reasons_serialize_to_their_wire_values() {
         assert_eq!(serde_json::from_value::<StopReason>(wire.into()).unwrap(), reason);
     }
 }
+
+#[test]
+fn response_fields_are_selected_by_json_pointer() {
+    use bedrock_wire::converse::select_response_fields;
+    let raw = json!({"generation": "x", "stop_reason": "stop", "meta": {"a/b": 1, "c": [10, 20]}});
+    assert_eq!(
+        select_response_fields(
+            &raw,
+            &[
+                "/stop_reason".into(),
+                "/meta/a~1b".into(),
+                "/meta/c/1".into(),
+                "/nope".into()
+            ]
+        ),
+        Some(json!({"stop_reason": "stop", "meta": {"a/b": 1, "c": {"1": 20}}}))
+    );
+    assert_eq!(select_response_fields(&raw, &["/nope".into()]), None);
+}

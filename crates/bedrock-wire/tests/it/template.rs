@@ -301,3 +301,19 @@ fn unsupported_blocks_are_refused_by_path() {
         {"document": {"name": "d", "format": "pdf", "source": {"bytes": "AAAA"}}}]}]}));
     assert_eq!(field, "messages.0.content.0.document.format");
 }
+
+#[test]
+fn response_field_paths_and_request_metadata_are_checked() {
+    let (field, message) = validation(json!({"messages": [user("a")], "additionalModelResponseFieldPaths": ["stop"]}));
+    assert_eq!(field, "additionalModelResponseFieldPaths.0");
+    assert!(message.contains("'stop'"), "{message}");
+    let (field, _) = validation(json!({"messages": [user("a")], "requestMetadata": {}}));
+    assert_eq!(field, "requestMetadata");
+    assert!(
+        convert(
+            json!({"messages": [user("a")], "additionalModelResponseFieldPaths": ["/stop_reason"],
+                           "requestMetadata": {"k": "v"}})
+        )
+        .is_ok()
+    );
+}
