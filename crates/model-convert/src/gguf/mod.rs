@@ -365,7 +365,9 @@ fn check_bounds(name: &str, info: &TensorInfo, data_offset: u64, file_len: u64) 
 /// (`reshape(heads, 2, d, ..).swapaxes(1, 2)`); Hugging Face keeps them as two blocks.
 fn unpermute(t: &candle_core::Tensor, heads: usize) -> candle_core::Result<candle_core::Tensor> {
     let dims = t.dims().to_vec();
-    let Some(&rows) = dims.first() else { candle_core::bail!("cannot un-permute a scalar") };
+    let Some(&rows) = dims.first() else {
+        candle_core::bail!("cannot un-permute a scalar")
+    };
     let half = rows / heads / 2;
     let mut split = vec![heads, half, 2];
     split.extend_from_slice(&dims[1..]);
