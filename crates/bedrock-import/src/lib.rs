@@ -11,6 +11,8 @@ mod error;
 mod job;
 mod journal;
 mod progress;
+mod register;
+mod stage;
 mod upload;
 
 pub use bucket::ensure_bucket;
@@ -21,6 +23,8 @@ pub use job::{
     get_job, job_name_for, list_jobs, validate_model_name, validate_role_arn, wait_for_job,
 };
 pub use progress::{Event, Progress};
+pub use register::{Registration, provider_for, register};
+pub use stage::{Repair, needs_repair, repair};
 pub use upload::{CRC_METADATA_KEY, ManifestEntry, PlannedFile, UploadPlan, UploadSettings, UploadSummary, Uploader};
 
 #[cfg(test)]

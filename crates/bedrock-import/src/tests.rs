@@ -267,3 +267,91 @@ async fn unknown_job_is_a_named_error() {
     assert!(msg.contains("GetModelImportJob nope"), "{msg}");
     assert!(msg.contains("job not found"), "{msg}");
 }
+
+#[test]
+fn staged_repair_leaves_the_source_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut opts = test_support::TinyOptions::new(test_support::Family::Llama);
+    // A Llama 3 chat template without tool support (what the DeepSeek-R1 distills ship, simplified).
+    opts.chat_template = Some(
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}".into(),
+    );
+    test_support::tiny_model_with(src.path(), &opts).expect("tiny");
+    let report = model_folder::check(src.path()).expect("check");
+    assert!(needs_repair(&report), "{:?}", report.findings);
+    let before = std::fs::read(src.path().join("tokenizer_config.json")).expect("read");
+
+    let staging = tempfile::tempdir().expect("tempdir");
+    let stage = staging.path().join("stage");
+    let repaired = repair(src.path(), &report.files, &stage, false).expect("repair");
+    assert!(repaired.outcome.changed);
+    assert!(!repaired.outcome.diff.is_empty());
+    assert_eq!(repaired.dir, stage);
+    assert_eq!(
+        std::fs::read(src.path().join("tokenizer_config.json")).expect("read"),
+        before,
+        "source untouched"
+    );
+    let after = model_folder::check(&stage).expect("check staged");
+    assert!(after.instruct_supported && after.converse_tools, "{:?}", after.findings);
+    assert!(!needs_repair(&after));
+    // Weights are hard links, not copies.
+    let a = std::fs::metadata(src.path().join("model.safetensors")).expect("md");
+    let b = std::fs::metadata(stage.join("model.safetensors")).expect("md");
+    assert_eq!(a.ino(), b.ino());
+    assert!(repaired.linked >= 1 && repaired.copied >= 1);
+}
+
+#[test]
+fn working_template_needs_no_repair() {
+    let src = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(src.path(), test_support::Family::Llama).expect("tiny");
+    assert!(!needs_repair(&model_folder::check(src.path()).expect("check")));
+    // Qwen3: Bedrock serves no Converse for it whatever the template, so there is nothing to repair.
+    let q = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(q.path(), test_support::Family::Qwen3).expect("tiny");
+    assert!(!needs_repair(&model_folder::check(q.path()).expect("check")));
+}
+
+#[test]
+fn registration_writes_the_guide_form() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cfg").join("models.json");
+    let r = Registration {
+        name: "tiny-llama".into(),
+        model_arn: "arn:aws:bedrock:us-east-1:123456789012:imported-model/abcdefghijkl".into(),
+        provider: provider_for(Some("llama")).into(),
+        region: "us-east-1".into(),
+        context_length: Some(131072),
+        instruct_supported: true,
+        tool_use: true,
+        model_source: Some(dir.path().join("model")),
+        architecture: Some("LlamaForCausalLM".into()),
+    };
+    register(&file, &r).expect("register");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    let e = &v["models"][0];
+    assert_eq!(e["baseId"], r.model_arn.as_str());
+    assert_eq!(e["name"], "tiny-llama");
+    assert_eq!(e["provider"], "meta");
+    assert_eq!(e["category"], "text");
+    assert_eq!(e["toolUse"], true);
+    assert_eq!(e["maxTokensLimit"], 8192);
+    assert_eq!(e["supportsStreamingToolUse"], false);
+    assert_eq!(e["availability"]["base"][0], "us-east-1");
+    let reg = model_registry::Registry::load(&file).expect("load");
+    assert!(reg.find("tiny-llama").is_some());
+    // Registering again replaces, never duplicates.
+    register(
+        &file,
+        &Registration {
+            context_length: Some(512),
+            ..r
+        },
+    )
+    .expect("again");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    assert_eq!(v["models"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["models"][0]["maxTokensLimit"], 256);
+}
