@@ -66,10 +66,14 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     let ctx = ctx.with_local(local.clone());
 
     say(4, "import it (cmi import: preflight, template repair, upload, import job, registry)");
-    let folder_arg = folder.to_string_lossy().to_string();
-    let code = import::run(sub(&[&folder_arg, "--name", DEMO_NAME, "--warm"])?, &ctx).await?;
-    if code != ExitCode::SUCCESS {
-        return Ok(code);
+    if let Some(arn) = already_imported(&ctx).await? {
+        detail(&format!("already imported as {arn}: reusing it"));
+    } else {
+        let folder_arg = folder.to_string_lossy().to_string();
+        let code = import::run(sub(&[&folder_arg, "--name", DEMO_NAME, "--warm"])?, &ctx).await?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
     }
 
     say(5, "chat with it (cmi chat), first with a question that needs a tool");
@@ -116,6 +120,19 @@ async fn convert_once(gguf: &Path, folder: &Path) -> Result<()> {
         report.dtype.torch_name()
     ));
     Ok(())
+}
+
+/// The ARN of the demo model when the local Bedrock already has it and the registry knows it.
+async fn already_imported(ctx: &Ctx) -> Result<Option<String>> {
+    let registry = model_registry::Registry::load(&ctx.paths.registry_file())
+        .with_context(|| format!("reading the model registry {}", ctx.paths.registry_file().display()))?;
+    let Some(entry) = registry.find(DEMO_NAME) else { return Ok(None) };
+    let target = ctx.aws().await?;
+    let client = aws_sdk_bedrock::Client::new(&target.sdk);
+    match client.get_imported_model().model_identifier(&entry.base_id).send().await {
+        Ok(model) => Ok(model.model_arn().map(str::to_string)),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Uses the local Bedrock that `cmi serve` runs on this data directory, or starts one in this process.
