@@ -355,12 +355,10 @@ pub fn converse_support(t: &ChatTemplate) -> ConverseSupport {
                 add_generation_prompt: false,
                 ..base(chat.clone(), None)
             });
-            if let Ok(without) = without {
-                if without == out {
-                    reasons.push(
-                        "add_generation_prompt adds nothing: the model is not told to answer as the assistant".into(),
-                    );
-                }
+            if without.is_ok_and(|w| w == out) {
+                reasons.push(
+                    "add_generation_prompt adds nothing: the model is not told to answer as the assistant".into(),
+                );
             }
         }
         Err(e) => {

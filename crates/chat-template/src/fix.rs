@@ -191,15 +191,15 @@ pub fn fix(dir: &Path, opts: &FixOptions) -> Result<FixOutcome, Error> {
         moved: Vec::new(),
         message,
     };
-    if opts.family.is_none() {
-        if let Some(t) = &current {
-            let s = converse_support(t);
-            if s.converse && s.tools {
-                return Ok(unchanged(format!(
-                    "the template already supports Converse with tools ({} tool calls); nothing to change",
-                    t.tool_syntax()
-                )));
-            }
+    if opts.family.is_none()
+        && let Some(t) = &current
+    {
+        let s = converse_support(t);
+        if s.converse && s.tools {
+            return Ok(unchanged(format!(
+                "the template already supports Converse with tools ({} tool calls); nothing to change",
+                t.tool_syntax()
+            )));
         }
     }
     let original_src = config

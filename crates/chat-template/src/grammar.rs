@@ -1,1 +1,117 @@
-//! Grammars.
+//! Lark grammars (llguidance's dialect) that constrain decoding to a tool call in the syntax a template teaches,
+//! written so that [`crate::parse::OutputParser`] reads back exactly what they allow.
+//!
+//! JSON payloads use `%json { schema }` with `x-guidance` separators `", "` / `": "` (what the templates show the
+//! model via `tojson`); markers are string literals, so they match whether the tokenizer has them as text or the
+//! engine decodes special tokens to their text.
+
+use serde_json::{Value as Json, json};
+
+use crate::ToolSyntax;
+use crate::parse::{DS_CALL_BEGIN, DS_CALL_END, DS_CALLS_BEGIN, DS_CALLS_END, DS_SEP};
+
+fn lark_str(s: &str) -> String {
+    // A Lark string literal is a JSON string literal.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn x_guidance() -> Json {
+    json!({"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": false})
+}
+
+/// `(name, parameters schema)` of each OpenAI-style tool (`{"type": "function", "function": {...}}`, or the bare
+/// function object), filtered to `forced` when given.
+fn functions<'a>(tools: &'a [Json], forced: Option<&str>) -> Vec<(&'a str, Json)> {
+    let all = all_functions(tools);
+    let picked: Vec<_> = all
+        .iter()
+        .filter(|(n, _)| forced.is_none_or(|f| f == *n))
+        .cloned()
+        .collect();
+    // A forced name that is not among the tools constrains nothing more than "some tool".
+    if picked.is_empty() { all } else { picked }
+}
+
+fn all_functions(tools: &[Json]) -> Vec<(&str, Json)> {
+    tools
+        .iter()
+        .filter_map(|t| {
+            let f = t.get("function").unwrap_or(t);
+            let name = f.get("name")?.as_str()?;
+            let params = f
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object"}));
+            Some((name, params))
+        })
+        .collect()
+}
+
+/// Schema of one call object `{"name": <const>, <args_key>: <parameters>}`, keys in that order.
+fn call_schema(name: &str, params: &Json, args_key: &str) -> Json {
+    let mut props = serde_json::Map::new();
+    props.insert("name".into(), json!({"const": name}));
+    props.insert(args_key.into(), params.clone());
+    json!({"type": "object", "properties": props, "required": ["name", args_key], "additionalProperties": false})
+}
+
+fn with_guidance(mut schema: Json) -> Json {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("x-guidance".into(), x_guidance());
+    }
+    schema
+}
+
+fn any_call_schema(fns: &[(&str, Json)], args_key: &str) -> Json {
+    let alts: Vec<Json> = fns.iter().map(|(n, p)| call_schema(n, p, args_key)).collect();
+    with_guidance(json!({"anyOf": alts}))
+}
+
+/// A grammar for exactly one tool call (or, for Mistral and DeepSeek, one or more) to one of `tools` (or to
+/// `forced` only), in `syntax`. `ToolSyntax::None` uses the Hermes form, which `fix` teaches ChatML models.
+pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) -> String {
+    let fns = functions(tools, forced);
+    match syntax {
+        ToolSyntax::Hermes | ToolSyntax::None => format!(
+            "start: {} %json {} {}\n",
+            lark_str("<tool_call>\n"),
+            any_call_schema(&fns, "arguments"),
+            lark_str("\n</tool_call>")
+        ),
+        ToolSyntax::Llama3Json => format!("start: %json {}\n", any_call_schema(&fns, "parameters")),
+        ToolSyntax::MistralToolCalls => {
+            let schema = with_guidance(json!({
+                "type": "array", "minItems": 1,
+                "items": {"anyOf": fns.iter().map(|(n, p)| call_schema(n, p, "arguments")).collect::<Vec<_>>()}
+            }));
+            format!("start: {} %json {}\n", lark_str("[TOOL_CALLS] "), schema)
+        }
+        ToolSyntax::DeepSeek => {
+            let mut g = format!(
+                "start: {} call ({} call)* {}\n",
+                lark_str(DS_CALLS_BEGIN),
+                lark_str("\n"),
+                lark_str(DS_CALLS_END)
+            );
+            let names: Vec<String> = (0..fns.len()).map(|i| format!("call_{i}")).collect();
+            g.push_str(&format!("call: {}\n", names.join(" | ")));
+            for (i, (name, params)) in fns.iter().enumerate() {
+                g.push_str(&format!(
+                    "call_{i}: {} %json {} {}\n",
+                    lark_str(&format!("{DS_CALL_BEGIN}function{DS_SEP}{name}\n```json\n")),
+                    with_guidance(params.clone()),
+                    lark_str(&format!("\n```{DS_CALL_END}"))
+                ));
+            }
+            g
+        }
+    }
+}
+
+/// A grammar for one JSON value matching `schema`.
+pub fn json_lark(schema: &Json) -> String {
+    format!("start: %json {}\n", with_guidance(schema.clone()))
+}
+
+#[cfg(test)]
+mod tests;

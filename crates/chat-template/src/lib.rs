@@ -8,12 +8,14 @@
 mod error;
 mod family;
 mod fix;
-// pub mod grammar;
+pub mod grammar;
 mod load;
-// pub mod parse;
+pub mod parse;
 mod pyjson;
 mod render;
 
+/// Re-exported: `RenderRequest::now` is a `chrono::NaiveDateTime`.
+pub use chrono;
 pub use error::Error;
 pub use family::{ConverseSupport, Family, ToolSyntax, converse_support, detect_family, detect_family_in_dir};
 pub use fix::{CheckReport, FixOptions, FixOutcome, MOVED_SUFFIX, ORIGINAL_KEY, check, fix, template_for_family, undo};

@@ -224,10 +224,10 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Loaded, Error> {
     }
     if source.is_none() {
         looked_at.push(tc_path.clone());
-        if let Some(t) = config.as_ref().and_then(|c| c.get("chat_template")) {
-            if !t.is_null() {
-                source = Some(TemplateSource::from_json(&tc_path, "chat_template", t)?);
-            }
+        if let Some(t) = config.as_ref().and_then(|c| c.get("chat_template"))
+            && !t.is_null()
+        {
+            source = Some(TemplateSource::from_json(&tc_path, "chat_template", t)?);
         }
     }
     let extra_dir = dir.join("additional_chat_templates");

@@ -1,0 +1,95 @@
+//! The grammars compile in llguidance, accept the tool calls the templates teach (byte for byte), reject calls to
+//! unknown tools, and the parser reads back what they accept.
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+use serde_json::json;
+use toktrie::{ApproximateTokEnv, InferenceCapabilities};
+
+use super::*;
+use crate::parse::{OutputParser, ParseEvent, merge};
+
+fn tools() -> Vec<Json> {
+    vec![
+        json!({"type": "function", "function": {"name": "get_weather", "description": "Weather & <stuff>",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["location"]}}}),
+        json!({"type": "function", "function": {"name": "convert", "parameters": {"type": "object",
+            "properties": {"amount": {"type": "number"}}, "required": ["amount"]}}}),
+    ]
+}
+
+/// Feeds `text` byte by byte (single-byte vocabulary); true if every byte is allowed and the grammar can end.
+fn accepts(grammar: &str, text: &str) -> bool {
+    let env = ApproximateTokEnv::single_byte_env();
+    let factory = ParserFactory::new(&env, InferenceCapabilities::default(), &[]).expect("factory");
+    let mut m = Matcher::new(factory.create_parser(TopLevelGrammar::from_lark(grammar.to_string())));
+    assert!(
+        !m.is_error(),
+        "grammar does not compile: {:?}\n{grammar}",
+        m.get_error()
+    );
+    let toks: Vec<u32> = text.bytes().map(u32::from).collect();
+    let n = m.validate_tokens(&toks).expect("validate");
+    if n != toks.len() {
+        return false;
+    }
+    m.consume_tokens(&toks).is_ok() && m.is_accepting().unwrap_or(false)
+}
+
+fn read_back(syntax: ToolSyntax, text: &str) -> Vec<ParseEvent> {
+    let mut p = OutputParser::new(syntax, false);
+    let mut ev = p.feed(text);
+    ev.extend(p.finish());
+    merge(ev)
+}
+
+#[test]
+fn grammars_accept_what_the_parser_reads_back() {
+    let args = json!({"location": "Paris, France", "unit": "celsius"});
+    let cases = [
+        (
+            ToolSyntax::Hermes,
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris, France\", \"unit\": \"celsius\"}}\n</tool_call>".to_string(),
+        ),
+        (
+            ToolSyntax::Llama3Json,
+            "{\"name\": \"get_weather\", \"parameters\": {\"location\": \"Paris, France\", \"unit\": \"celsius\"}}".to_string(),
+        ),
+        (
+            ToolSyntax::MistralToolCalls,
+            "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris, France\", \"unit\": \"celsius\"}}]".to_string(),
+        ),
+        (
+            ToolSyntax::DeepSeek,
+            format!("{DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}get_weather\n```json\n{{\"location\": \"Paris, France\", \"unit\": \"celsius\"}}\n```{DS_CALL_END}{DS_CALLS_END}"),
+        ),
+    ];
+    for (syntax, text) in cases {
+        let g = tool_call_lark(syntax, &tools(), None);
+        assert!(accepts(&g, &text), "{syntax}: grammar rejects {text:?}\n{g}");
+        assert_eq!(
+            read_back(syntax, &text),
+            vec![ParseEvent::ToolCall {
+                name: "get_weather".into(),
+                arguments: args.clone()
+            }],
+            "{syntax}"
+        );
+        // Unknown tool, wrong argument type, or a forced other tool: rejected.
+        assert!(!accepts(&g, &text.replace("get_weather", "get_wether")), "{syntax}");
+        assert!(!accepts(&g, &text.replace("\"Paris, France\"", "42")), "{syntax}");
+        let forced = tool_call_lark(syntax, &tools(), Some("convert"));
+        assert!(
+            !accepts(&forced, &text),
+            "{syntax}: forced grammar accepts another tool"
+        );
+    }
+}
+
+#[test]
+fn json_grammar_constrains_to_the_schema() {
+    let g = json_lark(&json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}));
+    assert!(accepts(&g, "{\"n\": 3}"));
+    assert!(!accepts(&g, "{\"n\": \"3\"}"));
+}
