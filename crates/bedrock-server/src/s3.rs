@@ -1,9 +1,12 @@
 //! S3 on the shared port: `s3s` (protocol, SigV4 incl. presigned and aws-chunked uploads with trailing checksums) over
 //! `s3s-fs` (objects as files under `data_dir/s3`, written to a temporary file and renamed into place).
 //!
-//! Around it: keys that could leave the bucket directory are refused before anything runs, and after every successful
-//! write (PutObject, CopyObject, CompleteMultipartUpload) the object file and its directory are fsynced before the
-//! client gets its answer, so an acknowledged object survives a crash.
+//! Around it: keys that could leave the bucket directory are refused before anything runs; writes to one key are
+//! serialised (s3s-fs renames the data and then writes the checksum record, so two racing writers could pair one's data
+//! with the other's checksum); before an overwrite the old checksum record is removed, so a crash between the data
+//! rename and the new record leaves an object without a stored checksum rather than with a wrong one; and after every
+//! successful write (PutObject, CopyObject, CompleteMultipartUpload) the object file and its directory are fsynced
+//! before the client gets its answer, so an acknowledged object survives a crash.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +21,11 @@ use crate::{Credentials, Error};
 pub(crate) struct S3 {
     service: s3s::service::S3Service,
     root: PathBuf,
+    /// Striped per-key write locks.
+    locks: std::sync::Arc<Vec<tokio::sync::Mutex<()>>>,
 }
+
+const LOCK_STRIPES: usize = 64;
 
 impl S3 {
     pub(crate) fn new(root: &Path, creds: &Credentials) -> Result<S3, Error> {
@@ -29,7 +36,8 @@ impl S3 {
         })?;
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
         b.set_auth(s3s::auth::SimpleAuth::from_single(creds.access_key_id.clone(), creds.secret_access_key.clone()));
-        Ok(S3 { service: b.build(), root: root.to_path_buf() })
+        let locks = std::sync::Arc::new((0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+        Ok(S3 { service: b.build(), root: root.to_path_buf(), locks })
     }
 
     /// Root directory of the buckets.
@@ -45,6 +53,19 @@ impl S3 {
         };
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_string();
+        let writes = target.as_ref().filter(|(_, key)| writes_object(&method, &query) && !key.ends_with('/'));
+        let _guard = match writes {
+            Some((bucket, key)) => {
+                use std::hash::{Hash as _, Hasher as _};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (bucket, key).hash(&mut h);
+                let stripe = (h.finish() % LOCK_STRIPES as u64) as usize;
+                let guard = self.locks[stripe].lock().await;
+                let _ = tokio::fs::remove_file(self.root.join(checksum_record_name(bucket, key))).await;
+                Some(guard)
+            }
+            None => None,
+        };
         let req = req.map(s3s::Body::http_body_unsync);
         let resp = match self.service.call(req).await {
             Ok(r) => r.map(Body::new),
@@ -67,6 +88,13 @@ impl S3 {
         }
         resp
     }
+}
+
+/// The file where s3s-fs 0.14.1 keeps an object's ETag and checksums (its private naming, pinned by the version).
+fn checksum_record_name(bucket: &str, key: &str) -> String {
+    use base64::Engine as _;
+    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(".bucket-{}.object-{}.internal.json", enc(bucket), enc(key))
 }
 
 /// Does this request (to an object path) create or replace the object?

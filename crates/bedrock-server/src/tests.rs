@@ -1,1 +1,132 @@
-//! Unit tests of the server internals.
+//! Unit tests of the server internals: name and ARN validation, S3 key checks, SigV4 verification, credentials.
+
+use std::time::{Duration, SystemTime};
+
+use crate::Credentials;
+use crate::control::{parse_s3_uri, valid_job_name, valid_model_name, valid_role_arn};
+use crate::s3::check_target;
+use crate::sigv4::{AuthError, verify};
+
+#[test]
+fn job_and_model_names_follow_the_service_patterns() {
+    assert!(valid_job_name("my-job.v1+x"));
+    assert!(!valid_job_name("-starts-with-dash"));
+    assert!(!valid_job_name("has space"));
+    assert!(!valid_job_name(&"a".repeat(64)));
+    assert!(valid_model_name("my_model-1"));
+    assert!(!valid_model_name("double__sep"));
+    assert!(!valid_model_name("_lead"));
+    assert!(!valid_model_name("dot.not.allowed"));
+}
+
+#[test]
+fn role_arns_and_s3_uris_are_checked() {
+    assert!(valid_role_arn("arn:aws:iam::123456789012:role/Import"));
+    assert!(valid_role_arn("arn:aws-cn:iam::123456789012:role/x/y"));
+    assert!(valid_role_arn("arn:aws:iam:::role/NoAccount"));
+    assert!(!valid_role_arn("arn:aws:iam::12345:role/short-account"));
+    assert!(!valid_role_arn("arn:aws:s3:::bucket"));
+    assert_eq!(parse_s3_uri("s3://my-bucket/models/x/"), Some(("my-bucket".into(), "models/x/".into())));
+    assert_eq!(parse_s3_uri("s3://my-bucket"), Some(("my-bucket".into(), String::new())));
+    assert_eq!(parse_s3_uri("s3://ab/x"), None);
+    assert_eq!(parse_s3_uri("s3://Upper/x"), None);
+    assert_eq!(parse_s3_uri("https://bucket/x"), None);
+}
+
+#[test]
+fn s3_keys_cannot_leave_the_bucket() {
+    assert_eq!(check_target("/b/a/c.txt", None), Ok(Some(("b".into(), "a/c.txt".into()))));
+    assert_eq!(check_target("/b", None), Ok(None));
+    assert!(check_target("/b/..%2F..%2Fx", None).is_err());
+    assert!(check_target("/b/a/../../x", None).is_err());
+    assert!(check_target("/b/%2Fetc%2Fpasswd", None).is_err());
+    assert!(check_target("/b/nul%00", None).is_err());
+    let bad_copy = http::HeaderValue::from_static("/b/../../credentials");
+    assert!(check_target("/b/ok", Some(&bad_copy)).is_err());
+}
+
+fn creds() -> Credentials {
+    Credentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "secret/key".into() }
+}
+
+/// Signs a request with `aws-sigv4` (as the SDKs do) and returns its parts.
+fn signed(method: &str, uri: &str, body: &[u8], time: SystemTime, secret: &str, double: bool) -> http::Request<Vec<u8>> {
+    use aws_sigv4::http_request::{PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = aws_credential_types::Credentials::new("AKIDEXAMPLE", secret, None, None, "t").into();
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = if double { PercentEncodingMode::Double } else { PercentEncodingMode::Single };
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("bedrock")
+        .time(time)
+        .settings(settings)
+        .build()
+        .expect("params")
+        .into();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:8777")
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .expect("request");
+    let headers = [("host", "127.0.0.1:8777"), ("content-type", "application/json")];
+    let signable =
+        SignableRequest::new(method, uri, headers.into_iter(), SignableBody::Bytes(body)).expect("signable");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    instructions.apply_to_request_http1x(&mut req);
+    req
+}
+
+fn check(req: &http::Request<Vec<u8>>, body: &[u8], now: SystemTime) -> Result<(), AuthError> {
+    verify(req.method(), req.uri(), req.headers(), body, &creds(), now)
+}
+
+#[test]
+fn sigv4_accepts_sdk_signatures_in_both_path_encodings() {
+    let uri = "http://127.0.0.1:8777/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A000000000000%3Aimported-model%2Fabc/converse";
+    let now = SystemTime::now();
+    let body = br#"{"messages":[]}"#;
+    for double in [true, false] {
+        let req = signed("POST", uri, body, now, "secret/key", double);
+        assert_eq!(check(&req, body, now), Ok(()), "double={double}");
+    }
+}
+
+#[test]
+fn sigv4_refuses_wrong_secret_tampered_body_stale_and_missing() {
+    let uri = "http://127.0.0.1:8777/model-import-jobs?maxResults=2&nameContains=a%20b";
+    let now = SystemTime::now();
+    let body = b"{}";
+    let good = signed("GET", uri, body, now, "secret/key", true);
+    assert_eq!(check(&good, body, now), Ok(()));
+    let bad = signed("GET", uri, body, now, "other", true);
+    assert!(matches!(check(&bad, body, now), Err(AuthError::Invalid(_))));
+    assert!(matches!(check(&good, b"{\"x\":1}", now), Err(AuthError::Invalid(_))), "tampered body accepted");
+    let later = now + Duration::from_secs(20 * 60);
+    assert!(matches!(check(&good, body, later), Err(AuthError::Invalid(m)) if m.contains("expired")));
+    let unsigned = http::Request::builder().uri(uri).body(Vec::new()).expect("request");
+    assert_eq!(check(&unsigned, b"", now), Err(AuthError::Missing));
+}
+
+#[test]
+fn credentials_round_trip_owner_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(crate::read_credentials(dir.path()).expect("read"), None);
+    let generated = crate::creds::resolve(dir.path(), None).expect("resolve");
+    assert_eq!(generated.access_key_id.len(), 20);
+    assert_eq!(generated.secret_access_key.len(), 40);
+    assert_eq!(crate::read_credentials(dir.path()).expect("read"), Some(generated.clone()));
+    // A second start reuses the pair; a configured pair replaces it.
+    assert_eq!(crate::creds::resolve(dir.path(), None).expect("again"), generated);
+    let mine = Credentials { access_key_id: "MINE".into(), secret_access_key: "S".into() };
+    assert_eq!(crate::creds::resolve(dir.path(), Some(&mine)).expect("configured"), mine);
+    assert_eq!(crate::read_credentials(dir.path()).expect("read"), Some(mine));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("credentials")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,135 @@
+//! Runtime errors the SDK must decode into typed errors, for failures decided before the model generates: unknown and
+//! foundation-model ids, malformed bodies, the per-model stream-tools switch, the invocation quota and cold starts.
+
+mod common;
+
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, Message, Tool, ToolConfiguration, ToolInputSchema, ToolSpecification,
+};
+use aws_smithy_types::Document;
+use common::{bedrock, import, runtime, start};
+use test_support::Family;
+
+fn user(text: &str) -> Message {
+    Message::builder().role(ConversationRole::User).content(ContentBlock::Text(text.into())).build().expect("message")
+}
+
+fn weather_tool() -> ToolConfiguration {
+    let schema = Document::Object(
+        [
+            ("type".to_string(), Document::String("object".into())),
+            (
+                "properties".to_string(),
+                Document::Object(
+                    [("city".to_string(), Document::Object([("type".to_string(), Document::String("string".into()))].into()))]
+                        .into(),
+                ),
+            ),
+        ]
+        .into(),
+    );
+    ToolConfiguration::builder()
+        .tools(Tool::ToolSpec(
+            ToolSpecification::builder()
+                .name("get_weather")
+                .description("Weather for a city")
+                .input_schema(ToolInputSchema::Json(schema))
+                .build()
+                .expect("tool spec"),
+        ))
+        .build()
+        .expect("tool config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_errors_before_generation() {
+    let local = start(false).await;
+    let (_, job) = import(&local.server, Family::Llama, "rt-models", "tiny").await;
+    let model_arn = job.imported_model_arn().expect("model arn").to_string();
+    let rt = runtime(&local.server, 1);
+
+    // A foundation model: the local Bedrock has no access to it.
+    let e = rt.converse().model_id("anthropic.claude-3-haiku-20240307-v1:0").messages(user("hi")).send().await;
+    let e = e.expect_err("foundation model").into_service_error();
+    assert!(e.is_access_denied_exception(), "{e:?}");
+
+    // An imported-model ARN that does not exist.
+    let missing = model_arn.rsplit_once('/').map(|(a, _)| format!("{a}/zzzzzzzzzzzz")).expect("arn");
+    let e = rt.converse().model_id(&missing).messages(user("hi")).send().await.expect_err("missing");
+    assert!(e.into_service_error().is_resource_not_found_exception());
+
+    // A conversation that starts with the assistant.
+    let assistant =
+        Message::builder().role(ConversationRole::Assistant).content(ContentBlock::Text("hi".into())).build().expect("m");
+    let e = rt.converse().model_id(&model_arn).messages(assistant).send().await.expect_err("bad conversation");
+    let e = e.into_service_error();
+    assert!(e.is_validation_exception(), "{e:?}");
+
+    // InvokeModel with a body that is not JSON.
+    let e = rt
+        .invoke_model()
+        .model_id(&model_arn)
+        .content_type("application/json")
+        .body(Blob::new(b"not json".to_vec()))
+        .send()
+        .await
+        .expect_err("bad body")
+        .into_service_error();
+    assert!(e.is_validation_exception(), "{e:?}");
+
+    // Cold start: the first request finds the model unloaded.
+    let e = rt.converse().model_id(&model_arn).messages(user("hi")).send().await.expect_err("cold");
+    let e = e.into_service_error();
+    assert!(e.is_model_not_ready_exception(), "{e:?}");
+    // The model name is accepted as the id too.
+    let e = rt.converse().model_id("no-such-model").messages(user("hi")).send().await.expect_err("unknown name");
+    assert!(e.into_service_error().is_resource_not_found_exception());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tools_switch_refuses_converse_stream_with_tools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = bedrock_server::ServerConfig::new(dir.path().to_path_buf());
+    cfg.model_stream_tools = vec![("no-stream-tools".to_string(), false)];
+    let server = bedrock_server::start(cfg).await.expect("start");
+    let (_, job) = import(&server, Family::Llama, "rt-models", "no-stream-tools").await;
+    let arn = job.imported_model_arn().expect("arn").to_string();
+    let rt = runtime(&server, 1);
+    let e = rt
+        .converse_stream()
+        .model_id(&arn)
+        .messages(user("weather in Paris?"))
+        .tool_config(weather_tool())
+        .send()
+        .await
+        .expect_err("refused");
+    let e = e.into_service_error();
+    assert!(e.is_validation_exception(), "{e:?}");
+    assert!(format!("{e:?}").contains("streaming mode"), "{e:?}");
+    // Without tools the same model is not refused for that reason (it is cold, so it answers ModelNotReady).
+    let e = rt.converse_stream().model_id(&arn).messages(user("hi")).send().await.expect_err("cold");
+    assert!(e.into_service_error().is_model_not_ready_exception());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_quota_gives_service_quota_exceeded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = bedrock_server::ServerConfig::new(dir.path().to_path_buf());
+    cfg.max_concurrent_requests = 0;
+    let server = bedrock_server::start(cfg).await.expect("start");
+    let (_, job) = import(&server, Family::Mistral, "rt-models", "quota").await;
+    let arn = job.imported_model_arn().expect("arn").to_string();
+    let rt = runtime(&server, 1);
+    let e = rt
+        .invoke_model()
+        .model_id(&arn)
+        .content_type("application/json")
+        .body(Blob::new(br#"{"prompt":"hi","max_tokens":4}"#.to_vec()))
+        .send()
+        .await
+        .expect_err("quota")
+        .into_service_error();
+    assert!(e.is_service_quota_exceeded_exception(), "{e:?}");
+    let _ = bedrock(&server);
+}
