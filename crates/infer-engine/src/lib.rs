@@ -1,1 +1,362 @@
-//! TODO
+//! The embedded inference engine: loads a Hugging Face folder once and serves many generation requests at once with
+//! continuous batching (one scheduler thread steps up to `max_batch` sequences together; new requests join between
+//! steps; a dropped [`Generation`] frees its slot at once).
+//!
+//! ```ignore
+//! let engine = Engine::load(dir, LoadOptions::default())?;          // blocking: spawn_blocking in async code
+//! let mut g = engine.generate(GenerateRequest::new("Hello"))?;
+//! while let Some(ev) = g.next().await { ... }                        // Delta { text } ..., then Done { .. }
+//! ```
+
+mod sampler;
+mod scheduler;
+mod text;
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::task::{Context, Poll};
+
+use infer_constraint::ConstraintFactory;
+use infer_models::{CausalLm, Transformer};
+
+pub use infer_models::{Quantize, unsupported_architecture};
+
+/// The errors of the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model folder could not be loaded.
+    #[error(transparent)]
+    Model(#[from] infer_models::Error),
+    /// `tokenizer.json` is missing or invalid.
+    #[error("{path}: cannot load the tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    /// The tokenizer has more tokens than the model's embedding.
+    #[error("{path} has {tokenizer} tokens but config.json says vocab_size {config}; expected at most {config}")]
+    VocabMismatch {
+        path: PathBuf,
+        tokenizer: usize,
+        config: usize,
+    },
+    /// The prompt could not be tokenized.
+    #[error("cannot tokenize the prompt: {0}")]
+    Tokenize(String),
+    /// The prompt is empty after tokenisation.
+    #[error("the prompt is empty: expected at least one token")]
+    EmptyPrompt,
+    /// The prompt does not fit the context window.
+    #[error("prompt of {prompt_tokens} tokens is too long: the context window is {context_length} tokens")]
+    PromptTooLong {
+        prompt_tokens: usize,
+        context_length: usize,
+    },
+    /// Too many requests are waiting; try again later.
+    #[error("the engine queue is full ({max_queue} requests waiting)")]
+    QueueFull { max_queue: usize },
+    /// The grammar does not compile (or the tokenizer cannot be indexed for constrained decoding).
+    #[error("invalid grammar: {0}")]
+    Grammar(String),
+    /// The scheduler thread has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Options of [`Engine::load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Quantise the weights at load time (`None`: run them as stored).
+    pub quantize: Option<Quantize>,
+    /// Sequences stepped together (continuous batching).
+    pub max_batch: usize,
+    /// Requests that may wait for a slot before [`Error::QueueFull`].
+    pub max_queue: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            quantize: None,
+            max_batch: 8,
+            max_queue: 64,
+        }
+    }
+}
+
+/// Sampling parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 = off).
+    pub top_p: f32,
+    /// Keep only the k most likely tokens.
+    pub top_k: Option<usize>,
+    /// Seed for reproducible sampling (`None`: random).
+    pub seed: Option<u64>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: None,
+            seed: None,
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// The rendered prompt text.
+    pub prompt: String,
+    /// Let the tokenizer add its special tokens (e.g. BOS). Rendered chat templates usually contain them already.
+    pub add_special_tokens: bool,
+    /// Upper bound on generated tokens.
+    pub max_tokens: usize,
+    /// Sampling parameters.
+    pub sampling: Sampling,
+    /// Stop when the generated text contains one of these (matched on text, across token boundaries; not emitted).
+    pub stop_sequences: Vec<String>,
+    /// A Lark grammar (llguidance dialect) the output must follow.
+    pub grammar: Option<String>,
+}
+
+impl GenerateRequest {
+    /// A greedy request for `prompt` with 256 max tokens.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        GenerateRequest {
+            prompt: prompt.into(),
+            add_special_tokens: false,
+            max_tokens: 256,
+            sampling: Sampling::default(),
+            stop_sequences: Vec::new(),
+            grammar: None,
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// An EOS token (or the grammar completed).
+    EndTurn,
+    /// `max_tokens` reached (or the context window is full).
+    MaxTokens,
+    /// A stop sequence matched (the sequence itself is not part of the text).
+    StopSequence(String),
+}
+
+/// What a [`Generation`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// More text (never half a UTF-8 character).
+    Delta { text: String },
+    /// The end; always the last event unless `Failed`.
+    Done {
+        stop_reason: StopReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    /// The generation failed (the last event).
+    Failed { message: String },
+}
+
+/// A running generation: a stream of [`EngineEvent`]s. Dropping it cancels the request and frees its slot.
+pub struct Generation {
+    rx: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
+    prompt_tokens: usize,
+}
+
+impl Generation {
+    /// Tokens in the prompt.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_tokens
+    }
+
+    /// Blocks for the next event (for synchronous callers; not inside an async runtime).
+    pub fn blocking_next(&mut self) -> Option<EngineEvent> {
+        self.rx.blocking_recv()
+    }
+}
+
+impl futures::Stream for Generation {
+    type Item = EngineEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EngineEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) model: Transformer,
+    pub(crate) tokenizer: tokenizers::Tokenizer,
+    pub(crate) eos_ids: Vec<u32>,
+    pub(crate) constraints: std::sync::OnceLock<Result<Arc<ConstraintFactory>, String>>,
+    /// Sequences in the running batch (updated by the scheduler each step).
+    pub(crate) active: std::sync::atomic::AtomicUsize,
+}
+
+/// The engine: cheap to clone; the model is loaded once and shared.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    tx: SyncSender<scheduler::Job>,
+    max_queue: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("arch", &self.inner.model.config().arch_name)
+            .field("context_length", &self.context_length())
+            .finish_non_exhaustive()
+    }
+}
+
+fn token_id(tok: &tokenizers::Tokenizer, v: &serde_json::Value) -> Option<u32> {
+    let s = v
+        .as_str()
+        .or_else(|| v.get("content").and_then(serde_json::Value::as_str))?;
+    tok.token_to_id(s)
+}
+
+impl Engine {
+    /// Loads `dir` (blocking; call from `spawn_blocking`) and starts the scheduler thread.
+    pub fn load(dir: &Path, opts: LoadOptions) -> Result<Engine, Error> {
+        let model = infer_models::load(dir, opts.quantize)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| Error::Tokenizer {
+            path: tok_path.clone(),
+            message: e.to_string(),
+        })?;
+        let cfg = model.config();
+        let n = tokenizer.get_vocab_size(true);
+        if n > cfg.vocab_size {
+            return Err(Error::VocabMismatch {
+                path: tok_path,
+                tokenizer: n,
+                config: cfg.vocab_size,
+            });
+        }
+        // EOS: generation_config.json (what transformers' generate uses), else config.json; plus the chat EOS token
+        // of tokenizer_config.json.
+        let read = |name: &str| {
+            std::fs::read(dir.join(name))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        };
+        let mut eos_ids = read("generation_config.json")
+            .map(|g| infer_models::eos_ids(&g))
+            .unwrap_or_default();
+        if eos_ids.is_empty() {
+            eos_ids = cfg.eos_token_ids.clone();
+        }
+        if let Some(id) = read("tokenizer_config.json").and_then(|t| token_id(&tokenizer, &t["eos_token"]))
+            && !eos_ids.contains(&id)
+        {
+            eos_ids.push(id);
+        }
+        tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, "engine loaded");
+        let inner = Arc::new(Inner {
+            model,
+            tokenizer,
+            eos_ids,
+            constraints: std::sync::OnceLock::new(),
+            active: Default::default(),
+        });
+        let tx = scheduler::start(inner.clone(), opts.max_batch.max(1), opts.max_queue)?;
+        Ok(Engine {
+            inner,
+            tx,
+            max_queue: opts.max_queue,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.inner.tokenizer
+    }
+
+    /// The context window (max_position_embeddings).
+    pub fn context_length(&self) -> usize {
+        self.inner.model.config().max_position_embeddings
+    }
+
+    /// The EOS ids generation stops on.
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.inner.eos_ids
+    }
+
+    /// The model's config.
+    pub fn model_config(&self) -> &infer_models::ModelConfig {
+        self.inner.model.config()
+    }
+
+    /// Sequences in the running batch right now (waiting requests not included).
+    pub fn active_sequences(&self) -> usize {
+        self.inner.active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of weights in the folder's safetensors files.
+    pub fn weight_bytes(&self) -> u64 {
+        self.inner.model.weight_bytes()
+    }
+
+    /// Queues a request. Fails at once with [`Error::PromptTooLong`], [`Error::QueueFull`] or [`Error::Grammar`].
+    pub fn generate(&self, req: GenerateRequest) -> Result<Generation, Error> {
+        let enc = self
+            .inner
+            .tokenizer
+            .encode(req.prompt.as_str(), req.add_special_tokens)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        let tokens = enc.get_ids().to_vec();
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        let context_length = self.context_length();
+        if tokens.len() >= context_length {
+            return Err(Error::PromptTooLong {
+                prompt_tokens: tokens.len(),
+                context_length,
+            });
+        }
+        let constraint = match &req.grammar {
+            None => None,
+            Some(g) => {
+                let factory = self
+                    .inner
+                    .constraints
+                    .get_or_init(|| {
+                        ConstraintFactory::new(&self.inner.tokenizer, &self.inner.eos_ids)
+                            .map(Arc::new)
+                            .map_err(|e| e.to_string())
+                    })
+                    .clone()
+                    .map_err(Error::Grammar)?;
+                Some(factory.constraint(g).map_err(|e| Error::Grammar(e.to_string()))?)
+            }
+        };
+        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+        let prompt_tokens = tokens.len();
+        let job = scheduler::Job {
+            tokens,
+            req,
+            constraint,
+            events: etx,
+        };
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(Generation { rx: erx, prompt_tokens }),
+            Err(TrySendError::Full(_)) => Err(Error::QueueFull {
+                max_queue: self.max_queue,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(Error::Stopped),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

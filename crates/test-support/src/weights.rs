@@ -29,8 +29,8 @@ fn tensors(spec: &ModelSpec, seed: u64) -> Vec<Tensor> {
             .map(|_| {
                 let u: f32 = rng.random_range(-1.0f32..1.0);
                 match kind {
-                    Init::Embed => u,
-                    Init::Matrix => 0.15 * u,
+                    Init::Embed => 0.5 * u,
+                    Init::Matrix => 0.35 * u,
                     Init::Bias => 0.05 * u,
                     Init::Norm => 1.0 + 0.1 * u,
                 }

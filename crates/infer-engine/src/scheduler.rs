@@ -1,0 +1,198 @@
+//! The scheduler thread: continuous batching. Each step runs one forward pass over every active sequence (new
+//! ones with their whole prompt, the others with their last token), samples one token for each, streams text and
+//! retires finished or cancelled sequences; waiting requests join between steps.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+
+use infer_constraint::TokenConstraint;
+use infer_models::{CausalLm, KvCache, SeqInput};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::sampler::Sampler;
+use crate::text::TextState;
+use crate::{EngineEvent, Error, GenerateRequest, Inner, StopReason};
+
+/// A queued request.
+pub(crate) struct Job {
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) req: GenerateRequest,
+    pub(crate) constraint: Option<TokenConstraint>,
+    pub(crate) events: UnboundedSender<EngineEvent>,
+}
+
+struct Seq {
+    events: UnboundedSender<EngineEvent>,
+    cache: KvCache,
+    /// Tokens to feed in the next step (the prompt, then the last sampled token).
+    pending: Vec<u32>,
+    completion: Vec<u32>,
+    prompt_tokens: usize,
+    max_tokens: usize,
+    sampler: Sampler,
+    text: TextState,
+    constraint: Option<TokenConstraint>,
+}
+
+pub(crate) fn start(inner: Arc<Inner>, max_batch: usize, max_queue: usize) -> Result<SyncSender<Job>, Error> {
+    // Hand-rolled on std channels: a bounded queue (try_send gives QueueFull) and one thread that owns the batch.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(max_queue.max(1));
+    std::thread::Builder::new()
+        .name("infer-scheduler".into())
+        .spawn(move || run(inner, rx, max_batch))
+        .map_err(|_| Error::Stopped)?;
+    Ok(tx)
+}
+
+fn admit(inner: &Inner, job: Job) -> Option<Seq> {
+    let prompt_tokens = job.tokens.len();
+    if job.req.max_tokens == 0 {
+        let _ = job.events.send(EngineEvent::Done {
+            stop_reason: StopReason::MaxTokens,
+            prompt_tokens,
+            completion_tokens: 0,
+        });
+        return None;
+    }
+    Some(Seq {
+        events: job.events,
+        cache: inner.model.new_cache(),
+        pending: job.tokens,
+        completion: Vec::new(),
+        prompt_tokens,
+        max_tokens: job.req.max_tokens,
+        sampler: Sampler::new(job.req.sampling),
+        text: TextState::new(job.req.stop_sequences),
+        constraint: job.constraint,
+    })
+}
+
+fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize) {
+    let mut active: Vec<Seq> = Vec::new();
+    loop {
+        if active.is_empty() {
+            match rx.recv() {
+                Ok(job) => active.extend(admit(&inner, job)),
+                Err(_) => return, // every Engine clone is gone
+            }
+        }
+        while active.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => active.extend(admit(&inner, job)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        // Cancelled (dropped) generations leave before the step.
+        active.retain(|s| !s.events.is_closed());
+        inner.active.store(active.len(), Ordering::Relaxed);
+        if active.is_empty() {
+            continue;
+        }
+        let logits = {
+            let mut batch: Vec<SeqInput<'_>> = active
+                .iter_mut()
+                .map(|s| SeqInput {
+                    tokens: &s.pending,
+                    cache: &mut s.cache,
+                })
+                .collect();
+            inner
+                .model
+                .forward_last(&mut batch)
+                .and_then(|t| Ok(t.to_vec2::<f32>()?))
+        };
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "forward pass failed");
+                for s in active.drain(..) {
+                    let _ = s.events.send(EngineEvent::Failed { message: e.to_string() });
+                }
+                continue;
+            }
+        };
+        let mut keep = Vec::with_capacity(active.len());
+        for (mut s, mut row) in active.drain(..).zip(logits) {
+            if step(&inner, &mut s, &mut row) {
+                keep.push(s);
+            }
+        }
+        active = keep;
+        inner.active.store(active.len(), Ordering::Relaxed);
+    }
+}
+
+fn finish(inner: &Inner, s: &mut Seq, reason: StopReason) {
+    if !matches!(reason, StopReason::StopSequence(_)) {
+        let decoded = decode(inner, &s.completion);
+        let up = s.text.update(decoded, true);
+        if !up.delta.is_empty() {
+            let _ = s.events.send(EngineEvent::Delta { text: up.delta });
+        }
+    }
+    let _ = s.events.send(EngineEvent::Done {
+        stop_reason: reason,
+        prompt_tokens: s.prompt_tokens,
+        completion_tokens: s.completion.len(),
+    });
+}
+
+fn decode(inner: &Inner, ids: &[u32]) -> String {
+    inner.tokenizer.decode(ids, true).unwrap_or_default()
+}
+
+/// Samples and streams one token; returns whether the sequence continues.
+fn step(inner: &Inner, s: &mut Seq, logits: &mut [f32]) -> bool {
+    if let Some(c) = &mut s.constraint {
+        if c.is_finished() {
+            finish(inner, s, StopReason::EndTurn);
+            return false;
+        }
+        if let Err(e) = c.mask_logits(logits) {
+            let _ = s.events.send(EngineEvent::Failed {
+                message: format!("constrained decoding failed: {e}"),
+            });
+            return false;
+        }
+    }
+    let Some(token) = s.sampler.sample(logits) else {
+        let _ = s.events.send(EngineEvent::Failed {
+            message: "no token can be sampled (all logits are -inf or NaN)".into(),
+        });
+        return false;
+    };
+    if inner.eos_ids.contains(&token) {
+        finish(inner, s, StopReason::EndTurn);
+        return false;
+    }
+    if let Some(c) = &mut s.constraint
+        && let Err(e) = c.commit(token)
+    {
+        let _ = s.events.send(EngineEvent::Failed {
+            message: format!("constrained decoding failed: {e}"),
+        });
+        return false;
+    }
+    s.completion.push(token);
+    let up = s.text.update(decode(inner, &s.completion), false);
+    if !up.delta.is_empty() && s.events.send(EngineEvent::Delta { text: up.delta }).is_err() {
+        return false; // cancelled
+    }
+    if let Some(stop) = up.stop {
+        finish(inner, s, StopReason::StopSequence(stop));
+        return false;
+    }
+    if s.constraint.as_ref().is_some_and(TokenConstraint::is_finished) {
+        finish(inner, s, StopReason::EndTurn);
+        return false;
+    }
+    if s.completion.len() >= s.max_tokens || s.cache.len() + 1 > inner.model.config().max_position_embeddings {
+        finish(inner, s, StopReason::MaxTokens);
+        return false;
+    }
+    s.pending.clear();
+    s.pending.push(token);
+    true
+}

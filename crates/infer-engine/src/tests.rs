@@ -1,0 +1,400 @@
+//! Engine tests on tiny generated models: the streamed text is exactly the decode of the greedy tokens, batching
+//! does not change results, stops, limits, queueing, cancellation and constrained decoding.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use infer_models::{CausalLm, SeqInput};
+use test_support::Family;
+
+use super::*;
+use crate::text::TextState;
+
+fn tiny(family: Family) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(dir.path(), family).expect("tiny model");
+    dir
+}
+
+/// Runs a generation to the end: (text, stop reason, prompt tokens, completion tokens).
+fn collect(mut g: Generation) -> (String, StopReason, usize, usize) {
+    let mut text = String::new();
+    while let Some(ev) = g.blocking_next() {
+        match ev {
+            EngineEvent::Delta { text: t } => {
+                assert!(!t.is_empty(), "empty delta");
+                text.push_str(&t);
+            }
+            EngineEvent::Done {
+                stop_reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                assert!(g.blocking_next().is_none(), "Done is the last event");
+                return (text, stop_reason, prompt_tokens, completion_tokens);
+            }
+            EngineEvent::Failed { message } => panic!("generation failed: {message}"),
+        }
+    }
+    panic!("stream ended without Done")
+}
+
+/// Greedy decoding straight on the model (no engine), stopping at EOS: the reference token sequence.
+fn reference_greedy(dir: &Path, prompt: &str, max: usize) -> (Vec<u32>, bool) {
+    let m = infer_models::load(dir, None).expect("load");
+    let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+    let gen_cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("generation_config.json")).expect("read")).expect("json");
+    let eos = infer_models::eos_ids(&gen_cfg);
+    let mut ids = tok.encode(prompt, false).expect("encode").get_ids().to_vec();
+    let mut cache = m.new_cache();
+    let mut out = Vec::new();
+    for _ in 0..max {
+        let logits: Vec<f32> = m
+            .forward_last(&mut [SeqInput {
+                tokens: &ids,
+                cache: &mut cache,
+            }])
+            .expect("forward")
+            .squeeze(0)
+            .expect("row")
+            .to_vec1()
+            .expect("vec");
+        let next = logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+            .0 as u32;
+        if eos.contains(&next) {
+            return (out, true);
+        }
+        out.push(next);
+        ids = vec![next];
+    }
+    (out, false)
+}
+
+#[test]
+fn greedy_stream_is_exactly_the_decode_of_the_reference_tokens_for_every_family() {
+    for family in Family::ALL {
+        let dir = tiny(family);
+        let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+        let prompt = "the weather in paris: こんにちは 🙂";
+        let (ref_ids, hit_eos) = reference_greedy(dir.path(), prompt, 40);
+        let mut req = GenerateRequest::new(prompt);
+        req.max_tokens = 40;
+        let (text, reason, p, c) = collect(engine.generate(req).expect("generate"));
+        assert_eq!(
+            text,
+            engine.tokenizer().decode(&ref_ids, true).expect("decode"),
+            "{family}"
+        );
+        assert_eq!(c, ref_ids.len(), "{family}");
+        assert_eq!(p, engine.tokenizer().encode(prompt, false).expect("enc").len());
+        assert_eq!(
+            reason,
+            if hit_eos {
+                StopReason::EndTurn
+            } else {
+                StopReason::MaxTokens
+            },
+            "{family}"
+        );
+    }
+}
+
+#[test]
+fn eight_concurrent_streams_give_the_same_text_as_one_at_a_time() {
+    let dir = tiny(Family::Llama);
+    let engine = Engine::load(
+        dir.path(),
+        LoadOptions {
+            max_batch: 8,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load");
+    let prompts: Vec<String> = (0..8)
+        .map(|i| format!("request {i}: what is the capital of france?"))
+        .collect();
+    let one_at_a_time: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            let mut r = GenerateRequest::new(p.clone());
+            r.max_tokens = 24;
+            collect(engine.generate(r).expect("generate")).0
+        })
+        .collect();
+    let gens: Vec<Generation> = prompts
+        .iter()
+        .map(|p| {
+            let mut r = GenerateRequest::new(p.clone());
+            r.max_tokens = 24;
+            engine.generate(r).expect("generate")
+        })
+        .collect();
+    let together: Vec<String> = gens.into_iter().map(|g| collect(g).0).collect();
+    assert_eq!(together, one_at_a_time);
+    assert!(
+        together.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+        "prompts lead to different text"
+    );
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seeds_differ() {
+    let dir = tiny(Family::Qwen2);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let run = |seed, top_k, top_p| {
+        let mut r = GenerateRequest::new("hello there");
+        r.max_tokens = 30;
+        r.sampling = Sampling {
+            temperature: 1.5,
+            top_p,
+            top_k,
+            seed: Some(seed),
+        };
+        collect(engine.generate(r).expect("generate")).0
+    };
+    assert_eq!(run(1, None, 1.0), run(1, None, 1.0));
+    let texts: std::collections::HashSet<String> = (0..4).map(|s| run(s, None, 1.0)).collect();
+    assert!(texts.len() > 1, "different seeds give different samples");
+    // top_k = 1 is greedy whatever the temperature.
+    let mut g = GenerateRequest::new("hello there");
+    g.max_tokens = 30;
+    let greedy = collect(engine.generate(g).expect("generate")).0;
+    assert_eq!(run(3, Some(1), 1.0), greedy);
+    // A tiny top_p keeps only the most likely token: greedy too.
+    assert_eq!(run(5, None, 1e-6), greedy);
+}
+
+#[test]
+fn stop_sequences_match_across_token_boundaries_and_are_not_emitted() {
+    let dir = tiny(Family::Mistral);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let mut r = GenerateRequest::new("the capital of france is");
+    r.max_tokens = 40;
+    let (full, _, _, _) = collect(engine.generate(r.clone()).expect("generate"));
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() > 12, "need some text: {full:?}");
+    // A stop string from the middle of the text, 4 characters long (byte-level tokens are mostly shorter).
+    let start: usize = chars[..6].iter().map(|c| c.len_utf8()).sum();
+    let stop: String = chars[6..10].iter().collect();
+    r.stop_sequences = vec!["never appears ☃".into(), stop.clone()];
+    let (text, reason, _, c) = collect(engine.generate(r).expect("generate"));
+    let first = full.find(&stop).expect("stop occurs");
+    assert!(first <= start);
+    assert_eq!(text, full[..first]);
+    assert_eq!(reason, StopReason::StopSequence(stop));
+    assert!(c < 40);
+}
+
+#[test]
+fn max_tokens_and_eos_from_generation_config_end_the_turn() {
+    let dir = tiny(Family::Qwen3);
+    let (ids, _) = reference_greedy(dir.path(), "hi", 12);
+    // The first greedy token that did not occur before it: making it EOS ends the turn right there.
+    let k = (1..ids.len())
+        .find(|&k| !ids[..k].contains(&ids[k]))
+        .expect("a new token among 12");
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let mut r = GenerateRequest::new("hi");
+    r.max_tokens = 3;
+    let (_, reason, _, c) = collect(engine.generate(r.clone()).expect("generate"));
+    assert_eq!((reason, c), (StopReason::MaxTokens, 3));
+    // Make the greedy third token an EOS id: generation ends there with EndTurn.
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        format!("{{\"eos_token_id\": [{}]}}", ids[k]),
+    )
+    .expect("write");
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    assert!(engine.eos_token_ids().contains(&ids[k]));
+    r.max_tokens = 20;
+    let (text, reason, _, c) = collect(engine.generate(r).expect("generate"));
+    assert_eq!((reason, c), (StopReason::EndTurn, k));
+    assert_eq!(text, engine.tokenizer().decode(&ids[..k], true).expect("decode"));
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_with_both_numbers() {
+    let dir = tiny(Family::Llama);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let prompt = "zq".repeat(600);
+    let n = engine.tokenizer().encode(prompt.as_str(), false).expect("enc").len();
+    match engine.generate(GenerateRequest::new(prompt)) {
+        Err(
+            e @ Error::PromptTooLong {
+                prompt_tokens,
+                context_length,
+            },
+        ) => {
+            assert_eq!((prompt_tokens, context_length), (n, 512));
+            assert!(e.to_string().contains(&n.to_string()) && e.to_string().contains("512"));
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("accepted a prompt of {n} tokens"),
+    }
+}
+
+#[test]
+fn a_full_queue_is_a_distinct_error() {
+    let dir = tiny(Family::Llama);
+    let engine = Engine::load(
+        dir.path(),
+        LoadOptions {
+            max_batch: 1,
+            max_queue: 1,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load");
+    let long = || {
+        let mut r = GenerateRequest::new("hello");
+        r.max_tokens = 400;
+        r
+    };
+    let mut held = Vec::new();
+    let mut full = 0;
+    for _ in 0..3 {
+        match engine.generate(long()) {
+            Ok(g) => held.push(g),
+            Err(Error::QueueFull { max_queue: 1 }) => full += 1,
+            Err(e) => panic!("wrong error {e}"),
+        }
+    }
+    assert!(full >= 1 && held.len() <= 2, "accepted {}", held.len());
+}
+
+#[test]
+fn dropping_a_generation_frees_its_slot() {
+    let dir = tiny(Family::Llama);
+    let engine = Engine::load(
+        dir.path(),
+        LoadOptions {
+            max_batch: 1,
+            max_queue: 4,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load");
+    let mut r = GenerateRequest::new("hello");
+    r.max_tokens = 100_000;
+    let mut g = engine.generate(r).expect("generate");
+    let first = g.blocking_next();
+    assert!(matches!(first, Some(EngineEvent::Delta { .. })), "{first:?}");
+    assert_eq!(engine.active_sequences(), 1);
+    drop(g);
+    let t = Instant::now();
+    while engine.active_sequences() != 0 {
+        assert!(t.elapsed() < Duration::from_secs(2), "slot not freed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The single slot serves the next request.
+    let mut r = GenerateRequest::new("hello");
+    r.max_tokens = 2;
+    assert_eq!(collect(engine.generate(r).expect("generate")).3, 2);
+}
+
+#[tokio::test]
+async fn generation_is_an_async_stream() {
+    use futures::StreamExt;
+    let dir = tiny(Family::Qwen2);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let mut r = GenerateRequest::new("hello");
+    r.max_tokens = 5;
+    let events: Vec<EngineEvent> = engine.generate(r).expect("generate").collect().await;
+    assert!(matches!(
+        events.last(),
+        Some(EngineEvent::Done {
+            stop_reason: StopReason::MaxTokens,
+            completion_tokens: 5,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn incremental_text_never_splits_a_character_and_equals_the_whole_decode() {
+    let dir = tiny(Family::Qwen3);
+    let tok = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).expect("tokenizer");
+    let text = "こんにちは世界 🙂 café, the weather!";
+    let ids = tok.encode(text, false).expect("enc").get_ids().to_vec();
+    assert!(ids.len() > 10);
+    let mut st = TextState::new(vec![]);
+    let mut out = String::new();
+    let mut held_back = 0;
+    for i in 1..=ids.len() {
+        let up = st.update(tok.decode(&ids[..i], true).expect("decode"), i == ids.len());
+        assert!(!up.delta.contains('\u{FFFD}'), "half a character streamed at {i}");
+        if up.delta.is_empty() {
+            held_back += 1;
+        }
+        out.push_str(&up.delta);
+    }
+    assert_eq!(out, text);
+    assert!(held_back > 0, "some tokens end inside a character");
+}
+
+#[test]
+fn stop_text_split_over_updates_is_held_back_then_dropped() {
+    let mut st = TextState::new(vec!["</end>".into()]);
+    let a = st.update("abc</e".into(), false);
+    assert_eq!((a.delta.as_str(), a.stop.is_none()), ("abc", true));
+    let b = st.update("abc</en".into(), false);
+    assert_eq!(b.delta, "");
+    let c = st.update("abc</end>tail".into(), false);
+    assert_eq!((c.delta.as_str(), c.stop.as_deref()), ("", Some("</end>")));
+    // A held-back prefix that turns out not to be a stop is released.
+    let mut st = TextState::new(vec!["</end>".into()]);
+    assert_eq!(st.update("x</e".into(), false).delta, "x");
+    assert_eq!(st.update("x</ex".into(), false).delta, "</ex");
+}
+
+#[test]
+fn a_grammar_constrains_a_tiny_random_model_to_a_valid_tool_call() {
+    let dir = tiny(Family::Qwen2);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "name": {"const": "get_weather"},
+            "arguments": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                "required": ["city", "days"],
+                "additionalProperties": false
+            }
+        },
+        "required": ["name", "arguments"],
+        "additionalProperties": false
+    });
+    for seed in 0..3 {
+        let mut r = GenerateRequest::new("<|im_start|>user\nweather in paris?<|im_end|>\n<|im_start|>assistant\n");
+        r.max_tokens = 200;
+        r.grammar = Some(infer_constraint::json_schema_lark(&schema));
+        r.sampling = Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: None,
+            seed: Some(seed),
+        };
+        let (text, reason, _, _) = collect(engine.generate(r).expect("generate"));
+        assert_eq!(reason, StopReason::EndTurn, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        assert_eq!(v["name"], "get_weather", "{text}");
+        let args = v["arguments"].as_object().expect("arguments object");
+        assert_eq!(args.len(), 2, "{text}");
+        assert!(args["city"].as_str().is_some_and(|c| c.chars().count() <= 12), "{text}");
+        assert!(args["days"].as_i64().is_some_and(|d| (1..=7).contains(&d)), "{text}");
+    }
+    // Without the grammar the same model writes no JSON.
+    let mut r = GenerateRequest::new("<|im_start|>user\nweather in paris?<|im_end|>\n<|im_start|>assistant\n");
+    r.max_tokens = 40;
+    let (text, _, _, _) = collect(engine.generate(r).expect("generate"));
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+    // A grammar that does not compile is refused up front.
+    let mut r = GenerateRequest::new("hi");
+    r.grammar = Some("start: @@@".into());
+    assert!(matches!(engine.generate(r), Err(Error::Grammar(_))));
+}

@@ -1,0 +1,85 @@
+//! Incremental detokenisation and stop sequences.
+//!
+//! The text of a completion is always `tokenizer.decode(all completion tokens)`; a delta is released only when that
+//! text does not end in a replacement character (half a UTF-8 character) and extends what was already sent, so the
+//! concatenated deltas are exactly what decoding the whole sequence gives. Stop sequences are matched on this text,
+//! so they are found across token boundaries; text that could be the start of a stop sequence is held back.
+
+/// The text state of one sequence.
+pub(crate) struct TextState {
+    stops: Vec<String>,
+    /// Decoded text of the whole completion, as of the last complete decode.
+    text: String,
+    /// Bytes of `text` already emitted.
+    sent: usize,
+}
+
+/// What [`TextState::update`] found.
+pub(crate) struct Update {
+    pub(crate) delta: String,
+    pub(crate) stop: Option<String>,
+}
+
+impl TextState {
+    pub(crate) fn new(stops: Vec<String>) -> Self {
+        TextState {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            text: String::new(),
+            sent: 0,
+        }
+    }
+
+    /// Takes the decode of the whole completion so far; returns the text that can be released now.
+    pub(crate) fn update(&mut self, decoded: String, final_: bool) -> Update {
+        if !final_ && decoded.ends_with('\u{FFFD}') {
+            return Update {
+                delta: String::new(),
+                stop: None,
+            };
+        }
+        if !decoded.starts_with(&self.text[..self.sent]) {
+            // The decoder rewrote text already sent (it should not for byte-level BPE); keep going from here.
+            tracing::warn!("detokeniser changed text that was already streamed");
+            self.sent = decoded.len().min(self.sent);
+            while !decoded.is_char_boundary(self.sent) {
+                self.sent -= 1;
+            }
+        }
+        self.text = decoded;
+        // A stop sequence may start in text held back earlier, so search from the earliest place it could begin.
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
+        let mut from = self.sent.saturating_sub(longest);
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let found = self
+            .stops
+            .iter()
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| (from + i, s)))
+            .min_by_key(|(i, _)| *i);
+        if let Some((at, s)) = found {
+            let at = at.max(self.sent);
+            let delta = self.text[self.sent..at].to_string();
+            self.sent = at;
+            return Update {
+                delta,
+                stop: Some(s.clone()),
+            };
+        }
+        let mut end = self.text.len();
+        if !final_ {
+            // Hold back the longest suffix that is a proper prefix of a stop sequence.
+            for s in &self.stops {
+                for (k, _) in s.char_indices().skip(1) {
+                    if self.text.ends_with(&s[..k]) {
+                        end = end.min(self.text.len() - k);
+                    }
+                }
+            }
+        }
+        let end = end.max(self.sent);
+        let delta = self.text[self.sent..end].to_string();
+        self.sent = end;
+        Update { delta, stop: None }
+    }
+}
