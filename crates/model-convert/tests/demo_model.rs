@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use model_convert::DType;
 use model_convert::demo::{DEMO_GGUF_NAME, DEMO_PACKAGE, ensure_demo_gguf};
+use model_convert::gguf::ConvertOptions;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../fixtures/smollm2_135m_reference.json");
@@ -40,25 +41,19 @@ fn demo_gguf() -> PathBuf {
     }
 }
 
-/// The demo model converted once per test binary with `--dtype f32`.
+/// The demo model converted once per test binary with `--dtype f32`, into the target's test scratch directory
+/// (one fixed folder, replaced on each run, so runs do not pile up half-gigabyte copies in /tmp).
 fn converted() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let gguf = demo_gguf();
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let out = tmp.path().join("smollm2");
-        let report = model_convert::gguf::convert(&gguf, &out, DType::F32).expect("demo GGUF converts");
-        assert_eq!(
-            report.tensors,
-            272 - 0,
-            "SmolLM2-135M has 272 GGUF tensors, all written"
-        );
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-convert-demo-f32");
+        let opts = ConvertOptions::with_dtype(DType::F32).overwrite(true);
+        let report = model_convert::gguf::convert_with(&gguf, &out, &opts, &mut |_| {}).expect("demo GGUF converts");
+        assert_eq!(report.tensors, 272, "SmolLM2-135M has 272 GGUF tensors, all written");
         assert!(report.tied_embeddings);
-        tmp
+        out
     })
-    .path()
-    .join("smollm2")
-    .leak()
 }
 
 fn read_json(path: &Path) -> Value {

@@ -63,6 +63,18 @@ impl ConvertOptions {
             ..Default::default()
         }
     }
+
+    /// Sets [`ConvertOptions::overwrite`].
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+
+    /// Sets [`ConvertOptions::shard_bytes`].
+    pub fn shard_bytes(mut self, bytes: u64) -> Self {
+        self.shard_bytes = bytes;
+        self
+    }
 }
 
 /// Progress of a conversion, for a progress bar.
