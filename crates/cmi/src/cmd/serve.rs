@@ -1,15 +1,129 @@
-//! `cmi serve` (being built: see ARCHITECTURE.md).
+//! `cmi serve`: run the local Bedrock (S3, model import jobs, runtime APIs) on loopback until interrupted.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::ctx::Ctx;
 
-/// Arguments of `cmi serve`.
+/// Arguments of `cmi serve` (`--region` and `--data-dir` are the global options).
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8777)]
+    port: u16,
+    /// Address to bind; anything but loopback exposes the server to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Access key id to accept (default: the pair generated on first start, kept in the data directory).
+    #[arg(long, requires = "secret_access_key")]
+    access_key_id: Option<String>,
+    /// Secret access key to accept.
+    #[arg(long, requires = "access_key_id")]
+    secret_access_key: Option<String>,
+    /// Load models at import and keep them loaded: no cold starts, no `ModelNotReadyException`.
+    #[arg(long)]
+    warm: bool,
+    /// Unload a model after this long without requests (`90s`, `5m`, `1h`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    idle_unload: Duration,
+    /// Quantise models at load.
+    #[arg(long, value_parser = ["q8_0", "q4k"])]
+    quantize: Option<String>,
+    /// Per-model ConverseStream-with-tools switch, `NAME=false` to refuse streaming with tools (repeatable).
+    #[arg(long = "model-stream-tools", value_name = "NAME=BOOL", value_parser = parse_model_flag)]
+    model_stream_tools: Vec<(String, bool)>,
+    /// Longest generation before `ModelTimeoutException`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    model_timeout: Duration,
+}
 
-pub(crate) async fn run(_args: Args, _ctx: &Ctx) -> Result<ExitCode> {
-    bail!("`cmi serve` is not available in this build yet")
+/// `90s`, `5m`, `1h`, `250ms` or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration unit in {s:?}: expected ms, s, m or h")),
+    }
+}
+
+fn parse_model_flag(s: &str) -> Result<(String, bool), String> {
+    let (name, v) = s.split_once('=').ok_or_else(|| format!("invalid {s:?}: expected NAME=true or NAME=false"))?;
+    let on = match v {
+        "true" | "on" | "yes" => true,
+        "false" | "off" | "no" => false,
+        _ => return Err(format!("invalid value {v:?} in {s:?}: expected true or false")),
+    };
+    Ok((name.to_string(), on))
+}
+
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
+    let data_dir = ctx.paths.data_dir.clone();
+    if let Some(other) = bedrock_server::find_running(&data_dir).await {
+        bail!(
+            "a local Bedrock already serves {} at {}\n\nhint: stop it first, or pass another --data-dir",
+            data_dir.display(),
+            other.endpoint_url
+        );
+    }
+    let mut config = bedrock_server::ServerConfig::new(data_dir.clone());
+    config.bind = SocketAddr::new(args.bind, args.port);
+    if let Some(r) = &ctx.global.region {
+        config.region = r.clone();
+    }
+    if let (Some(ak), Some(sk)) = (args.access_key_id, args.secret_access_key) {
+        config.credentials = Some(bedrock_server::Credentials { access_key_id: ak, secret_access_key: sk });
+    }
+    config.warm = args.warm;
+    config.idle_unload = args.idle_unload;
+    config.quantize = args.quantize;
+    config.model_stream_tools = args.model_stream_tools;
+    config.model_timeout = Some(args.model_timeout);
+    config.advertise = true;
+    if !args.bind.is_loopback() {
+        eprintln!("warning: binding {} exposes the local Bedrock beyond this machine (requests still need SigV4)", args.bind);
+    }
+    let server = bedrock_server::start(config)
+        .await
+        .with_context(|| format!("starting the local Bedrock in {}", data_dir.display()))?;
+    let url = server.endpoint_url();
+    let c = server.credentials();
+    println!("Local Bedrock (S3 + Bedrock + Bedrock Runtime) listening on {url}");
+    println!("region {}, data in {}", server.region(), data_dir.display());
+    println!();
+    println!("export AWS_ENDPOINT_URL={url}");
+    println!("export AWS_REGION={}", server.region());
+    println!("export AWS_ACCESS_KEY_ID={}", c.access_key_id);
+    println!("export AWS_SECRET_ACCESS_KEY={}", c.secret_access_key);
+    println!();
+    println!("aws --endpoint-url {url} s3 ls");
+    println!("aws --endpoint-url {url} bedrock list-imported-models");
+    println!();
+    println!("Other cmi commands find this server by itself. Press Ctrl-C to stop.");
+    wait_for_signal().await;
+    eprintln!("stopping the local Bedrock");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
