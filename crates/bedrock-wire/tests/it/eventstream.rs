@@ -263,3 +263,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The decoder is fed untrusted bytes (a client reading a server, or the reverse): it must return errors, never
+    /// panic, whatever it gets, and a valid frame with any one byte changed must be refused.
+    #[test]
+    fn decoder_never_panics_on_garbage(
+        garbage in proptest::collection::vec(any::<u8>(), 0..300),
+        flip in (any::<prop::sample::Index>(), 1u8..=255),
+    ) {
+        let _ = decode_all(&garbage);
+        const PAYLOAD: &[u8] = br#"{"contentBlockIndex":0,"delta":{"text":"x"}}"#;
+        let mut frame = encode_event("contentBlockDelta", PAYLOAD).unwrap().to_vec();
+        // One changed byte (a CRC-32 detects every single-byte error).
+        let i = flip.0.index(frame.len());
+        frame[i] ^= flip.1;
+        // Whichever field the byte is in (lengths, CRCs, headers, payload), the frame is refused.
+        prop_assert!(decode_all(&frame).is_err(), "byte {} changed, frame still decoded", i);
+    }
+}
