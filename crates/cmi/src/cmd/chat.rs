@@ -1,15 +1,476 @@
-//! `cmi chat` (being built: see ARCHITECTURE.md).
+//! `cmi chat`: a tool-using chat in the terminal (streamed text, dimmed reasoning, tool calls with input and
+//! result), one-shot answers for scripts (`-p`), Converse events as JSON lines (`--json`), saved and resumable
+//! sessions; Ctrl-C cancels the turn and keeps the session.
 
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result};
+use converse_agent::invoke::InvokeBackend;
+use converse_agent::session::Session;
+use converse_agent::tools::{Approver, ToolSet, Workspace};
+use converse_agent::{Agent, AgentConfig, AgentEvent, Message, RetryPolicy};
+use model_registry::{Availability, Registry, ResolvedModel};
+use tokio::io::AsyncBufReadExt as _;
 
 use crate::ctx::Ctx;
 
 /// Arguments of `cmi chat`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Model: a registry name (`cmi models list`), a model ID or an ARN. Defaults to the resumed session's model, or
+    /// the most recently added user model.
+    #[arg(long, short = 'm')]
+    model: Option<String>,
+    /// Answer this prompt once and exit (for scripts).
+    #[arg(long, short = 'p')]
+    prompt: Option<String>,
+    /// Print the Converse stream events (and tool results) as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Resume a saved session: the latest, or the given ID.
+    #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
+    resume: Option<String>,
+    /// Run commands the model asks for without asking.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Directory the file tools and commands are confined to.
+    #[arg(long, default_value = ".")]
+    workspace: PathBuf,
+    /// How long to keep retrying a cold imported model (ModelNotReadyException): `90s`, `10m`, `1h`.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    cold_start_timeout: Duration,
+    /// Offer no tools to the model.
+    #[arg(long)]
+    no_tools: bool,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// maxTokens per model call (at most the model's `maxTokensLimit`).
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Commands (program names) `run_command` may run without asking.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ls,cat,pwd,echo,head,tail,wc,grep,find"
+    )]
+    allow: Vec<String>,
+    /// Model calls allowed per turn.
+    #[arg(long, default_value_t = 25)]
+    max_steps: usize,
+}
 
-pub(crate) async fn run(_args: Args, _ctx: &Ctx) -> Result<ExitCode> {
-    bail!("`cmi chat` is not available in this build yet")
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
+    let registry_file = ctx.paths.registry_file();
+    let registry = super::models::load(&registry_file)?;
+    let sessions_dir = ctx.paths.config_dir.join("sessions");
+
+    // Validate before any network: session, model name, workspace.
+    let mut session = match &args.resume {
+        None => None,
+        Some(id) => {
+            let path = if id == "latest" {
+                Session::latest(&sessions_dir)?.context("no saved session to resume")?
+            } else {
+                sessions_dir.join(format!("{id}.jsonl"))
+            };
+            Some(Session::open(&path).with_context(|| format!("resuming {}", path.display()))?)
+        }
+    };
+    let model_name = match (&args.model, &session) {
+        (Some(m), _) => m.clone(),
+        (None, Some(s)) if !s.model.is_empty() => s.model.clone(),
+        _ => registry.user_entries().last().map(|e| e.name.clone()).context(
+            "no model given\n\nhint: pass --model NAME (see `cmi models list`), or import one with `cmi import`",
+        )?,
+    };
+    let workspace =
+        Workspace::new(&args.workspace).with_context(|| format!("workspace directory {}", args.workspace.display()))?;
+
+    let target = ctx.aws().await?;
+    let resolved = registry.resolve(&model_name, &target.region)?;
+    let client = aws_sdk_bedrockruntime::Client::new(&target.sdk);
+
+    let mut config = AgentConfig::new(resolved.model_id.clone(), resolved.entry.clone());
+    config.system = args.system.clone();
+    config.max_tokens = args.max_tokens;
+    config.max_steps = args.max_steps;
+    config.use_tools = !args.no_tools;
+    config.retry = RetryPolicy {
+        cold_start_timeout: args.cold_start_timeout,
+        ..RetryPolicy::default()
+    };
+
+    let interactive = args.prompt.is_none() && std::io::stdin().is_terminal();
+    let approver = approver(args.yes);
+    let tools = if args.no_tools {
+        ToolSet::new()
+    } else {
+        ToolSet::builtin(workspace, approver, args.allow.clone(), args.yes)
+    };
+    let mut agent = Agent::new(&client, config, tools).on_streaming_refused(remember_refusal(
+        registry_file.clone(),
+        resolved.clone(),
+        target.region.clone(),
+    ));
+    if !resolved.entry.uses_converse() {
+        let backend = invoke_backend(&resolved, ctx, &target).await?;
+        agent = agent.with_invoke(backend);
+    }
+
+    let mut session = match session.take() {
+        Some(s) => s,
+        None => Session::create(&sessions_dir, &model_name)?,
+    };
+    let mut history = session.messages.clone();
+    let mut ui = Ui::new(args.json);
+    if !args.json {
+        eprintln!(
+            "{} · {} · session {}{}",
+            resolved.entry.name,
+            resolved.model_id,
+            session.id,
+            if history.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} messages resumed)", history.len())
+            }
+        );
+    }
+
+    if let Some(p) = &args.prompt {
+        let ok = turn(&mut agent, &mut history, &mut session, &mut ui, p).await?;
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) });
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        if interactive {
+            eprint!("\n> ");
+            let _ = std::io::stderr().flush();
+        }
+        let line = tokio::select! {
+            l = lines.next_line() => l.context("reading stdin")?,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(line) = line else { break };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if matches!(line, "/exit" | "/quit") {
+            break;
+        }
+        turn(&mut agent, &mut history, &mut session, &mut ui, line).await?;
+    }
+    if !args.json {
+        eprintln!(
+            "\nsession saved: {} (resume with `cmi chat --resume {}`)",
+            session.path().display(),
+            session.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One turn, cancellable with Ctrl-C. Returns whether it ended without error.
+async fn turn(
+    agent: &mut Agent,
+    history: &mut Vec<Message>,
+    session: &mut Session,
+    ui: &mut Ui,
+    text: &str,
+) -> Result<bool> {
+    let mut save_error = None;
+    let outcome = {
+        let mut emit = |e: AgentEvent| {
+            if let Err(err) = session.record(&e) {
+                save_error.get_or_insert(err);
+            }
+            ui.show(&e);
+        };
+        let fut = agent.run_turn(history, Message::user(text), &mut emit);
+        tokio::select! {
+            r = fut => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    };
+    if let Some(e) = save_error {
+        return Err(e).context("saving the session");
+    }
+    ui.end_line();
+    match outcome {
+        None => {
+            session.cancelled()?;
+            eprintln!("[cancelled — the session is kept]");
+            Ok(false)
+        }
+        Some(Ok(_)) => Ok(true),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            Ok(false)
+        }
+    }
+}
+
+/// Asks on the terminal before running a command (declines when there is no terminal to ask on).
+fn approver(yes: bool) -> Approver {
+    Arc::new(move |cmd: String| {
+        Box::pin(async move {
+            if yes {
+                return true;
+            }
+            if !std::io::stdin().is_terminal() {
+                eprintln!("[declined `{cmd}`: no terminal to ask on; pass --yes or --allow]");
+                return false;
+            }
+            tokio::task::spawn_blocking(move || {
+                eprint!("\nrun `{cmd}`? [y/N] ");
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
+            })
+            .await
+            .unwrap_or(false)
+        })
+    })
+}
+
+/// Saves `supportsStreamingToolUse: false` for the model when ConverseStream refuses tools.
+fn remember_refusal(file: PathBuf, resolved: ResolvedModel, region: String) -> converse_agent::StreamingRefused {
+    Arc::new(move |_model_id: &str| {
+        let result = (|| -> Result<()> {
+            let mut reg = Registry::load(&file)?;
+            let mut e = match reg.find(&resolved.entry.name).or_else(|| reg.find(&resolved.model_id)) {
+                Some(e) => e.clone(),
+                None if resolved.entry.is_arn() => {
+                    let mut e = resolved.entry.clone();
+                    e.availability = Some(Availability {
+                        base: vec![region.clone()],
+                    });
+                    e
+                }
+                None => return Ok(()),
+            };
+            e.supports_streaming_tool_use = Some(false);
+            reg.upsert(e)?;
+            reg.save()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => eprintln!(
+                "\nnote: this model does not stream with tools; using non-streaming Converse and saved `supportsStreamingToolUse: false` to {}",
+                file.display()
+            ),
+            Err(e) => eprintln!("\nwarning: could not save `supportsStreamingToolUse: false`: {e:#}"),
+        }
+    })
+}
+
+/// The InvokeModel backend: the chat template of the folder the import used (a local path, or an `s3://` prefix whose
+/// template files are fetched into the cache).
+async fn invoke_backend(resolved: &ResolvedModel, ctx: &Ctx, target: &crate::ctx::AwsTarget) -> Result<InvokeBackend> {
+    let source = resolved.entry.model_source.clone().with_context(|| {
+        format!(
+            "`{}` has no Converse support and no `modelSource` to read its chat template from\n\nhint: `cmi models add` it with --model-source DIR (the folder you imported)",
+            resolved.entry.name
+        )
+    })?;
+    let dir = if let Some(rest) = source.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let dir = ctx
+            .paths
+            .cache_dir
+            .join("templates")
+            .join(bucket)
+            .join(prefix.trim_end_matches('/'));
+        std::fs::create_dir_all(&dir)?;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&target.sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        for name in [
+            "tokenizer_config.json",
+            "chat_template.jinja",
+            "chat_template.json",
+            "config.json",
+        ] {
+            let key = format!("{}/{name}", prefix.trim_end_matches('/'))
+                .trim_start_matches('/')
+                .to_string();
+            if let Ok(obj) = s3.get_object().bucket(bucket).key(&key).send().await {
+                let bytes = obj
+                    .body
+                    .collect()
+                    .await
+                    .context("reading the template from S3")?
+                    .into_bytes();
+                std::fs::write(dir.join(name), bytes)?;
+            }
+        }
+        dir
+    } else {
+        PathBuf::from(source)
+    };
+    InvokeBackend::from_model_dir(Path::new(&dir))
+        .with_context(|| format!("loading the chat template from {}", dir.display()))
+}
+
+/// Renders agent events on the terminal (or as JSON lines).
+struct Ui {
+    json: bool,
+    color: bool,
+    /// What the last output was, to place separators.
+    mode: Mode,
+    /// A `\r` status line is showing on stderr.
+    status: bool,
+}
+
+#[derive(PartialEq)]
+enum Mode {
+    None,
+    Text,
+    Reasoning,
+}
+
+impl Ui {
+    fn new(json: bool) -> Ui {
+        // NO_COLOR (https://no-color.org): any non-empty value turns colour off.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Ui {
+            json,
+            color: !no_color && std::io::stdout().is_terminal(),
+            mode: Mode::None,
+            status: false,
+        }
+    }
+
+    fn clear_status(&mut self) {
+        if self.status {
+            eprint!("\r\x1b[2K");
+            self.status = false;
+        }
+    }
+
+    fn end_line(&mut self) {
+        self.clear_status();
+        if self.mode != Mode::None && !self.json {
+            if self.color {
+                print!("\x1b[0m");
+            }
+            println!();
+        }
+        self.mode = Mode::None;
+        let _ = std::io::stdout().flush();
+    }
+
+    fn show(&mut self, e: &AgentEvent) {
+        if self.json {
+            let line = match e {
+                AgentEvent::Stream(s) => serde_json::to_string(s).ok(),
+                AgentEvent::ToolResult { id, output, is_error, .. } => Some(
+                    serde_json::json!({"toolResult": {"toolUseId": id, "status": if *is_error { "error" } else { "success" }, "content": [{"text": output}]}})
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            if let Some(l) = line {
+                println!("{l}");
+            }
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        match e {
+            AgentEvent::Text(t) => {
+                self.clear_status();
+                if self.mode == Mode::Reasoning {
+                    let _ = write!(out, "{}\n\n", if self.color { "\x1b[0m" } else { "" });
+                }
+                self.mode = Mode::Text;
+                let _ = write!(out, "{t}");
+            }
+            AgentEvent::Reasoning(t) => {
+                self.clear_status();
+                if self.mode != Mode::Reasoning {
+                    let _ = write!(out, "{}", if self.color { "\x1b[2m" } else { "[thinking] " });
+                }
+                self.mode = Mode::Reasoning;
+                let _ = write!(out, "{t}");
+            }
+            AgentEvent::ToolUse { name, input, .. } => {
+                drop(out);
+                self.end_line();
+                println!("→ {name} {input}");
+            }
+            AgentEvent::ToolResult { output, is_error, .. } => {
+                let first: Vec<&str> = output.lines().take(6).collect();
+                let more = output.lines().count().saturating_sub(6);
+                println!("{} {}", if *is_error { "✗" } else { "←" }, first.join("\n  "));
+                if more > 0 {
+                    println!("  … {more} more lines");
+                }
+            }
+            AgentEvent::WarmingUp {
+                elapsed,
+                timeout,
+                attempt,
+            } => {
+                let s = elapsed.as_secs();
+                eprint!(
+                    "\r\x1b[2Kmodel is warming up (ModelNotReadyException): {}:{:02} elapsed, giving up after {}:{:02}, attempt {attempt}",
+                    s / 60,
+                    s % 60,
+                    timeout.as_secs() / 60,
+                    timeout.as_secs() % 60
+                );
+                self.status = true;
+            }
+            AgentEvent::Retrying { code, attempt, delay } => {
+                self.clear_status();
+                eprintln!("[{code}: retry {attempt} in {:.1}s]", delay.as_secs_f64());
+            }
+            AgentEvent::SwitchedToNonStreaming { .. } => {}
+            AgentEvent::TruncatedToolCall { name } => {
+                drop(out);
+                self.end_line();
+                eprintln!("[the call of `{name}` was cut off at max_tokens; asking the model for smaller calls]");
+            }
+            _ => {}
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("10 minutes").is_err());
+    }
 }
