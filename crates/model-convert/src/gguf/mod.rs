@@ -236,6 +236,15 @@ fn check_out_dir(out_dir: &Path, overwrite: bool) -> Result<(), Error> {
     }
 }
 
+/// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is set.
+fn candle_msg(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_msg(*inner),
+        candle_core::Error::Context { inner, context } => format!("{context}: {}", candle_msg(*inner)),
+        other => other.to_string(),
+    }
+}
+
 /// Turns a panic inside candle into an error (candle's GGUF reader is hardened, but a corrupt file must never abort
 /// the process).
 fn no_panic<T>(what: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -293,7 +302,7 @@ impl GgufFile {
         let file_len = f.metadata().map_err(Error::io("reading metadata of", path))?.len();
         let mut reader = BufReader::new(f);
         let content =
-            no_panic(|| Content::read(&mut reader).map_err(|e| e.to_string())).map_err(|message| Error::BadGguf {
+            no_panic(|| Content::read(&mut reader).map_err(candle_msg)).map_err(|message| Error::BadGguf {
                 path: path.to_path_buf(),
                 message,
             })?;
@@ -317,15 +326,15 @@ impl GgufFile {
         let reader = &mut self.reader;
         let dtype = info.ggml_dtype;
         let values = no_panic(|| {
-            let q = info.read(reader, offset, &Device::Cpu).map_err(|e| e.to_string())?;
-            let t = q.dequantize(&Device::Cpu).map_err(|e| e.to_string())?;
+            let q = info.read(reader, offset, &Device::Cpu).map_err(candle_msg)?;
+            let t = q.dequantize(&Device::Cpu).map_err(candle_msg)?;
             let t = match planned.unpermute_heads {
-                Some(heads) => unpermute(&t, heads).map_err(|e| format!("undoing the Q/K permutation: {e}"))?,
+                Some(heads) => {
+                    unpermute(&t, heads).map_err(|e| format!("undoing the Q/K permutation: {}", candle_msg(e)))?
+                }
                 None => t,
             };
-            t.flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| e.to_string())
+            t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(candle_msg)
         })
         .map_err(|m| Error::tensor(name, format!("cannot decode {dtype:?} data: {m}")))?;
         let expected: usize = planned.shape.iter().product();

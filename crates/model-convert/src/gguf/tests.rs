@@ -326,6 +326,12 @@ fn f32_conversion_restores_hf_tensors_exactly_and_undoes_qk_permutation() {
         assert_eq!(&f32s(data), values, "{name} differs");
     }
     assert!(!written.contains_key("lm_head.weight"));
+    let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions();
+    assert_eq!(
+        mode("model.safetensors"),
+        mode("config.json"),
+        "weights get the same mode as the other files"
+    );
     assert_eq!(
         report.parameters,
         tiny.hf.values().map(|(_, v)| v.len() as u64).sum::<u64>()
@@ -584,7 +590,10 @@ fn truncated_files_fail_with_an_error_at_every_length() {
         let err = assert_clean_failure(dir.path(), &tiny.bytes[..cut]);
         let err = err.unwrap_or_else(|| panic!("a file cut at {cut} of {len} bytes converted"));
         let msg = err.to_string();
-        assert!(!msg.is_empty());
+        assert!(
+            !msg.is_empty() && !msg.contains('\n'),
+            "one-line message without backtrace: {msg}"
+        );
         cut += if cut < 4096 { 7 } else { 331 };
     }
     // Cutting inside the tensor data names the tensor.

@@ -145,6 +145,18 @@ pub(crate) fn move_into_place(tmp: TempDir, out_dir: &Path, overwrite: bool) -> 
             });
         }
     }
+    // The safetensors writer creates owner-only files; give them the mode our other files got from the umask.
+    if let Ok(perms) = std::fs::metadata(tmp.path().join("config.json")).map(|m| m.permissions()) {
+        for entry in std::fs::read_dir(tmp.path())
+            .map_err(Error::io("reading", tmp.path()))?
+            .flatten()
+        {
+            if entry.path().extension().is_some_and(|e| e == "safetensors") {
+                std::fs::set_permissions(entry.path(), perms.clone())
+                    .map_err(Error::io("setting permissions of", entry.path()))?;
+            }
+        }
+    }
     let tmp_path = tmp.keep();
     if let Err(e) = std::fs::rename(&tmp_path, out_dir) {
         let _ = std::fs::remove_dir_all(&tmp_path);
