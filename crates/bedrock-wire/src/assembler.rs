@@ -58,6 +58,10 @@ pub struct StreamAssembler {
     blocks: Vec<ContentBlock>,
     /// The kind of the last block while it is still open.
     open: Option<OpenKind>,
+    /// Whitespace-only text received while no text block is open. It opens a block only together with the next
+    /// non-blank text: a blank text block (e.g. the `\n` between a tool call and the end of turn) would be refused
+    /// by Converse ("The text field in the ContentBlock object … is blank") when the client sends the message back.
+    pending_blank: String,
 }
 
 impl StreamAssembler {
@@ -189,6 +193,14 @@ impl StreamAssembler {
         if text.is_empty() {
             return;
         }
+        let mut text = text;
+        if kind == OpenKind::Text && self.open != Some(OpenKind::Text) {
+            if text.trim().is_empty() {
+                self.pending_blank.push_str(&text);
+                return;
+            }
+            text.insert_str(0, &std::mem::take(&mut self.pending_blank));
+        }
         if self.open != Some(kind) {
             self.close(events);
             self.blocks.push(match kind {
@@ -220,6 +232,7 @@ impl StreamAssembler {
     }
 
     fn close(&mut self, events: &mut Vec<ConverseStreamEvent>) {
+        self.pending_blank.clear();
         if self.open.take().is_some() {
             events.push(ConverseStreamEvent::ContentBlockStop(ContentBlockStopEvent {
                 content_block_index: self.next_index() - 1,
