@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use aws_sdk_s3::operation::RequestId;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
 /// A boxed SDK error (kept as the source so `Caused by:` chains show the service's own message).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -193,28 +196,65 @@ impl Error {
 
     pub(crate) fn s3<E>(op: &'static str, bucket: &str, key: &str, err: E) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + RequestId + Send + Sync + 'static,
     {
-        let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
         Error::S3 {
             op,
             bucket: bucket.to_string(),
             key: key.to_string(),
-            message,
+            message: sdk_message(&err),
             source: Box::new(err),
         }
     }
 
     pub(crate) fn bedrock<E>(op: &'static str, id: Option<&str>, err: E) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + RequestId + Send + Sync + 'static,
     {
-        let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
         Error::Bedrock {
             op,
             id: id.map(str::to_string),
-            message,
+            message: sdk_message(&err),
             source: Box::new(err),
         }
     }
+
+    /// A builder error (a required member missing): no service metadata.
+    pub(crate) fn build(op: &'static str, err: aws_smithy_types::error::operation::BuildError) -> Self {
+        Error::Bedrock {
+            op,
+            id: None,
+            message: err.to_string(),
+            source: Box::new(err),
+        }
+    }
+}
+
+/// `Code: message (request id …)` for service errors; the error's own chain for transport and credential errors.
+fn sdk_message<E>(err: &E) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + RequestId,
+{
+    let mut s = match (err.code(), err.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        (None, Some(msg)) => msg.to_string(),
+        (None, None) => {
+            // Walk the sources: "dispatch failure: io error: connection refused", without Debug dumps.
+            let mut parts = vec![err.to_string()];
+            let mut cur = err.source();
+            while let Some(c) = cur {
+                let t = c.to_string();
+                if !parts.contains(&t) {
+                    parts.push(t);
+                }
+                cur = c.source();
+            }
+            parts.join(": ")
+        }
+    };
+    if let Some(id) = err.request_id() {
+        s.push_str(&format!(" (request id {id})"));
+    }
+    s
 }

@@ -181,7 +181,7 @@ pub async fn create_job(client: &Client, req: &JobRequest) -> Result<String, Err
         S3DataSource::builder()
             .s3_uri(&req.s3_uri)
             .build()
-            .map_err(|e| Error::bedrock("CreateModelImportJob", Some(&req.job_name), e))?,
+            .map_err(|e| Error::build("CreateModelImportJob", e))?,
     );
     let mut call = client
         .create_model_import_job()
@@ -195,7 +195,7 @@ pub async fn create_job(client: &Client, req: &JobRequest) -> Result<String, Err
             .key(k)
             .value(v)
             .build()
-            .map_err(|e| Error::bedrock("CreateModelImportJob", None, e))?;
+            .map_err(|e| Error::build("CreateModelImportJob", e))?;
         call = call.imported_model_tags(tag);
     }
     let out = call

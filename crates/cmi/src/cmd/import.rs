@@ -1,15 +1,701 @@
-//! `cmi import` (being built: see ARCHITECTURE.md).
+//! `cmi import`: a model folder → preflight → staged template repair → S3 upload → Custom Model Import job → model
+//! registry (→ `--warm`), against AWS or the local Bedrock; plus `cmi import check | status | list`.
 
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
+use bedrock_import::{Event, JobRequest, JobStatus, PollSettings, Progress, Registration, UploadPlan, UploadSettings};
+use indicatif::{ProgressBar, ProgressStyle};
+use model_folder::{Report, Severity};
+use serde_json::json;
 
-use crate::ctx::Ctx;
+use crate::ctx::{AwsTarget, Ctx};
 
 /// Arguments of `cmi import`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Option<ImportCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
-pub(crate) async fn run(_args: Args, _ctx: &Ctx) -> Result<ExitCode> {
-    bail!("`cmi import` is not available in this build yet")
+#[derive(Debug, clap::Subcommand)]
+enum ImportCommand {
+    /// Preflight a model folder without uploading anything (exit 1 when it has errors).
+    Check(CheckArgs),
+    /// Show an import job (by ARN or name).
+    Status(StatusArgs),
+    /// List import jobs, newest first.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The model: a Hugging Face model folder.
+    #[arg(required = true)]
+    source: Option<String>,
+    /// Name of the imported model (and of its registry entry).
+    #[arg(long, required = true)]
+    name: Option<String>,
+    /// S3 bucket to upload to (default for the local Bedrock: one per region, created on demand).
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Create the bucket when it does not exist.
+    #[arg(long)]
+    create_bucket: bool,
+    /// Key prefix in the bucket (default: the model name).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// IAM role Bedrock assumes to read the bucket (required for AWS; the local Bedrock needs none).
+    #[arg(long)]
+    role_arn: Option<String>,
+    /// Return as soon as the job is created (print its ARN); see `cmi import status`.
+    #[arg(long)]
+    no_wait: bool,
+    /// After the import, call the model until it answers (no more ModelNotReadyException).
+    #[arg(long)]
+    warm: bool,
+    /// Repair the chat template in the source folder itself instead of a staged copy.
+    #[arg(long)]
+    in_place: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Multipart part size in MiB.
+    #[arg(long, default_value_t = 16)]
+    part_size_mib: u64,
+    /// Upper bound on file data held in memory during the upload, in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_memory_mib: u64,
+    /// Upload requests in flight.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The model folder.
+    source: PathBuf,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// Job ARN or name.
+    job: String,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ListArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
+
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
+    match args.command {
+        Some(ImportCommand::Check(a)) => check(a, ctx).await,
+        Some(ImportCommand::Status(a)) => status(a, ctx).await,
+        Some(ImportCommand::List(a)) => list(a, ctx).await,
+        None => import(args.run, ctx).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// check
+
+async fn preflight(dir: &Path) -> Result<Report> {
+    let d = dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || model_folder::check(&d)).await??;
+    Ok(report)
+}
+
+fn print_findings(report: &Report) {
+    for f in &report.findings {
+        eprintln!("{}: [{}] {}", f.severity, f.code, f.message);
+        if let Some(fix) = &f.fix
+            && f.severity != Severity::Info
+        {
+            eprintln!("  fix: {fix}");
+        }
+    }
+}
+
+fn summary_line(report: &Report) -> String {
+    let errors = report.errors().count();
+    let warnings = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    format!(
+        "{} ({}), {:.2} GB of weights in {} tensors, context {}, Converse {}, tools {}: {errors} error(s), {warnings} warning(s)",
+        report.architecture.as_deref().unwrap_or("unknown architecture"),
+        report.model_type.as_deref().unwrap_or("?"),
+        report.weight_bytes as f64 / 1e9,
+        report.tensor_count,
+        report
+            .context_length
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into()),
+        if report.instruct_supported { "yes" } else { "no" },
+        if report.converse_tools { "yes" } else { "no" },
+    )
+}
+
+async fn check(args: CheckArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let started = Instant::now();
+    let report = preflight(&args.source).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if !ctx.global.quiet {
+            print_findings(&report);
+        }
+        println!("{}: {}", args.source.display(), summary_line(&report));
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "checked");
+    }
+    Ok(if report.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// status / list
+
+fn iso(t: Option<SystemTime>) -> Option<String> {
+    use aws_sdk_bedrock::primitives::{DateTime, DateTimeFormat};
+    t.map(|t| DateTime::from(t).fmt(DateTimeFormat::DateTime).unwrap_or_default())
+}
+
+fn job_json(j: &bedrock_import::JobInfo) -> serde_json::Value {
+    json!({
+        "jobArn": j.job_arn, "jobName": j.job_name, "importedModelName": j.model_name,
+        "importedModelArn": j.model_arn, "status": j.status.as_str(), "failureMessage": j.failure_message,
+        "creationTime": iso(j.creation_time), "endTime": iso(j.end_time), "s3Uri": j.s3_uri,
+    })
+}
+
+async fn status(args: StatusArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let target = ctx.aws().await?;
+    let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
+    let job = bedrock_import::get_job(&bedrock, &args.job).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+    } else {
+        println!("job:    {}", job.job_arn);
+        println!("status: {}", job.status);
+        if let Some(m) = &job.model_name {
+            println!("model:  {m}");
+        }
+        if let Some(a) = &job.model_arn {
+            println!("arn:    {a}");
+        }
+        if let Some(f) = &job.failure_message {
+            println!("reason: {f}");
+        }
+    }
+    Ok(if job.status == JobStatus::Failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn list(args: ListArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let target = ctx.aws().await?;
+    let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
+    let jobs = bedrock_import::list_jobs(&bedrock, args.limit).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&jobs.iter().map(job_json).collect::<Vec<_>>())?
+        );
+    } else if jobs.is_empty() {
+        eprintln!("no import jobs in {}", target.region);
+    } else {
+        for j in &jobs {
+            println!(
+                "{:<11} {:<24} {:<30} {}",
+                j.status.as_str(),
+                iso(j.creation_time).unwrap_or_default(),
+                j.model_name.as_deref().unwrap_or("-"),
+                j.job_arn
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// import
+
+/// Progress on stderr: indicatif bars on a terminal, plain lines otherwise, nothing with `--quiet`.
+struct Display {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    state: Mutex<PlainState>,
+}
+
+#[derive(Default)]
+struct PlainState {
+    hashed: u64,
+    last_job_status: String,
+}
+
+impl Display {
+    fn new(quiet: bool) -> Display {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                // The template is a constant; it parses.
+                .expect("progress template")
+                .progress_chars("=> "),
+            );
+            b.set_message("checksum");
+            b
+        });
+        Display {
+            bar,
+            plain: !quiet && !tty,
+            state: Mutex::new(PlainState::default()),
+        }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None if self.plain => eprintln!("{s}"),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Display {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Hashed { bytes } => {
+                if let Some(b) = &self.bar {
+                    b.inc(bytes);
+                } else {
+                    self.state.lock().unwrap_or_else(|p| p.into_inner()).hashed += bytes;
+                }
+            }
+            Event::Planned {
+                files,
+                total_bytes,
+                to_send,
+            } => {
+                if let Some(b) = &self.bar {
+                    b.set_length(to_send);
+                    b.set_position(0);
+                    b.reset_eta();
+                    b.set_message("upload");
+                }
+                self.line(&format!(
+                    "upload: {files} files, {} total, {} to send",
+                    human(total_bytes),
+                    human(to_send)
+                ));
+            }
+            Event::Skipped { key, bytes } => self.line(&format!("  already there: {key} ({})", human(bytes))),
+            Event::FileStarted { key, resumed_bytes, .. } if resumed_bytes > 0 => {
+                self.line(&format!("  resuming {key}: {} already uploaded", human(resumed_bytes)))
+            }
+            Event::Sent { bytes, .. } => {
+                if let Some(b) = &self.bar {
+                    b.inc(bytes);
+                }
+            }
+            Event::FileDone { key } if self.bar.is_none() => self.line(&format!("  uploaded {key}")),
+            Event::Job { status, elapsed, .. } => {
+                if let Some(b) = &self.bar {
+                    b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("progress template"));
+                    b.set_message(format!("import job {status} ({}s)", elapsed.as_secs()));
+                    b.tick();
+                } else {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if st.last_job_status != status {
+                        self.line(&format!("import job: {status} ({}s)", elapsed.as_secs()));
+                        st.last_job_status = status;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+fn s3_client(target: &AwsTarget) -> aws_sdk_s3::Client {
+    // Local and other explicit endpoints take path-style requests (no per-bucket DNS names on 127.0.0.1).
+    let conf = aws_sdk_s3::config::Builder::from(&target.sdk)
+        .force_path_style(target.endpoint_url.is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The folder to import: a local directory (Hugging Face repo ids are not downloaded by this build).
+fn resolve_source(source: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(source);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    if path.exists() {
+        bail!(
+            "{source} is a file, not a model folder\n\nhint: pass the folder that holds config.json and the *.safetensors files"
+        );
+    }
+    let looks_like_repo = source.split('/').count() == 2 && !source.starts_with('.') && !source.starts_with('/');
+    if looks_like_repo {
+        bail!(
+            "{source}: no such folder, and downloading Hugging Face repositories is not available in this build\n\nhint: download it first (`git clone https://huggingface.co/{source}` or `hf download {source} --local-dir DIR`) and pass the folder"
+        );
+    }
+    bail!("{source}: no such folder\n\nhint: pass the folder that holds config.json and the *.safetensors files")
+}
+
+async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let started = Instant::now();
+    // clap enforces both (required unless a subcommand is given).
+    let source = args.source.clone().context("SOURCE is required")?;
+    let name = args.name.clone().context("--name is required")?;
+    // Everything that can be checked without IO first.
+    bedrock_import::validate_model_name(&name)?;
+    if let Some(arn) = &args.role_arn {
+        bedrock_import::validate_role_arn(arn)?;
+    }
+    let quiet = ctx.global.quiet;
+    let say = |s: &str| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    let source_dir = resolve_source(&source)?;
+
+    // 1. Preflight.
+    let report = preflight(&source_dir).await?;
+    if !quiet {
+        print_findings(&report);
+    }
+    say(&format!("check: {}", summary_line(&report)));
+    if report.has_errors() {
+        eprintln!(
+            "error: {} has {} error(s); nothing was uploaded",
+            source_dir.display(),
+            report.errors().count()
+        );
+        return Ok(ExitCode::from(1));
+    }
+
+    // 2. Target (before anything is written: a missing role fails here).
+    let target = ctx.aws().await?;
+    if !target.local && args.role_arn.is_none() {
+        bail!(
+            "{}\n\nhint: pass --role-arn arn:aws:iam::<account>:role/<role Bedrock can assume to read the bucket>",
+            bedrock_import::Error::RoleArnRequired
+        );
+    }
+
+    // 3. Template repair, staged unless --in-place.
+    let mut upload_dir = source_dir.clone();
+    let mut final_report = report.clone();
+    if bedrock_import::needs_repair(&report) {
+        let staging = ctx.paths.cache_dir.join("import-staging").join(&name);
+        let (src, names, stage, in_place) = (source_dir.clone(), report.files.clone(), staging.clone(), args.in_place);
+        match tokio::task::spawn_blocking(move || bedrock_import::repair(&src, &names, &stage, in_place)).await? {
+            Ok(r) if r.outcome.changed => {
+                say(&format!(
+                    "template: {} in {}{}",
+                    r.outcome.message,
+                    r.dir.display(),
+                    if in_place {
+                        ""
+                    } else {
+                        " (a staged copy; your folder is unchanged)"
+                    }
+                ));
+                for (from, to) in &r.outcome.moved {
+                    say(&format!("template: moved {} to {}", from.display(), to.display()));
+                }
+                tracing::info!(diff = %r.outcome.diff, "template diff");
+                upload_dir = r.dir.clone();
+                final_report = preflight(&upload_dir).await?;
+            }
+            Ok(r) => say(&format!("template: {}", r.outcome.message)),
+            Err(e) => say(&format!(
+                "warning: the chat template could not be repaired ({e}); importing it as it is"
+            )),
+        }
+    }
+
+    // 4. Bucket and upload.
+    let s3 = s3_client(&target);
+    let bucket = match (&args.bucket, target.local) {
+        (Some(b), _) => b.clone(),
+        (None, true) => format!("cmi-import-{}", target.region),
+        (None, false) => bail!(
+            "no --bucket given\n\nhint: pass --bucket NAME (add --create-bucket to create it in {})",
+            target.region
+        ),
+    };
+    bedrock_import::ensure_bucket(
+        &s3,
+        &bucket,
+        &target.region,
+        args.create_bucket || (target.local && args.bucket.is_none()),
+    )
+    .await
+    .with_context(|| format!("preparing s3://{bucket}"))
+    .map_err(|e| add_bucket_hint(e, &bucket))?;
+    let prefix = args.prefix.clone().unwrap_or_else(|| name.clone());
+    let plan = UploadPlan::new(&upload_dir, &final_report.files, &bucket, &prefix);
+    let settings = UploadSettings {
+        part_size: args.part_size_mib.max(5) << 20,
+        max_memory: args.max_memory_mib << 20,
+        max_concurrency: args.concurrency.max(1),
+        journal: Some(ctx.paths.cache_dir.join("uploads").join("journal.json")),
+    };
+    let display = Display::new(quiet || args.json);
+    let upload = bedrock_import::Uploader::new(s3, settings)
+        .upload(&plan, &display)
+        .await;
+    display.finish();
+    let upload = upload.with_context(|| format!("uploading {} to {}", upload_dir.display(), plan.s3_uri()))?;
+    say(&format!(
+        "upload: {} sent, {} already there, {} resumed, in {:.1}s ({}/s)",
+        human(upload.bytes_sent),
+        human(upload.bytes_skipped),
+        human(upload.bytes_resumed),
+        upload.elapsed.as_secs_f64(),
+        human((upload.bytes_sent as f64 / upload.elapsed.as_secs_f64().max(1e-3)) as u64)
+    ));
+
+    // 5. Import job.
+    let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
+    let digest = upload.digest();
+    let s3_uri = plan.s3_uri();
+    let run_started = SystemTime::now();
+    let mut job_arn = String::new();
+    for attempt in 0..2u32 {
+        let req = JobRequest {
+            job_name: if attempt == 0 {
+                bedrock_import::job_name_for(&name, &digest)
+            } else {
+                bedrock_import::job_name_for(&name, &format!("{}r{attempt}", &digest[..6]))
+            },
+            model_name: name.clone(),
+            role_arn: args.role_arn.clone(),
+            s3_uri: s3_uri.clone(),
+            client_request_token: Some(bedrock_import::client_request_token(&name, &s3_uri, &digest, attempt)),
+            model_tags: vec![("cmi:content".into(), digest[..16].to_string())],
+        };
+        job_arn = bedrock_import::create_job(&bedrock, &req)
+            .await
+            .with_context(|| format!("creating the import job for {s3_uri}"))?;
+        // The same token returns the job an earlier identical run created; if that one failed, ask for a new one.
+        let job = bedrock_import::get_job(&bedrock, &job_arn).await?;
+        let older = job
+            .creation_time
+            .is_some_and(|t| t < run_started - Duration::from_secs(5));
+        if job.status == JobStatus::Failed && older && attempt == 0 {
+            say(&format!(
+                "import job: {job_arn} (from an earlier run) failed; starting a new one"
+            ));
+            continue;
+        }
+        break;
+    }
+    say(&format!("import job: {job_arn}"));
+    if args.no_wait {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"jobArn": job_arn, "s3Uri": s3_uri}))?
+            );
+        } else {
+            println!("{job_arn}");
+        }
+        say(
+            "hint: `cmi import status JOB` shows its progress; the model is registered by a later `cmi import` with the same arguments",
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let display = Display::new(quiet || args.json);
+    let poll = if target.local {
+        PollSettings {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+            ..PollSettings::default()
+        }
+    } else {
+        PollSettings::default()
+    };
+    let job = bedrock_import::wait_for_job(&bedrock, &job_arn, &poll, &display).await;
+    display.finish();
+    let job = match job {
+        Ok(j) => j,
+        Err(bedrock_import::Error::JobFailed { job_arn, message }) => {
+            eprintln!("error: import job {job_arn} failed: {message}");
+            eprintln!(
+                "\nhint: the uploaded data stays at {s3_uri}; fix the model and run the same command again (unchanged files are not sent again)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let model_arn = job
+        .model_arn
+        .clone()
+        .context("the completed job names no imported model ARN")?;
+
+    // 6. Register.
+    let imported = bedrock_import::get_imported_model(&bedrock, &model_arn).await.ok();
+    let instruct = imported
+        .as_ref()
+        .and_then(|m| m.instruct_supported)
+        .unwrap_or(final_report.instruct_supported);
+    let registration = Registration {
+        name: name.clone(),
+        model_arn: model_arn.clone(),
+        provider: bedrock_import::provider_for(final_report.model_type.as_deref()).to_string(),
+        region: target.region.clone(),
+        context_length: final_report.context_length,
+        instruct_supported: instruct,
+        tool_use: final_report.converse_tools || !instruct,
+        model_source: Some(std::fs::canonicalize(&upload_dir).unwrap_or(upload_dir.clone())),
+        architecture: imported
+            .as_ref()
+            .and_then(|m| m.architecture.clone())
+            .or(final_report.architecture.clone()),
+    };
+    let registry_file = ctx.paths.registry_file();
+    let rf = registry_file.clone();
+    tokio::task::spawn_blocking(move || bedrock_import::register(&rf, &registration))
+        .await?
+        .with_context(|| format!("registering `{name}` in {}", registry_file.display()))?;
+    say(&format!("registered `{name}` in {}", registry_file.display()));
+
+    // 7. Warm.
+    let mut warm_secs = None;
+    if args.warm {
+        say("warm: calling the model until it is ready");
+        warm_secs = Some(warm(&target, &model_arn, instruct, quiet).await?);
+    }
+
+    if args.json {
+        let out = json!({
+            "name": name, "modelArn": model_arn, "jobArn": job_arn, "s3Uri": s3_uri, "region": target.region,
+            "instructSupported": instruct, "registry": registry_file,
+            "upload": {"bytesTotal": upload.bytes_total, "bytesSent": upload.bytes_sent, "bytesSkipped": upload.bytes_skipped,
+                       "bytesResumed": upload.bytes_resumed, "seconds": upload.elapsed.as_secs_f64()},
+            "warmSeconds": warm_secs, "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{model_arn}");
+        say(&format!(
+            "done in {:.1}s: `cmi chat --model {name}`",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add_bucket_hint(e: anyhow::Error, bucket: &str) -> anyhow::Error {
+    let hint = match e.downcast_ref::<bedrock_import::Error>() {
+        Some(bedrock_import::Error::NoSuchBucket { .. }) => format!("pass --create-bucket to create `{bucket}`"),
+        Some(bedrock_import::Error::BucketInOtherRegion { bucket_region, .. }) => {
+            format!("use a bucket in the import's region, or pass --region {bucket_region}")
+        }
+        _ => return e,
+    };
+    anyhow::anyhow!("{e:#}\n\nhint: {hint}")
+}
+
+/// Calls the model until it stops answering `ModelNotReadyException`; returns the seconds it took.
+async fn warm(target: &AwsTarget, model_arn: &str, instruct: bool, quiet: bool) -> Result<f64> {
+    use aws_sdk_bedrockruntime::primitives::Blob;
+    use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
+    let runtime = aws_sdk_bedrockruntime::Client::new(&target.sdk);
+    let started = Instant::now();
+    let deadline = Duration::from_secs(30 * 60);
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let not_ready = if instruct {
+            let msg = Message::builder()
+                .role(ConversationRole::User)
+                .content(ContentBlock::Text("Hi".into()))
+                .build()?;
+            match runtime
+                .converse()
+                .model_id(model_arn)
+                .messages(msg)
+                .inference_config(InferenceConfiguration::builder().max_tokens(1).build())
+                .send()
+                .await
+            {
+                Ok(_) => false,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_model_not_ready_exception()) => true,
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("warming {model_arn}"))),
+            }
+        } else {
+            let body = serde_json::to_vec(&json!({"prompt": "Hi", "max_tokens": 1}))?;
+            match runtime
+                .invoke_model()
+                .model_id(model_arn)
+                .body(Blob::new(body))
+                .send()
+                .await
+            {
+                Ok(_) => false,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_model_not_ready_exception()) => true,
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("warming {model_arn}"))),
+            }
+        };
+        if !not_ready {
+            let secs = started.elapsed().as_secs_f64();
+            if !quiet {
+                eprintln!("warm: the model answered after {secs:.1}s");
+            }
+            return Ok(secs);
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "{model_arn} still not ready after {} minutes\n\nhint: try again later; imported models can take tens of minutes to load",
+                deadline.as_secs() / 60
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
 }
