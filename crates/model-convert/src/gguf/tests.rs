@@ -104,6 +104,7 @@ struct TinyOpts {
     tied: bool,
     quant: GgmlDType,
     pre: &'static str,
+    arch: &'static str,
 }
 
 impl Default for TinyOpts {
@@ -112,6 +113,7 @@ impl Default for TinyOpts {
             tied: true,
             quant: GgmlDType::F32,
             pre: "smollm",
+            arch: "llama",
         }
     }
 }
@@ -152,7 +154,13 @@ fn tiny_gguf(opts: TinyOpts) -> Tiny {
             add(b(g), h(f), vec![HIDDEN], v.clone(), v, GgmlDType::F32);
         }
         let q = next(HEADS * HEAD_DIM, HIDDEN);
-        let qp = llama_cpp_permute(&q, HEADS * HEAD_DIM, HIDDEN, HEADS);
+        // Only llama.cpp's llama converter permutes Q/K rows.
+        let permuted = opts.arch == "llama";
+        let qp = if permuted {
+            llama_cpp_permute(&q, HEADS * HEAD_DIM, HIDDEN, HEADS)
+        } else {
+            q.clone()
+        };
         add(
             b("attn_q.weight"),
             h("self_attn.q_proj.weight"),
@@ -162,7 +170,39 @@ fn tiny_gguf(opts: TinyOpts) -> Tiny {
             opts.quant,
         );
         let k = next(KV_HEADS * HEAD_DIM, HIDDEN);
-        let kp = llama_cpp_permute(&k, KV_HEADS * HEAD_DIM, HIDDEN, KV_HEADS);
+        let kp = if permuted {
+            llama_cpp_permute(&k, KV_HEADS * HEAD_DIM, HIDDEN, KV_HEADS)
+        } else {
+            k.clone()
+        };
+        if opts.arch == "qwen2" {
+            for (g, f, n) in [("q", "q", HEADS), ("k", "k", KV_HEADS), ("v", "v", KV_HEADS)] {
+                let bias = next(1, n * HEAD_DIM);
+                let shape = vec![n * HEAD_DIM];
+                add(
+                    b(&format!("attn_{g}.bias")),
+                    h(&format!("self_attn.{f}_proj.bias")),
+                    shape,
+                    bias.clone(),
+                    bias,
+                    GgmlDType::F32,
+                );
+            }
+        }
+        if opts.arch == "qwen3" {
+            for g in ["q", "k"] {
+                let norm = next(1, HEAD_DIM);
+                let shape = vec![HEAD_DIM];
+                add(
+                    b(&format!("attn_{g}_norm.weight")),
+                    h(&format!("self_attn.{g}_norm.weight")),
+                    shape,
+                    norm.clone(),
+                    norm,
+                    GgmlDType::F32,
+                );
+            }
+        }
         add(
             b("attn_k.weight"),
             h("self_attn.k_proj.weight"),
@@ -228,41 +268,42 @@ fn tiny_gguf(opts: TinyOpts) -> Tiny {
     }
 
     let s = |x: &str| Value::String(x.to_owned());
-    let meta: Vec<(&str, Value)> = vec![
-        ("general.architecture", s("llama")),
-        ("llama.context_length", Value::U32(2048)),
-        ("llama.embedding_length", Value::U32(HIDDEN as u32)),
-        ("llama.feed_forward_length", Value::U32(FFN as u32)),
-        ("llama.block_count", Value::U32(LAYERS as u32)),
-        ("llama.attention.head_count", Value::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
-        ("llama.rope.freq_base", Value::F32(100000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("tokenizer.ggml.model", s("gpt2")),
-        ("tokenizer.ggml.pre", s(opts.pre)),
+    let a = opts.arch;
+    let meta: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), s(a)),
+        (format!("{a}.context_length"), Value::U32(2048)),
+        (format!("{a}.embedding_length"), Value::U32(HIDDEN as u32)),
+        (format!("{a}.feed_forward_length"), Value::U32(FFN as u32)),
+        (format!("{a}.block_count"), Value::U32(LAYERS as u32)),
+        (format!("{a}.attention.head_count"), Value::U32(HEADS as u32)),
+        (format!("{a}.attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
+        (format!("{a}.rope.freq_base"), Value::F32(100000.0)),
+        (format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        ("tokenizer.ggml.model".into(), s("gpt2")),
+        ("tokenizer.ggml.pre".into(), s(opts.pre)),
         (
-            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.tokens".into(),
             Value::Array(tokens.iter().map(|t| s(t)).collect()),
         ),
         (
-            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.token_type".into(),
             Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
         ),
         (
-            "tokenizer.ggml.merges",
+            "tokenizer.ggml.merges".into(),
             Value::Array(merges.iter().map(|m| s(m)).collect()),
         ),
-        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
-        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
-        ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
-        ("tokenizer.ggml.padding_token_id", Value::U32(2)),
-        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
+        ("tokenizer.ggml.padding_token_id".into(), Value::U32(2)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
         (
-            "tokenizer.chat_template",
+            "tokenizer.chat_template".into(),
             s("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"),
         ),
     ];
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = gguf_tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut cursor = std::io::Cursor::new(Vec::new());
     gguf_file::write(&mut cursor, &meta_refs, &tensor_refs).unwrap();
@@ -362,6 +403,44 @@ fn quantized_q8_0_q4_1_q5_0_f16_tensors_dequantize_close_to_the_original() {
         let got = f32s(data);
         let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < tol, "{quant:?}: max error {worst} (tolerance {tol})");
+    }
+}
+
+#[test]
+fn qwen2_and_qwen3_keep_qk_rows_and_map_biases_and_head_norms() {
+    for (arch, class) in [("qwen2", "Qwen2ForCausalLM"), ("qwen3", "Qwen3ForCausalLM")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (gguf, tiny) = write_tiny(
+            dir.path(),
+            TinyOpts {
+                arch,
+                pre: "qwen2",
+                ..Default::default()
+            },
+        );
+        let out = dir.path().join("hf");
+        let report = convert(&gguf, &out, DType::F32).unwrap();
+        assert_eq!(report.hf_architecture, class);
+        let written = read_safetensors(&out);
+        assert_eq!(
+            written.len(),
+            tiny.hf.len(),
+            "{arch}: {:?}",
+            written.keys().collect::<Vec<_>>()
+        );
+        for (name, (shape, values)) in &tiny.hf {
+            let (wshape, _, data) = written
+                .get(name)
+                .unwrap_or_else(|| panic!("{arch}: {name} not written"));
+            assert_eq!(wshape, shape, "{arch}: {name}");
+            assert_eq!(&f32s(data), values, "{arch}: {name} differs");
+        }
+        let c = read_json(&out.join("config.json"));
+        assert_eq!(c["model_type"], arch);
+        assert_eq!(c["attention_bias"], arch == "qwen2");
+        // The qwen2 split regex keeps digits apart, so the "12" merge never applies.
+        let tok = Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
+        assert_eq!(tok.encode("12", false).unwrap().get_ids().len(), 2);
     }
 }
 
