@@ -52,7 +52,9 @@ impl App {
     pub(crate) fn invoke_slot(&self) -> Option<InvokeSlot> {
         use std::sync::atomic::Ordering;
         let max = self.config.max_concurrent_requests;
-        self.invocations.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        self.invocations
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()?;
         Some(InvokeSlot(self.invocations.clone()))
     }
     pub(crate) fn arn(&self, kind: &str, id: &str) -> String {
@@ -62,22 +64,38 @@ impl App {
 
 pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io { path: data_dir.clone(), source })?;
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Io {
+        path: data_dir.clone(),
+        source,
+    })?;
     if let Some(q) = &config.quantize
         && !matches!(q.as_str(), "q8_0" | "q4k")
     {
-        return Err(Error::Config { field: "quantize", value: q.clone(), expected: "q8_0 or q4k" });
+        return Err(Error::Config {
+            field: "quantize",
+            value: q.clone(),
+            expected: "q8_0 or q4k",
+        });
     }
     let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;
     let db = Db::open(&data_dir.join("state.sqlite3"))?;
     let s3 = S3::new(&data_dir.join("s3"), &creds)?;
     let models_dir = data_dir.join("models");
-    std::fs::create_dir_all(&models_dir).map_err(|source| Error::Io { path: models_dir.clone(), source })?;
+    std::fs::create_dir_all(&models_dir).map_err(|source| Error::Io {
+        path: models_dir.clone(),
+        source,
+    })?;
 
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|source| Error::Bind { addr: config.bind, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.bind, source })?;
+        .map_err(|source| Error::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.bind,
+        source,
+    })?;
 
     let app = Arc::new(App {
         runtime: runtime::Models::new(&config),
@@ -105,9 +123,20 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         app.runtime.unload_all();
     });
 
-    let advertised = if config.advertise { Some(advertise(&data_dir, addr, &config.region)?) } else { None };
+    let advertised = if config.advertise {
+        Some(advertise(&data_dir, addr, &config.region)?)
+    } else {
+        None
+    };
     tracing::info!(%addr, region = %config.region, data_dir = %data_dir.display(), "local Bedrock listening");
-    Ok(RunningServer { addr, region: config.region, credentials: creds, shutdown: Some(tx), advertised, task: Some(task) })
+    Ok(RunningServer {
+        addr,
+        region: config.region,
+        credentials: creds,
+        shutdown: Some(tx),
+        advertised,
+        task: Some(task),
+    })
 }
 
 async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
@@ -146,9 +175,21 @@ async fn bedrock(app: Arc<App>, req: Request<Body>) -> Response {
             .into_response();
         }
     };
-    if let Err(e) = sigv4::verify(&parts.method, &parts.uri, &parts.headers, &body, &app.creds, SystemTime::now()) {
+    if let Err(e) = sigv4::verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+        &app.creds,
+        SystemTime::now(),
+    ) {
         let (code, message) = e.code_and_message();
-        tracing::debug!(code, message, path = parts.uri.path(), "refused unsigned or badly signed request");
+        tracing::debug!(
+            code,
+            message,
+            path = parts.uri.path(),
+            "refused unsigned or badly signed request"
+        );
         return ApiError::new(StatusCode::FORBIDDEN, code, message).into_response();
     }
     let path = parts.uri.path().to_string();
@@ -171,7 +212,11 @@ async fn bedrock(app: Arc<App>, req: Request<Body>) -> Response {
             let rest = &p["/model/".len()..];
             match rest.rsplit_once('/') {
                 Some((id, op)) => return runtime::handle(&app, &seg(id), op, &parts.headers, body).await,
-                None => Err(ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", "unknown operation")),
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "UnknownOperationException",
+                    "unknown operation",
+                )),
             }
         }
         _ => Err(ApiError::new(
@@ -194,10 +239,23 @@ struct Advertisement {
 fn advertise(data_dir: &Path, addr: SocketAddr, region: &str) -> Result<PathBuf, Error> {
     let path = data_dir.join(ENDPOINT_FILE);
     let tmp = data_dir.join(format!(".{ENDPOINT_FILE}.{}.tmp", std::process::id()));
-    let ad = Advertisement { endpoint_url: format!("http://{addr}"), region: region.to_string(), pid: std::process::id() };
-    let text = serde_json::to_string_pretty(&ad).map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
-    std::fs::write(&tmp, text).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    let ad = Advertisement {
+        endpoint_url: format!("http://{addr}"),
+        region: region.to_string(),
+        pid: std::process::id(),
+    };
+    let text = serde_json::to_string_pretty(&ad).map_err(|e| Error::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text).map_err(|source| Error::Io {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -217,20 +275,33 @@ pub(crate) async fn find_running(data_dir: &Path) -> Option<RunningElsewhere> {
     let ad: Advertisement = serde_json::from_str(&text).ok()?;
     let credentials = creds::read_credentials(data_dir).ok()??;
     let authority = ad.endpoint_url.strip_prefix("http://")?.to_string();
-    let ok = tokio::time::timeout(Duration::from_secs(2), health_check(&authority)).await.ok()?;
+    let ok = tokio::time::timeout(Duration::from_secs(2), health_check(&authority))
+        .await
+        .ok()?;
     if !ok {
         return None;
     }
-    Some(RunningElsewhere { endpoint_url: ad.endpoint_url, region: ad.region, credentials })
+    Some(RunningElsewhere {
+        endpoint_url: ad.endpoint_url,
+        region: ad.region,
+        credentials,
+    })
 }
 
 /// GETs the health path over a fresh HTTP/1.1 connection; true on a 200 from a local Bedrock.
 async fn health_check(authority: &str) -> bool {
-    let Ok(stream) = tokio::net::TcpStream::connect(authority).await else { return false };
+    let Ok(stream) = tokio::net::TcpStream::connect(authority).await else {
+        return false;
+    };
     let io = hyper_util::rt::TokioIo::new(stream);
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Body>(io).await else { return false };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Body>(io).await else {
+        return false;
+    };
     let conn_task = tokio::spawn(conn);
-    let Ok(req) = Request::get(HEALTH_PATH).header(http::header::HOST, authority).body(Body::empty()) else {
+    let Ok(req) = Request::get(HEALTH_PATH)
+        .header(http::header::HOST, authority)
+        .body(Body::empty())
+    else {
         return false;
     };
     let ok = match sender.send_request(req).await {

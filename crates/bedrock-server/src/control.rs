@@ -23,7 +23,9 @@ pub(crate) fn new_id() -> String {
     use rand::Rng as _;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..12).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..12)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 fn invalid(value: &str, member: &str, constraint: &str) -> ApiError {
@@ -67,7 +69,9 @@ pub(crate) fn valid_role_arn(s: &str) -> bool {
     if s.len() > 2048 {
         return false;
     }
-    let Some(rest) = s.strip_prefix("arn:aws") else { return false };
+    let Some(rest) = s.strip_prefix("arn:aws") else {
+        return false;
+    };
     let rest = match rest.strip_prefix('-') {
         Some(r) => match r.split_once(':') {
             Some((p, r)) if !p.is_empty() => r,
@@ -78,8 +82,12 @@ pub(crate) fn valid_role_arn(s: &str) -> bool {
             None => return false,
         },
     };
-    let Some(rest) = rest.strip_prefix("iam::") else { return false };
-    let Some((acct, role)) = rest.split_once(":role/") else { return false };
+    let Some(rest) = rest.strip_prefix("iam::") else {
+        return false;
+    };
+    let Some((acct, role)) = rest.split_once(":role/") else {
+        return false;
+    };
     (acct.is_empty() || (acct.len() == 12 && acct.chars().all(|c| c.is_ascii_digit()))) && !role.is_empty()
 }
 
@@ -93,7 +101,9 @@ pub(crate) fn parse_s3_uri(s: &str) -> Option<(String, String)> {
     let ok_bucket = (3..=63).contains(&bucket.len())
         && bucket.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && bucket.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     ok_bucket.then(|| (bucket.to_string(), prefix.to_string()))
 }
 
@@ -112,24 +122,39 @@ fn str_member<'a>(body: &'a Value, member: &str, required: bool) -> Result<Optio
         ))),
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ApiError::validation(format!("member {member} must be a string, got {other}"))),
+        Some(other) => Err(ApiError::validation(format!(
+            "member {member} must be a string, got {other}"
+        ))),
     }
 }
 
 fn validate_tags(body: &Value, member: &str) -> Result<(), ApiError> {
     let Some(tags) = body.get(member) else { return Ok(()) };
     let Some(list) = tags.as_array() else {
-        return Err(ApiError::validation(format!("member {member} must be a list of {{key, value}}")));
+        return Err(ApiError::validation(format!(
+            "member {member} must be a list of {{key, value}}"
+        )));
     };
     if list.len() > 200 {
-        return Err(invalid(&list.len().to_string(), member, "Member must have length less than or equal to 200"));
+        return Err(invalid(
+            &list.len().to_string(),
+            member,
+            "Member must have length less than or equal to 200",
+        ));
     }
-    let ok_chars = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "._:/=+@-".contains(c));
+    let ok_chars = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "._:/=+@-".contains(c))
+    };
     for t in list {
         let k = t.get("key").and_then(Value::as_str).unwrap_or("");
         let v = t.get("value").and_then(Value::as_str);
         if !(1..=128).contains(&k.len()) || !ok_chars(k) {
-            return Err(invalid(k, &format!("{member}.key"), "Member must satisfy regular expression pattern: ^[a-zA-Z0-9\\s._:/=+@-]*$"));
+            return Err(invalid(
+                k,
+                &format!("{member}.key"),
+                "Member must satisfy regular expression pattern: ^[a-zA-Z0-9\\s._:/=+@-]*$",
+            ));
         }
         match v {
             Some(v) if v.len() <= 256 && ok_chars(v) => {}
@@ -149,12 +174,17 @@ fn validate_tags(body: &Value, member: &str) -> Result<(), ApiError> {
 pub(crate) const STREAM_TOOLS_TAG: &str = "cmi:stream-tools";
 
 pub(crate) fn stream_tools_from_request(request: &Value) -> bool {
-    let off = request.get("importedModelTags").and_then(Value::as_array).is_some_and(|tags| {
-        tags.iter().any(|t| {
-            t.get("key").and_then(Value::as_str) == Some(STREAM_TOOLS_TAG)
-                && t.get("value").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case("false"))
-        })
-    });
+    let off = request
+        .get("importedModelTags")
+        .and_then(Value::as_array)
+        .is_some_and(|tags| {
+            tags.iter().any(|t| {
+                t.get("key").and_then(Value::as_str) == Some(STREAM_TOOLS_TAG)
+                    && t.get("value")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+            })
+        });
     !off
 }
 
@@ -204,7 +234,11 @@ pub(crate) fn create_job(app: &std::sync::Arc<App>, body: &[u8]) -> R {
     if let Some(t) = token
         && !valid_token(t)
     {
-        return Err(invalid(t, "clientRequestToken", "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$"));
+        return Err(invalid(
+            t,
+            "clientRequestToken",
+            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$",
+        ));
     }
     validate_tags(&req, "jobTags")?;
     validate_tags(&req, "importedModelTags")?;
@@ -300,7 +334,11 @@ fn list_params(q: &[(String, String)], statuses: bool) -> Result<ListParams, Api
     };
     let status = match get("statusEquals") {
         Some(s) if statuses && !matches!(s, "InProgress" | "Completed" | "Failed") => {
-            return Err(invalid(s, "statusEquals", "Member must satisfy enum value set: [InProgress, Completed, Failed]"));
+            return Err(invalid(
+                s,
+                "statusEquals",
+                "Member must satisfy enum value set: [InProgress, Completed, Failed]",
+            ));
         }
         s => s.map(str::to_string),
     };
@@ -316,17 +354,29 @@ fn list_params(q: &[(String, String)], statuses: bool) -> Result<ListParams, Api
         Some(t) => t
             .strip_prefix("cmi-")
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::validation(format!("invalid nextToken {t:?}: pass the token a list call returned")))?,
+            .ok_or_else(|| {
+                ApiError::validation(format!("invalid nextToken {t:?}: pass the token a list call returned"))
+            })?,
     };
     if let Some(s) = get("sortBy")
         && s != "CreationTime"
     {
-        return Err(invalid(s, "sortBy", "Member must satisfy enum value set: [CreationTime]"));
+        return Err(invalid(
+            s,
+            "sortBy",
+            "Member must satisfy enum value set: [CreationTime]",
+        ));
     }
     let descending = match get("sortOrder") {
         None | Some("Descending") => true,
         Some("Ascending") => false,
-        Some(s) => return Err(invalid(s, "sortOrder", "Member must satisfy enum value set: [Ascending, Descending]")),
+        Some(s) => {
+            return Err(invalid(
+                s,
+                "sortOrder",
+                "Member must satisfy enum value set: [Ascending, Descending]",
+            ));
+        }
     };
     Ok(ListParams {
         after: time("creationTimeAfter")?,
@@ -340,7 +390,9 @@ fn list_params(q: &[(String, String)], statuses: bool) -> Result<ListParams, Api
 }
 
 fn keep(p: &ListParams, created: &str, name: &str, status: Option<&str>) -> bool {
-    let t = chrono::DateTime::parse_from_rfc3339(created).map(|d| d.with_timezone(&chrono::Utc)).ok();
+    let t = chrono::DateTime::parse_from_rfc3339(created)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok();
     p.after.is_none_or(|a| t.is_some_and(|t| t > a))
         && p.before.is_none_or(|b| t.is_some_and(|t| t < b))
         && p.status.as_deref().is_none_or(|s| status == Some(s))

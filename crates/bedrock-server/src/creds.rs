@@ -39,9 +39,10 @@ fn parse(text: &str) -> Option<Credentials> {
         }
     }
     match (ak, sk) {
-        (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => {
-            Some(Credentials { access_key_id: a, secret_access_key: s })
-        }
+        (Some(a), Some(s)) if !a.is_empty() && !s.is_empty() => Some(Credentials {
+            access_key_id: a,
+            secret_access_key: s,
+        }),
         _ => None,
     }
 }
@@ -51,9 +52,16 @@ pub(crate) fn generate() -> Credentials {
     let mut rng = rand::rng();
     const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let id: String = (0..16).map(|_| UPPER[rng.random_range(0..UPPER.len())] as char).collect();
-    let secret: String = (0..40).map(|_| SECRET[rng.random_range(0..SECRET.len())] as char).collect();
-    Credentials { access_key_id: format!("LKIA{id}"), secret_access_key: secret }
+    let id: String = (0..16)
+        .map(|_| UPPER[rng.random_range(0..UPPER.len())] as char)
+        .collect();
+    let secret: String = (0..40)
+        .map(|_| SECRET[rng.random_range(0..SECRET.len())] as char)
+        .collect();
+    Credentials {
+        access_key_id: format!("LKIA{id}"),
+        secret_access_key: secret,
+    }
 }
 
 /// The credentials to accept: the configured pair, else the stored pair, else a new one. The result is written to

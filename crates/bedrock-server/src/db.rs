@@ -128,35 +128,51 @@ fn model_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRow> {
 
 impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db, Error> {
-        let err = |source| Error::Db { path: path.to_path_buf(), source };
+        let err = |source| Error::Db {
+            path: path.to_path_buf(),
+            source,
+        };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;").map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Db { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
         // A poisoned lock only means another request panicked mid-call; SQLite itself stays consistent.
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut conn).map_err(|source| Error::Db { path: self.path.clone(), source })
+        f(&mut conn).map_err(|source| Error::Db {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     pub(crate) fn insert_job(&self, job: &JobRow) -> Result<Insert, Error> {
         self.with(|c| {
             let tx = c.transaction()?;
             if let Some(token) = &job.client_token {
-                let existing: Option<String> =
-                    tx.query_row("SELECT arn FROM jobs WHERE client_token = ?1", [token], |r| r.get(0)).optional()?;
+                let existing: Option<String> = tx
+                    .query_row("SELECT arn FROM jobs WHERE client_token = ?1", [token], |r| r.get(0))
+                    .optional()?;
                 if let Some(arn) = existing {
                     return Ok(Insert::Existing(arn));
                 }
             }
             let n: i64 = tx.query_row("SELECT count(*) FROM jobs WHERE name = ?1", [&job.name], |r| r.get(0))?;
             if n > 0 {
-                return Ok(Insert::Conflict(format!("A model import job with the name {} already exists.", job.name)));
+                return Ok(Insert::Conflict(format!(
+                    "A model import job with the name {} already exists.",
+                    job.name
+                )));
             }
-            let n: i64 = tx.query_row("SELECT count(*) FROM models WHERE name = ?1", [&job.model_name], |r| r.get(0))?;
+            let n: i64 = tx.query_row("SELECT count(*) FROM models WHERE name = ?1", [&job.model_name], |r| {
+                r.get(0)
+            })?;
             let m: i64 = tx.query_row(
                 "SELECT count(*) FROM jobs WHERE model_name = ?1 AND status = 'InProgress'",
                 [&job.model_name],
@@ -217,7 +233,9 @@ impl Db {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                &format!("INSERT OR REPLACE INTO models ({MODEL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
+                &format!(
+                    "INSERT OR REPLACE INTO models ({MODEL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+                ),
                 params![
                     model.id,
                     model.name,
@@ -273,9 +291,5 @@ impl Db {
 
     pub(crate) fn delete_model(&self, id: &str) -> Result<bool, Error> {
         self.with(|c| c.execute("DELETE FROM models WHERE id = ?1", [id]).map(|n| n > 0))
-    }
-
-    pub(crate) fn set_stream_tools(&self, id: &str, on: bool) -> Result<bool, Error> {
-        self.with(|c| c.execute("UPDATE models SET stream_tools = ?2 WHERE id = ?1", params![id, on]).map(|n| n > 0))
     }
 }

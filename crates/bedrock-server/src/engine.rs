@@ -5,9 +5,6 @@ use std::path::Path;
 
 use futures::stream::BoxStream;
 
-/// Whether this build embeds the engine (false until `infer-engine` provides `Engine::load`).
-pub(crate) const AVAILABLE: bool = false;
-
 /// Generation settings.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GenRequest {
@@ -34,7 +31,11 @@ pub(crate) enum GenStop {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum GenEvent {
     Delta(String),
-    Done { stop: GenStop, prompt_tokens: usize, completion_tokens: usize },
+    Done {
+        stop: GenStop,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
     Failed(String),
 }
 
@@ -42,30 +43,87 @@ pub(crate) enum GenEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum GenError {
     QueueFull,
-    PromptTooLong { prompt_tokens: usize, context_length: usize },
+    PromptTooLong {
+        prompt_tokens: usize,
+        context_length: usize,
+    },
     Other(String),
 }
 
 /// A model loaded into the engine.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    context_length: usize,
+    inner: infer_engine::Engine,
 }
 
 impl Engine {
     /// Loads a model folder (blocking; call from `spawn_blocking`).
     pub(crate) fn load(dir: &Path, quantize: Option<&str>) -> Result<Engine, String> {
-        let _ = (dir, quantize);
-        Err("the embedded inference engine is not part of this build yet".into())
+        let quantize = match quantize {
+            None => None,
+            Some(q) => Some(
+                q.parse::<infer_engine::Quantize>()
+                    .map_err(|e| format!("invalid quantisation {q:?}: {e}"))?,
+            ),
+        };
+        let opts = infer_engine::LoadOptions {
+            quantize,
+            ..infer_engine::LoadOptions::default()
+        };
+        let inner = infer_engine::Engine::load(dir, opts).map_err(|e| e.to_string())?;
+        Ok(Engine { inner })
     }
 
     pub(crate) fn context_length(&self) -> usize {
-        self.context_length
+        self.inner.context_length()
     }
 
     /// Starts a generation; dropping the stream cancels it.
     pub(crate) fn generate(&self, req: GenRequest) -> Result<BoxStream<'static, GenEvent>, GenError> {
-        let _ = req;
-        Err(GenError::Other("the embedded inference engine is not part of this build yet".into()))
+        use futures::StreamExt as _;
+        let r = infer_engine::GenerateRequest {
+            prompt: req.prompt,
+            // Chat templates write the BOS token themselves; raw InvokeModel prompts are sent as given.
+            add_special_tokens: false,
+            max_tokens: req.max_tokens,
+            sampling: infer_engine::Sampling {
+                temperature: req.temperature,
+                top_p: req.top_p,
+                top_k: req.top_k,
+                seed: req.seed,
+            },
+            stop_sequences: req.stop,
+            grammar: req.grammar,
+        };
+        let generation = self.inner.generate(r).map_err(|e| match e {
+            infer_engine::Error::QueueFull { .. } => GenError::QueueFull,
+            infer_engine::Error::PromptTooLong {
+                prompt_tokens,
+                context_length,
+            } => GenError::PromptTooLong {
+                prompt_tokens,
+                context_length,
+            },
+            other => GenError::Other(other.to_string()),
+        })?;
+        Ok(generation
+            .map(|e| match e {
+                infer_engine::EngineEvent::Delta { text } => GenEvent::Delta(text),
+                infer_engine::EngineEvent::Done {
+                    stop_reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => GenEvent::Done {
+                    stop: match stop_reason {
+                        infer_engine::StopReason::EndTurn => GenStop::EndTurn,
+                        infer_engine::StopReason::MaxTokens => GenStop::MaxTokens,
+                        infer_engine::StopReason::StopSequence(s) => GenStop::StopSequence(s),
+                    },
+                    prompt_tokens,
+                    completion_tokens,
+                },
+                infer_engine::EngineEvent::Failed { message } => GenEvent::Failed(message),
+            })
+            .boxed())
     }
 }

@@ -16,7 +16,12 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), extra: serde_json::Map::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: serde_json::Map::new(),
+        }
     }
     pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)
@@ -64,7 +69,10 @@ impl IntoResponse for ApiError {
         let mut resp = Response::new(Body::from(body));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         h.insert("x-amzn-errortype", http::HeaderValue::from_static(self.code));
         resp
     }
@@ -74,6 +82,9 @@ impl IntoResponse for ApiError {
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response {
     let mut resp = Response::new(Body::from(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }

@@ -61,9 +61,16 @@ async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
         ));
     }
     let prefix = prefix.trim_end_matches('/');
-    let src = if prefix.is_empty() { bucket_dir.clone() } else { bucket_dir.join(prefix) };
+    let src = if prefix.is_empty() {
+        bucket_dir.clone()
+    } else {
+        bucket_dir.join(prefix)
+    };
     if !src.is_dir() || std::fs::read_dir(&src).map(|mut d| d.next().is_none()).unwrap_or(true) {
-        return Err(format!("No model files were found at {}. Upload the model folder and try again.", job.s3_uri));
+        return Err(format!(
+            "No model files were found at {}. Upload the model folder and try again.",
+            job.s3_uri
+        ));
     }
     let dest = app.models_dir.join(&job.model_id);
     let partial = app.models_dir.join(format!(".{}.partial", job.model_id));
@@ -80,7 +87,10 @@ async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
     .map_err(|e| format!("Internal error while reading the model files: {e}"))?;
     if let Err(e) = copied {
         let _ = std::fs::remove_dir_all(&partial);
-        return Err(format!("Amazon Bedrock could not read the model files from {}: {e}", job.s3_uri));
+        return Err(format!(
+            "Amazon Bedrock could not read the model files from {}: {e}",
+            job.s3_uri
+        ));
     }
 
     let fail = |msg: String| {
@@ -100,7 +110,9 @@ async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
     }
 
     let request: serde_json::Value = serde_json::from_str(&job.request).unwrap_or_default();
-    let cmu = i64::try_from(pre.weight_bytes.div_ceil(8 << 30)).unwrap_or(i64::MAX).max(1);
+    let cmu = i64::try_from(pre.weight_bytes.div_ceil(8 << 30))
+        .unwrap_or(i64::MAX)
+        .max(1);
     Ok(ModelRow {
         id: job.model_id.clone(),
         name: job.model_name.clone(),
@@ -145,8 +157,14 @@ pub(crate) fn preflight(dir: &Path) -> Result<Preflight, String> {
     let config: serde_json::Value = std::fs::read(&config_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| "The model is missing a valid config.json file. Include config.json in the model folder.".to_string())?;
-    let arch = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        .ok_or_else(|| {
+            "The model is missing a valid config.json file. Include config.json in the model folder.".to_string()
+        })?;
+    let arch = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
     if !SUPPORTED.contains(&arch.as_str()) {
         return Err(format!(
             "Amazon bedrock does not support the architecture ({arch}) of the model that you are importing. Try again with one of the following supported architectures: [{}]",
@@ -154,17 +172,26 @@ pub(crate) fn preflight(dir: &Path) -> Result<Preflight, String> {
         ));
     }
     // The same preflight as `cmi import check`.
-    let report = model_folder::check(dir).map_err(|e| format!("Amazon Bedrock could not read the model folder: {e}"))?;
+    let report =
+        model_folder::check(dir).map_err(|e| format!("Amazon Bedrock could not read the model folder: {e}"))?;
     if report.has_errors() {
         let errors: Vec<String> = report.errors().map(|f| format!("{} ({})", f.message, f.code)).collect();
-        return Err(truncate_message(format!("The model failed validation: {}", errors.join("; "))));
+        return Err(truncate_message(format!(
+            "The model failed validation: {}",
+            errors.join("; ")
+        )));
     }
     let weight_bytes = report.weight_bytes;
     if weight_bytes == 0 {
         return Err("No model weights were found. The model weights must be in .safetensors files.".into());
     }
     let (instruct_supported, converse_tools) = (report.instruct_supported, report.converse_tools);
-    Ok(Preflight { architecture: arch, instruct_supported, converse_tools, weight_bytes })
+    Ok(Preflight {
+        architecture: arch,
+        instruct_supported,
+        converse_tools,
+        weight_bytes,
+    })
 }
 
 /// `failureMessage` is at most 2048 characters.

@@ -13,7 +13,9 @@ pub(crate) struct Parser {
 
 impl Parser {
     pub(crate) fn new(syntax: ToolSyntax, prompt: &str) -> Self {
-        Parser { inner: OutputParser::new(syntax, prompt_opens_thinking(prompt)) }
+        Parser {
+            inner: OutputParser::new(syntax, prompt_opens_thinking(prompt)),
+        }
     }
 
     pub(crate) fn feed(&mut self, text: &str) -> Vec<Piece> {
@@ -33,9 +35,11 @@ fn map(events: Vec<ParseEvent>) -> Vec<Piece> {
             ParseEvent::Text(t) => Some(Piece::Text(t)),
             ParseEvent::Reasoning(t) if t.is_empty() => None,
             ParseEvent::Reasoning(t) => Some(Piece::Reasoning(t)),
-            ParseEvent::ToolCall { name, arguments } => {
-                Some(Piece::ToolCall { id: crate::runtime::tool_use_id(), name, input: arguments })
-            }
+            ParseEvent::ToolCall { name, arguments } => Some(Piece::ToolCall {
+                id: crate::runtime::tool_use_id(),
+                name,
+                input: arguments,
+            }),
         })
         .collect()
 }
@@ -67,7 +71,10 @@ mod tests {
         let mut pieces = p.feed("Let me check.<tool_call>{\"name\": \"get_weather\", ");
         pieces.extend(p.feed("\"arguments\": {\"city\": \"Paris\"}}</tool_call>"));
         pieces.extend(p.finish());
-        let text: String = pieces.iter().filter_map(|x| if let Piece::Text(t) = x { Some(t.as_str()) } else { None }).collect();
+        let text: String = pieces
+            .iter()
+            .filter_map(|x| if let Piece::Text(t) = x { Some(t.as_str()) } else { None })
+            .collect();
         assert_eq!(text.trim(), "Let me check.");
         let call = pieces.iter().find_map(|x| match x {
             Piece::ToolCall { id, name, input } => Some((id.clone(), name.clone(), input.clone())),
@@ -81,7 +88,8 @@ mod tests {
 
     #[test]
     fn grammar_only_when_a_tool_is_required() {
-        let tools = vec![serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})];
+        let tools =
+            vec![serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})];
         assert!(tool_grammar(ToolSyntax::Hermes, &ToolRequirement::Auto, Some(&tools)).is_none());
         let g = tool_grammar(ToolSyntax::Hermes, &ToolRequirement::Any, Some(&tools)).expect("grammar");
         assert!(g.contains("tool_call"), "{g}");

@@ -46,7 +46,9 @@ pub(crate) struct Models {
 
 impl std::fmt::Debug for Models {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Models").field("warm", &self.warm).finish_non_exhaustive()
+        f.debug_struct("Models")
+            .field("warm", &self.warm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,17 +77,19 @@ impl Models {
 
     /// At import: proves the model loads; keeps it when the server is warm.
     pub(crate) async fn load_for_import(&self, id: &str, dir: &Path) -> Result<(), String> {
-        if !crate::engine::AVAILABLE {
-            tracing::warn!(model = id, "no inference engine in this build: the import job skips the load test");
-            return Ok(());
-        }
         let (dir, q) = (dir.to_path_buf(), self.quantize.clone());
         let loaded = tokio::task::spawn_blocking(move || load_blocking(&dir, q.as_deref()))
             .await
             .map_err(|e| format!("Internal error while loading the model: {e}"))?
             .map_err(|e| format!("Amazon Bedrock could not load the model: {e}"))?;
         if self.warm {
-            self.lock().insert(id.to_string(), Slot::Ready { model: Arc::new(loaded), last_used: Instant::now() });
+            self.lock().insert(
+                id.to_string(),
+                Slot::Ready {
+                    model: Arc::new(loaded),
+                    last_used: Instant::now(),
+                },
+            );
         }
         Ok(())
     }
@@ -103,7 +107,13 @@ impl Models {
                     let done = rx.borrow().clone();
                     match done {
                         Some(Ok(m)) => {
-                            slots.insert(model.id.clone(), Slot::Ready { model: m.clone(), last_used: Instant::now() });
+                            slots.insert(
+                                model.id.clone(),
+                                Slot::Ready {
+                                    model: m.clone(),
+                                    last_used: Instant::now(),
+                                },
+                            );
                             return Ok(m);
                         }
                         Some(Err(msg)) => {
@@ -143,12 +153,22 @@ impl Models {
         let done = rx.borrow().clone();
         match done {
             Some(Ok(m)) => {
-                self.lock().insert(model.id.clone(), Slot::Ready { model: m.clone(), last_used: Instant::now() });
+                self.lock().insert(
+                    model.id.clone(),
+                    Slot::Ready {
+                        model: m.clone(),
+                        last_used: Instant::now(),
+                    },
+                );
                 Ok(m)
             }
             Some(Err(msg)) => {
                 self.lock().remove(&model.id);
-                Err(ApiError::model_error(format!("The model could not be loaded: {msg}"), 500, &model.arn))
+                Err(ApiError::model_error(
+                    format!("The model could not be loaded: {msg}"),
+                    500,
+                    &model.arn,
+                ))
             }
             None => Err(ApiError::internal("model loader vanished")),
         }
@@ -215,11 +235,15 @@ fn resolve(app: &App, model_id: &str) -> Result<ModelRow, ApiError> {
         )));
     }
     if model_id.starts_with("arn:") && !model_id.contains(":imported-model/") {
-        return Err(ApiError::validation(format!("The provided model identifier {model_id} is invalid.")));
+        return Err(ApiError::validation(format!(
+            "The provided model identifier {model_id} is invalid."
+        )));
     }
     match app.db.model(model_id) {
         Ok(Some(m)) => Ok(m),
-        Ok(None) => Err(ApiError::not_found(format!("The model {model_id} was not found. Check the model ARN and try again."))),
+        Ok(None) => Err(ApiError::not_found(format!(
+            "The model {model_id} was not found. Check the model ARN and try again."
+        ))),
         Err(e) => {
             tracing::error!(error = %e, "state database failure");
             Err(ApiError::internal("internal error in the local Bedrock state database"))
@@ -233,7 +257,11 @@ pub(crate) async fn handle(app: &Arc<App>, model_id: &str, op: &str, headers: &H
         "converse-stream" => converse(app, model_id, &body, true).await,
         "invoke" => invoke(app, model_id, headers, &body, false).await,
         "invoke-with-response-stream" => invoke(app, model_id, headers, &body, true).await,
-        other => Err(ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", format!("unknown operation {other}"))),
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("unknown operation {other}"),
+        )),
     };
     result.unwrap_or_else(|e| e.into_response())
 }
@@ -242,14 +270,24 @@ pub(crate) fn tool_use_id() -> String {
     use rand::Rng as _;
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    let tail: String = (0..22).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
+    let tail: String = (0..22)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect();
     format!("tooluse_{tail}")
 }
 
 /// One step of a running generation.
 enum Step {
-    Text { raw: String, pieces: Vec<Piece> },
-    Done { stop: GenStop, prompt_tokens: usize, completion_tokens: usize, tail: Vec<Piece> },
+    Text {
+        raw: String,
+        pieces: Vec<Piece>,
+    },
+    Done {
+        stop: GenStop,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        tail: Vec<Piece>,
+    },
     Failed(ApiError),
 }
 
@@ -268,7 +306,11 @@ const MODEL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Run {
     fn start(app: &App, model: &ModelRow, loaded: Arc<Loaded>, req: GenRequest) -> Result<Run, ApiError> {
-        let syntax = loaded.template.as_ref().map(|t| t.tool_syntax()).unwrap_or(chat_template::ToolSyntax::None);
+        let syntax = loaded
+            .template
+            .as_ref()
+            .map(|t| t.tool_syntax())
+            .unwrap_or(chat_template::ToolSyntax::None);
         let parser = Parser::new(syntax, &req.prompt);
         let events = loaded.engine.generate(req).map_err(|e| match e {
             GenError::QueueFull => {
@@ -293,16 +335,29 @@ impl Run {
 
     async fn next(&mut self) -> Step {
         match tokio::time::timeout_at(self.deadline, self.events.next()).await {
-            Err(_) => Step::Failed(ApiError::model_timeout("Model has timed out in processing the request. Try your request again.")),
-            Ok(None) => Step::Failed(ApiError::model_error("The model stopped without finishing the response.", 500, &self.model_arn)),
+            Err(_) => Step::Failed(ApiError::model_timeout(
+                "Model has timed out in processing the request. Try your request again.",
+            )),
+            Ok(None) => Step::Failed(ApiError::model_error(
+                "The model stopped without finishing the response.",
+                500,
+                &self.model_arn,
+            )),
             Ok(Some(GenEvent::Delta(text))) => {
                 self.first_byte.get_or_insert_with(|| self.started.elapsed());
                 let pieces = self.parser.feed(&text);
                 Step::Text { raw: text, pieces }
             }
-            Ok(Some(GenEvent::Done { stop, prompt_tokens, completion_tokens })) => {
-                Step::Done { stop, prompt_tokens, completion_tokens, tail: self.parser.finish() }
-            }
+            Ok(Some(GenEvent::Done {
+                stop,
+                prompt_tokens,
+                completion_tokens,
+            })) => Step::Done {
+                stop,
+                prompt_tokens,
+                completion_tokens,
+                tail: self.parser.finish(),
+            },
             Ok(Some(GenEvent::Failed(m))) => Step::Failed(ApiError::model_error(m, 500, &self.model_arn)),
         }
     }
@@ -343,11 +398,17 @@ fn stream_exception(e: &ApiError) -> Bytes {
     bedrock_wire::encode_exception_body(member, &body).unwrap_or_else(|_| Bytes::new())
 }
 
-fn event_stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>, extra: Option<(&'static str, &'static str)>) -> Response {
+fn event_stream_response(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    extra: Option<(&'static str, &'static str)>,
+) -> Response {
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>);
     let mut resp = Response::new(Body::from_stream(stream));
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(bedrock_wire::eventstream::EVENT_STREAM_CONTENT_TYPE));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(bedrock_wire::eventstream::EVENT_STREAM_CONTENT_TYPE),
+    );
     if let Some((k, v)) = extra {
         h.insert(k, http::HeaderValue::from_static(v));
     }
@@ -375,7 +436,9 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
         .find(|(name, _)| *name == model.name || *name == model.arn)
         .map_or(model.stream_tools, |(_, on)| *on);
     if stream && has_tools && !stream_tools {
-        return Err(ApiError::validation("This model doesn't support tool use in streaming mode."));
+        return Err(ApiError::validation(
+            "This model doesn't support tool use in streaming mode.",
+        ));
     }
     let loaded = app.runtime.get(&model).await?;
     let template = loaded.template.as_ref().ok_or_else(|| {
@@ -394,7 +457,11 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
     let ic = req.inference_config.clone().unwrap_or_default();
     let gen_req = GenRequest {
         prompt,
-        max_tokens: ic.max_tokens.map(|n| n as usize).unwrap_or(4096).min(loaded.engine.context_length().max(1)),
+        max_tokens: ic
+            .max_tokens
+            .map(|n| n as usize)
+            .unwrap_or(4096)
+            .min(loaded.engine.context_length().max(1)),
         temperature: ic.temperature.unwrap_or(0.5),
         top_p: ic.top_p.unwrap_or(0.9),
         top_k: None,
@@ -415,7 +482,12 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
                         asm.push(p);
                     }
                 }
-                Step::Done { stop, prompt_tokens, completion_tokens, tail } => {
+                Step::Done {
+                    stop,
+                    prompt_tokens,
+                    completion_tokens,
+                    tail,
+                } => {
                     for p in tail {
                         asm.push(p);
                     }
@@ -443,11 +515,23 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
         }
         loop {
             let frames = match run.next().await {
-                Step::Text { pieces, .. } => pieces.into_iter().flat_map(|p| send_events(asm.push(p))).collect::<Vec<_>>(),
-                Step::Done { stop, prompt_tokens, completion_tokens, tail } => {
+                Step::Text { pieces, .. } => pieces
+                    .into_iter()
+                    .flat_map(|p| send_events(asm.push(p)))
+                    .collect::<Vec<_>>(),
+                Step::Done {
+                    stop,
+                    prompt_tokens,
+                    completion_tokens,
+                    tail,
+                } => {
                     let mut frames: Vec<Bytes> = tail.into_iter().flat_map(|p| send_events(asm.push(p))).collect();
                     let usage = TokenUsage::new(u32c(prompt_tokens), u32c(completion_tokens));
-                    frames.extend(send_events(asm.finish(stop_reason(&stop), usage, ms(started.elapsed()))));
+                    frames.extend(send_events(asm.finish(
+                        stop_reason(&stop),
+                        usage,
+                        ms(started.elapsed()),
+                    )));
                     for f in frames {
                         if tx.send(f).await.is_err() {
                             return;
@@ -473,7 +557,10 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn finish_reason(stop: &GenStop) -> FinishReason {
@@ -483,13 +570,21 @@ fn finish_reason(stop: &GenStop) -> FinishReason {
     }
 }
 
-async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8], stream: bool) -> Result<Response, ApiError> {
+async fn invoke(
+    app: &Arc<App>,
+    model_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    stream: bool,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let model = resolve(app, model_id)?;
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
         && !ct.starts_with("application/json")
     {
-        return Err(ApiError::validation(format!("Content type {ct} is not supported: use application/json.")));
+        return Err(ApiError::validation(format!(
+            "Content type {ct} is not supported: use application/json."
+        )));
     }
     let req = inv::parse_invoke_request(body).map_err(wire_error)?;
     let params = req.params();
@@ -523,7 +618,11 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
     let _ = tools;
     let gen_req = GenRequest {
         prompt,
-        max_tokens: params.max_tokens.map(|n| n as usize).unwrap_or(512).min(loaded.engine.context_length().max(1)),
+        max_tokens: params
+            .max_tokens
+            .map(|n| n as usize)
+            .unwrap_or(512)
+            .min(loaded.engine.context_length().max(1)),
         temperature: params.temperature.unwrap_or(0.5),
         top_p: params.top_p.unwrap_or(0.9),
         top_k: params.top_k.map(|k| k as usize),
@@ -534,7 +633,11 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
     let format = req.format();
     let chat = matches!(format, InvokeFormat::OpenAiChat);
     let mut run = Run::start(app, &model, loaded, gen_req)?;
-    let id = format!("{}-{}", if chat { "chatcmpl" } else { "cmpl" }, crate::control::new_id());
+    let id = format!(
+        "{}-{}",
+        if chat { "chatcmpl" } else { "cmpl" },
+        crate::control::new_id()
+    );
     let created = unix_now();
     let model_name = model.arn.clone();
     let runtime_app = app.clone();
@@ -549,7 +652,12 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
                     text.push_str(&raw);
                     pieces.extend(p);
                 }
-                Step::Done { stop, prompt_tokens, completion_tokens, tail } => {
+                Step::Done {
+                    stop,
+                    prompt_tokens,
+                    completion_tokens,
+                    tail,
+                } => {
                     pieces.extend(tail);
                     runtime_app.runtime.touch(&model_key);
                     let finish = finish_reason(&stop);
@@ -605,9 +713,14 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
                             invocation_metrics: None,
                         })
                         .ok(),
-                        InvokeFormat::OpenAiCompletion => {
-                            serde_json::to_value(inv::CompletionChunk::new(id.clone(), created, Some(model_name.clone()), raw, None)).ok()
-                        }
+                        InvokeFormat::OpenAiCompletion => serde_json::to_value(inv::CompletionChunk::new(
+                            id.clone(),
+                            created,
+                            Some(model_name.clone()),
+                            raw,
+                            None,
+                        ))
+                        .ok(),
                         InvokeFormat::OpenAiChat => {
                             let (content, reasoning, _) = chat_parts(pieces);
                             let delta = inv::ChatDelta {
@@ -617,12 +730,23 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
                                 tool_calls: None,
                             };
                             first = false;
-                            serde_json::to_value(inv::ChatCompletionChunk::new(id.clone(), created, model_name.clone(), delta, None))
-                                .ok()
+                            serde_json::to_value(inv::ChatCompletionChunk::new(
+                                id.clone(),
+                                created,
+                                model_name.clone(),
+                                delta,
+                                None,
+                            ))
+                            .ok()
                         }
                     }
                 }
-                Step::Done { stop, prompt_tokens, completion_tokens, tail } => {
+                Step::Done {
+                    stop,
+                    prompt_tokens,
+                    completion_tokens,
+                    tail,
+                } => {
                     let finish = finish_reason(&stop);
                     let metrics = inv::InvocationMetrics {
                         input_token_count: u32c(prompt_tokens),
@@ -639,23 +763,42 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
                             invocation_metrics: Some(metrics),
                         }),
                         InvokeFormat::OpenAiCompletion => {
-                            let mut c = inv::CompletionChunk::new(id.clone(), created, Some(model_name.clone()), String::new(), Some(finish));
+                            let mut c = inv::CompletionChunk::new(
+                                id.clone(),
+                                created,
+                                Some(model_name.clone()),
+                                String::new(),
+                                Some(finish),
+                            );
                             c.usage = Some(inv::OpenAiUsage::new(u32c(prompt_tokens), u32c(completion_tokens)));
                             c.invocation_metrics = Some(metrics);
                             serde_json::to_value(c)
                         }
                         InvokeFormat::OpenAiChat => {
                             let (content, reasoning, calls) = chat_parts(tail);
-                            let tool_calls: Vec<serde_json::Value> =
-                                calls.iter().enumerate().map(|(i, c)| inv::ChatCompletionChunk::tool_call_delta(u32c(i), c)).collect();
-                            let finish = if tool_calls.is_empty() { finish } else { FinishReason::ToolCalls };
+                            let tool_calls: Vec<serde_json::Value> = calls
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| inv::ChatCompletionChunk::tool_call_delta(u32c(i), c))
+                                .collect();
+                            let finish = if tool_calls.is_empty() {
+                                finish
+                            } else {
+                                FinishReason::ToolCalls
+                            };
                             let delta = inv::ChatDelta {
                                 role: None,
                                 content,
                                 reasoning_content: reasoning,
                                 tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                             };
-                            let mut c = inv::ChatCompletionChunk::new(id.clone(), created, model_name.clone(), delta, Some(finish));
+                            let mut c = inv::ChatCompletionChunk::new(
+                                id.clone(),
+                                created,
+                                model_name.clone(),
+                                delta,
+                                Some(finish),
+                            );
                             c.usage = Some(inv::OpenAiUsage::new(u32c(prompt_tokens), u32c(completion_tokens)));
                             c.invocation_metrics = Some(metrics);
                             serde_json::to_value(c)
@@ -682,7 +825,10 @@ async fn invoke(app: &Arc<App>, model_id: &str, headers: &HeaderMap, body: &[u8]
             }
         }
     });
-    Ok(event_stream_response(rx, Some(("x-amzn-bedrock-content-type", "application/json"))))
+    Ok(event_stream_response(
+        rx,
+        Some(("x-amzn-bedrock-content-type", "application/json")),
+    ))
 }
 
 /// Splits pieces into OpenAI chat content, reasoning and tool calls.
@@ -697,5 +843,9 @@ fn chat_parts(pieces: Vec<Piece>) -> (Option<String>, Option<String>, Vec<inv::O
             Piece::ToolCall { id, name, input } => calls.push(inv::OpenAiToolCall::new(id, name, &input)),
         }
     }
-    ((!content.is_empty()).then_some(content), (!reasoning.is_empty()).then_some(reasoning), calls)
+    (
+        (!content.is_empty()).then_some(content),
+        (!reasoning.is_empty()).then_some(reasoning),
+        calls,
+    )
 }

@@ -29,15 +29,25 @@ const LOCK_STRIPES: usize = 64;
 
 impl S3 {
     pub(crate) fn new(root: &Path, creds: &Credentials) -> Result<S3, Error> {
-        std::fs::create_dir_all(root).map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
+        std::fs::create_dir_all(root).map_err(|source| Error::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| Error::Corrupt {
             path: root.to_path_buf(),
             message: format!("cannot open the object store: {e:?}"),
         })?;
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(creds.access_key_id.clone(), creds.secret_access_key.clone()));
+        b.set_auth(s3s::auth::SimpleAuth::from_single(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.clone(),
+        ));
         let locks = std::sync::Arc::new((0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-        Ok(S3 { service: b.build(), root: root.to_path_buf(), locks })
+        Ok(S3 {
+            service: b.build(),
+            root: root.to_path_buf(),
+            locks,
+        })
     }
 
     /// Root directory of the buckets.
@@ -53,7 +63,9 @@ impl S3 {
         };
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_string();
-        let writes = target.as_ref().filter(|(_, key)| writes_object(&method, &query) && !key.ends_with('/'));
+        let writes = target
+            .as_ref()
+            .filter(|(_, key)| writes_object(&method, &query) && !key.ends_with('/'));
         let _guard = match writes {
             Some((bucket, key)) => {
                 use std::hash::{Hash as _, Hasher as _};
@@ -83,7 +95,11 @@ impl S3 {
             let synced = tokio::task::spawn_blocking(move || sync_path(&path)).await;
             if !matches!(synced, Ok(Ok(()))) {
                 tracing::error!(bucket, key, ?synced, "fsync after write failed");
-                return s3_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "could not persist the object");
+                return s3_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "could not persist the object",
+                );
             }
         }
         resp
@@ -127,7 +143,9 @@ pub(crate) fn check_target(
         check_key(src.trim_start_matches('/'))?;
     }
     let rest = decoded.strip_prefix('/').unwrap_or(&decoded);
-    let Some((bucket, key)) = rest.split_once('/') else { return Ok(None) };
+    let Some((bucket, key)) = rest.split_once('/') else {
+        return Ok(None);
+    };
     if key.is_empty() {
         return Ok(None);
     }
@@ -140,10 +158,14 @@ fn check_key(key: &str) -> Result<(), String> {
         return Err(format!("object key {key:?} contains NUL: keys must not"));
     }
     if key.starts_with('/') || key.contains('\\') {
-        return Err(format!("object key {key:?} is absolute or contains a backslash: expected a relative key"));
+        return Err(format!(
+            "object key {key:?} is absolute or contains a backslash: expected a relative key"
+        ));
     }
     if key.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err(format!("object key {key:?} has a '.' or '..' segment: keys must stay inside the bucket"));
+        return Err(format!(
+            "object key {key:?} has a '.' or '..' segment: keys must stay inside the bucket"
+        ));
     }
     Ok(())
 }

@@ -27,10 +27,15 @@ impl AuthError {
     /// `(x-amzn-ErrorType, message)`.
     pub(crate) fn code_and_message(&self) -> (&'static str, String) {
         match self {
-            AuthError::Missing => ("MissingAuthenticationTokenException", "Missing Authentication Token".into()),
+            AuthError::Missing => (
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token".into(),
+            ),
             AuthError::UnknownKey(k) => (
                 "UnrecognizedClientException",
-                format!("The security token included in the request is invalid (access key {k:?} is not this server's)"),
+                format!(
+                    "The security token included in the request is invalid (access key {k:?} is not this server's)"
+                ),
             ),
             AuthError::Invalid(m) => ("InvalidSignatureException", m.clone()),
         }
@@ -74,18 +79,30 @@ pub(crate) fn verify(
     if p.access_key != creds.access_key_id {
         return Err(AuthError::UnknownKey(p.access_key.to_string()));
     }
-    let t = parse_amz_date(&p.amz_date)
-        .ok_or_else(|| AuthError::Invalid(format!("invalid X-Amz-Date {:?}: expected YYYYMMDDTHHMMSSZ", p.amz_date)))?;
+    let t = parse_amz_date(&p.amz_date).ok_or_else(|| {
+        AuthError::Invalid(format!(
+            "invalid X-Amz-Date {:?}: expected YYYYMMDDTHHMMSSZ",
+            p.amz_date
+        ))
+    })?;
     if !p.amz_date.starts_with(p.date) {
-        return Err(AuthError::Invalid("credential scope date does not match X-Amz-Date".into()));
+        return Err(AuthError::Invalid(
+            "credential scope date does not match X-Amz-Date".into(),
+        ));
     }
     match p.presigned_expires {
         Some(exp) => {
             if now > t + Duration::from_secs(exp) {
-                return Err(AuthError::Invalid(format!("Signature expired: {} + {exp}s is before now", p.amz_date)));
+                return Err(AuthError::Invalid(format!(
+                    "Signature expired: {} + {exp}s is before now",
+                    p.amz_date
+                )));
             }
             if t > now + MAX_SKEW {
-                return Err(AuthError::Invalid(format!("Signature not yet current: {} is in the future", p.amz_date)));
+                return Err(AuthError::Invalid(format!(
+                    "Signature not yet current: {} is in the future",
+                    p.amz_date
+                )));
             }
         }
         None => {
@@ -108,7 +125,9 @@ pub(crate) fn verify(
             .map(|v| collapse_spaces(&String::from_utf8_lossy(v.as_bytes())))
             .collect();
         if values.is_empty() {
-            return Err(AuthError::Invalid(format!("signed header {name:?} is missing from the request")));
+            return Err(AuthError::Invalid(format!(
+                "signed header {name:?} is missing from the request"
+            )));
         }
         canon_headers.push_str(name);
         canon_headers.push(':');
@@ -122,7 +141,9 @@ pub(crate) fn verify(
     let mut payload_hashes: Vec<String> = Vec::new();
     if let Some(h) = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
         if h != "UNSIGNED-PAYLOAD" && !h.eq_ignore_ascii_case(&hex::encode(Sha256::digest(body))) {
-            return Err(AuthError::Invalid("x-amz-content-sha256 does not match the body".into()));
+            return Err(AuthError::Invalid(
+                "x-amz-content-sha256 does not match the body".into(),
+            ));
         }
         payload_hashes.push(h.to_string());
     } else {
@@ -139,10 +160,15 @@ pub(crate) fn verify(
     let scope = format!("{}/{}/{}/aws4_request", p.date, p.region, p.service);
     for path in &paths {
         for payload in &payload_hashes {
-            let canonical =
-                format!("{method}\n{path}\n{canon_query}\n{canon_headers}\n{signed_list}\n{payload}", method = method.as_str());
-            let string_to_sign =
-                format!("AWS4-HMAC-SHA256\n{}\n{scope}\n{}", p.amz_date, hex::encode(Sha256::digest(canonical.as_bytes())));
+            let canonical = format!(
+                "{method}\n{path}\n{canon_query}\n{canon_headers}\n{signed_list}\n{payload}",
+                method = method.as_str()
+            );
+            let string_to_sign = format!(
+                "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+                p.amz_date,
+                hex::encode(Sha256::digest(canonical.as_bytes()))
+            );
             let sig = aws_sigv4::sign::v4::calculate_signature(signing_key.as_ref(), string_to_sign.as_bytes());
             if constant_time_eq(sig.as_bytes(), p.signature.as_bytes()) {
                 return Ok(());
@@ -174,7 +200,11 @@ fn parse_header<'a>(h: &'a str, headers: &HeaderMap) -> Result<Parsed<'a>, AuthE
     }
     let (credential, signed, signature) = match (credential, signed, signature) {
         (Some(c), Some(s), Some(g)) => (c, s, g),
-        _ => return Err(AuthError::Invalid("authorization header lacks Credential, SignedHeaders or Signature".into())),
+        _ => {
+            return Err(AuthError::Invalid(
+                "authorization header lacks Credential, SignedHeaders or Signature".into(),
+            ));
+        }
     };
     let amz_date = headers
         .get("x-amz-date")
@@ -202,7 +232,9 @@ fn parse_presigned(q: &[(String, String)]) -> Result<Parsed<'_>, AuthError> {
     let credential = get("X-Amz-Credential").ok_or_else(|| AuthError::Invalid("missing X-Amz-Credential".into()))?;
     let signed = get("X-Amz-SignedHeaders").ok_or_else(|| AuthError::Invalid("missing X-Amz-SignedHeaders".into()))?;
     let signature = get("X-Amz-Signature").ok_or_else(|| AuthError::Invalid("missing X-Amz-Signature".into()))?;
-    let amz_date = get("X-Amz-Date").ok_or_else(|| AuthError::Invalid("missing X-Amz-Date".into()))?.to_string();
+    let amz_date = get("X-Amz-Date")
+        .ok_or_else(|| AuthError::Invalid("missing X-Amz-Date".into()))?
+        .to_string();
     let expires: u64 = get("X-Amz-Expires")
         .and_then(|v| v.parse().ok())
         .filter(|v| *v <= 604_800)
@@ -224,7 +256,9 @@ fn split_credential(c: &str) -> Result<(&str, &str, &str, &str), AuthError> {
     let parts: Vec<&str> = c.split('/').collect();
     match parts.as_slice() {
         [ak, date, region, service, "aws4_request"] => Ok((ak, date, region, service)),
-        _ => Err(AuthError::Invalid(format!("malformed credential scope {c:?}: expected AK/DATE/REGION/SERVICE/aws4_request"))),
+        _ => Err(AuthError::Invalid(format!(
+            "malformed credential scope {c:?}: expected AK/DATE/REGION/SERVICE/aws4_request"
+        ))),
     }
 }
 
@@ -256,7 +290,10 @@ fn canonical_query(pairs: &[(String, String)], presigned: bool) -> String {
         .map(|(k, v)| (uri_encode(k, true), uri_encode(v, true)))
         .collect();
     enc.sort();
-    enc.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    enc.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// SigV4 URI encoding: everything but unreserved characters (and `/` unless `encode_slash`) as `%XX`.

@@ -26,8 +26,14 @@ fn role_arns_and_s3_uris_are_checked() {
     assert!(valid_role_arn("arn:aws:iam:::role/NoAccount"));
     assert!(!valid_role_arn("arn:aws:iam::12345:role/short-account"));
     assert!(!valid_role_arn("arn:aws:s3:::bucket"));
-    assert_eq!(parse_s3_uri("s3://my-bucket/models/x/"), Some(("my-bucket".into(), "models/x/".into())));
-    assert_eq!(parse_s3_uri("s3://my-bucket"), Some(("my-bucket".into(), String::new())));
+    assert_eq!(
+        parse_s3_uri("s3://my-bucket/models/x/"),
+        Some(("my-bucket".into(), "models/x/".into()))
+    );
+    assert_eq!(
+        parse_s3_uri("s3://my-bucket"),
+        Some(("my-bucket".into(), String::new()))
+    );
     assert_eq!(parse_s3_uri("s3://ab/x"), None);
     assert_eq!(parse_s3_uri("s3://Upper/x"), None);
     assert_eq!(parse_s3_uri("https://bucket/x"), None);
@@ -35,7 +41,10 @@ fn role_arns_and_s3_uris_are_checked() {
 
 #[test]
 fn s3_keys_cannot_leave_the_bucket() {
-    assert_eq!(check_target("/b/a/c.txt", None), Ok(Some(("b".into(), "a/c.txt".into()))));
+    assert_eq!(
+        check_target("/b/a/c.txt", None),
+        Ok(Some(("b".into(), "a/c.txt".into())))
+    );
     assert_eq!(check_target("/b", None), Ok(None));
     assert!(check_target("/b/..%2F..%2Fx", None).is_err());
     assert!(check_target("/b/a/../../x", None).is_err());
@@ -46,15 +55,29 @@ fn s3_keys_cannot_leave_the_bucket() {
 }
 
 fn creds() -> Credentials {
-    Credentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "secret/key".into() }
+    Credentials {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "secret/key".into(),
+    }
 }
 
 /// Signs a request with `aws-sigv4` (as the SDKs do) and returns its parts.
-fn signed(method: &str, uri: &str, body: &[u8], time: SystemTime, secret: &str, double: bool) -> http::Request<Vec<u8>> {
+fn signed(
+    method: &str,
+    uri: &str,
+    body: &[u8],
+    time: SystemTime,
+    secret: &str,
+    double: bool,
+) -> http::Request<Vec<u8>> {
     use aws_sigv4::http_request::{PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, sign};
     let identity = aws_credential_types::Credentials::new("AKIDEXAMPLE", secret, None, None, "t").into();
     let mut settings = SigningSettings::default();
-    settings.percent_encoding_mode = if double { PercentEncodingMode::Double } else { PercentEncodingMode::Single };
+    settings.percent_encoding_mode = if double {
+        PercentEncodingMode::Double
+    } else {
+        PercentEncodingMode::Single
+    };
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
@@ -72,8 +95,7 @@ fn signed(method: &str, uri: &str, body: &[u8], time: SystemTime, secret: &str, 
         .body(body.to_vec())
         .expect("request");
     let headers = [("host", "127.0.0.1:8777"), ("content-type", "application/json")];
-    let signable =
-        SignableRequest::new(method, uri, headers.into_iter(), SignableBody::Bytes(body)).expect("signable");
+    let signable = SignableRequest::new(method, uri, headers.into_iter(), SignableBody::Bytes(body)).expect("signable");
     let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
     instructions.apply_to_request_http1x(&mut req);
     req
@@ -85,7 +107,8 @@ fn check(req: &http::Request<Vec<u8>>, body: &[u8], now: SystemTime) -> Result<(
 
 #[test]
 fn sigv4_accepts_sdk_signatures_in_both_path_encodings() {
-    let uri = "http://127.0.0.1:8777/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A000000000000%3Aimported-model%2Fabc/converse";
+    let uri =
+        "http://127.0.0.1:8777/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A000000000000%3Aimported-model%2Fabc/converse";
     let now = SystemTime::now();
     let body = br#"{"messages":[]}"#;
     for double in [true, false] {
@@ -103,7 +126,10 @@ fn sigv4_refuses_wrong_secret_tampered_body_stale_and_missing() {
     assert_eq!(check(&good, body, now), Ok(()));
     let bad = signed("GET", uri, body, now, "other", true);
     assert!(matches!(check(&bad, body, now), Err(AuthError::Invalid(_))));
-    assert!(matches!(check(&good, b"{\"x\":1}", now), Err(AuthError::Invalid(_))), "tampered body accepted");
+    assert!(
+        matches!(check(&good, b"{\"x\":1}", now), Err(AuthError::Invalid(_))),
+        "tampered body accepted"
+    );
     let later = now + Duration::from_secs(20 * 60);
     assert!(matches!(check(&good, body, later), Err(AuthError::Invalid(m)) if m.contains("expired")));
     let unsigned = http::Request::builder().uri(uri).body(Vec::new()).expect("request");
@@ -117,16 +143,28 @@ fn credentials_round_trip_owner_only() {
     let generated = crate::creds::resolve(dir.path(), None).expect("resolve");
     assert_eq!(generated.access_key_id.len(), 20);
     assert_eq!(generated.secret_access_key.len(), 40);
-    assert_eq!(crate::read_credentials(dir.path()).expect("read"), Some(generated.clone()));
+    assert_eq!(
+        crate::read_credentials(dir.path()).expect("read"),
+        Some(generated.clone())
+    );
     // A second start reuses the pair; a configured pair replaces it.
     assert_eq!(crate::creds::resolve(dir.path(), None).expect("again"), generated);
-    let mine = Credentials { access_key_id: "MINE".into(), secret_access_key: "S".into() };
-    assert_eq!(crate::creds::resolve(dir.path(), Some(&mine)).expect("configured"), mine);
+    let mine = Credentials {
+        access_key_id: "MINE".into(),
+        secret_access_key: "S".into(),
+    };
+    assert_eq!(
+        crate::creds::resolve(dir.path(), Some(&mine)).expect("configured"),
+        mine
+    );
     assert_eq!(crate::read_credentials(dir.path()).expect("read"), Some(mine));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("credentials")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("credentials"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

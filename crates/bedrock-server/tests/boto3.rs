@@ -8,12 +8,24 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn venv_python() -> PathBuf {
-    let cache = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/cmi/boto3-venv");
+    let cache = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/cmi/boto3-venv");
     let py = cache.join("bin/python");
     if !py.exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&cache).status().expect("python3 -m venv").success();
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&cache)
+            .status()
+            .expect("python3 -m venv")
+            .success();
         assert!(ok, "creating the venv failed");
-        let ok = Command::new(&py).args(["-m", "pip", "install", "-q", "boto3"]).status().expect("pip").success();
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "boto3"])
+            .status()
+            .expect("pip")
+            .success();
         assert!(ok, "pip install boto3 failed");
     }
     py
@@ -47,6 +59,9 @@ async fn boto3_drives_s3_multipart_and_import() {
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "flow.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "flow.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("boto3 flow ok"), "{stdout}");
 }

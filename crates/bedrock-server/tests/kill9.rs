@@ -18,13 +18,17 @@ fn spawn(dir: &std::path::Path) -> (Child, String) {
         .expect("spawn local-bedrock");
     let out = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    std::io::BufReader::new(out).read_line(&mut line).expect("endpoint line");
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("endpoint line");
     let url = line.trim().strip_prefix("endpoint=").expect("endpoint=URL").to_string();
     (child, url)
 }
 
 fn client(url: &str, dir: &std::path::Path) -> aws_sdk_s3::Client {
-    let c = bedrock_server::read_credentials(dir).expect("read").expect("credentials");
+    let c = bedrock_server::read_credentials(dir)
+        .expect("read")
+        .expect("credentials");
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
@@ -58,14 +62,20 @@ async fn kill_9_during_uploads_loses_no_acknowledged_object() {
         .job_name("before-crash")
         .imported_model_name("crash-model")
         .model_data_source(aws_sdk_bedrock::types::ModelDataSource::S3DataSource(
-            aws_sdk_bedrock::types::S3DataSource::builder().s3_uri("s3://crash/model/").build().expect("src"),
+            aws_sdk_bedrock::types::S3DataSource::builder()
+                .s3_uri("s3://crash/model/")
+                .build()
+                .expect("src"),
         ))
         .send()
         .await
         .expect("create job")
         .job_arn;
     let job = common::wait_job(&br, &job_arn).await;
-    assert_eq!(job.status(), Some(&aws_sdk_bedrock::types::ModelImportJobStatus::Completed));
+    assert_eq!(
+        job.status(),
+        Some(&aws_sdk_bedrock::types::ModelImportJobStatus::Completed)
+    );
 
     // Writers upload distinct keys and overwrite one shared key; acknowledged keys are recorded.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
@@ -76,12 +86,24 @@ async fn kill_9_during_uploads_loses_no_acknowledged_object() {
         tasks.push(tokio::spawn(async move {
             for n in 0..1000 {
                 let i = w * 1000 + n;
-                let r = s3.put_object().bucket("crash").key(format!("k/{i}")).body(ByteStream::from(content(i))).send().await;
+                let r = s3
+                    .put_object()
+                    .bucket("crash")
+                    .key(format!("k/{i}"))
+                    .body(ByteStream::from(content(i)))
+                    .send()
+                    .await;
                 if r.is_err() {
                     return;
                 }
                 acked.lock().expect("lock").push(i);
-                let _ = s3.put_object().bucket("crash").key("shared").body(ByteStream::from(content(i))).send().await;
+                let _ = s3
+                    .put_object()
+                    .bucket("crash")
+                    .key("shared")
+                    .body(ByteStream::from(content(i)))
+                    .send()
+                    .await;
             }
         }));
     }
@@ -92,36 +114,88 @@ async fn kill_9_during_uploads_loses_no_acknowledged_object() {
         let _ = t.await;
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() > 5, "too few uploads before the kill ({}) to prove anything", acked.len());
+    assert!(
+        acked.len() > 5,
+        "too few uploads before the kill ({}) to prove anything",
+        acked.len()
+    );
 
     let (mut child, url) = spawn(dir.path());
     let s3 = client(&url, dir.path());
     for i in &acked {
-        let got = s3.get_object().bucket("crash").key(format!("k/{i}")).send().await.expect("acknowledged object");
+        let got = s3
+            .get_object()
+            .bucket("crash")
+            .key(format!("k/{i}"))
+            .send()
+            .await
+            .expect("acknowledged object");
         let bytes = got.body.collect().await.expect("body").into_bytes();
-        assert!(bytes.as_ref() == content(*i).as_slice(), "object k/{i} is damaged after the crash");
+        assert!(
+            bytes.as_ref() == content(*i).as_slice(),
+            "object k/{i} is damaged after the crash"
+        );
     }
     // Every visible object is whole: either one of the contents written, never a torn mix.
-    let list = s3.list_objects_v2().bucket("crash").prefix("k/").max_keys(1000).send().await.expect("list");
-    let mut keys: Vec<String> = list.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
+    let list = s3
+        .list_objects_v2()
+        .bucket("crash")
+        .prefix("k/")
+        .max_keys(1000)
+        .send()
+        .await
+        .expect("list");
+    let mut keys: Vec<String> = list
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
     keys.push("shared".into());
     for key in &keys {
-        let got = s3.get_object().bucket("crash").key(key).send().await.expect("get").body.collect().await.expect("b");
+        let got = s3
+            .get_object()
+            .bucket("crash")
+            .key(key)
+            .send()
+            .await
+            .expect("get")
+            .body
+            .collect()
+            .await
+            .expect("b");
         let bytes = got.into_bytes();
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(20)]).to_string();
-        let i: usize = text.strip_prefix("object ").and_then(|t| t.split(':').next()).and_then(|n| n.parse().ok()).expect("header");
+        let i: usize = text
+            .strip_prefix("object ")
+            .and_then(|t| t.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .expect("header");
         assert!(bytes.as_ref() == content(i).as_slice(), "{key} is torn");
     }
     let br = bedrock(&url, dir.path());
-    let job = br.get_model_import_job().job_identifier(&job_arn).send().await.expect("job after crash");
-    assert_eq!(job.status(), Some(&aws_sdk_bedrock::types::ModelImportJobStatus::Completed));
-    br.get_imported_model().model_identifier("crash-model").send().await.expect("model after crash");
+    let job = br
+        .get_model_import_job()
+        .job_identifier(&job_arn)
+        .send()
+        .await
+        .expect("job after crash");
+    assert_eq!(
+        job.status(),
+        Some(&aws_sdk_bedrock::types::ModelImportJobStatus::Completed)
+    );
+    br.get_imported_model()
+        .model_identifier("crash-model")
+        .send()
+        .await
+        .expect("model after crash");
     let _ = child.kill();
     let _ = child.wait();
 }
 
 fn bedrock(url: &str, dir: &std::path::Path) -> aws_sdk_bedrock::Client {
-    let c = bedrock_server::read_credentials(dir).expect("read").expect("credentials");
+    let c = bedrock_server::read_credentials(dir)
+        .expect("read")
+        .expect("credentials");
     let conf = aws_sdk_bedrock::Config::builder()
         .behavior_version(aws_sdk_bedrock::config::BehaviorVersion::latest())
         .region(aws_sdk_bedrock::config::Region::new("us-east-1"))

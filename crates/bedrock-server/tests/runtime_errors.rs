@@ -12,7 +12,11 @@ use common::{bedrock, import, runtime, start};
 use test_support::Family;
 
 fn user(text: &str) -> Message {
-    Message::builder().role(ConversationRole::User).content(ContentBlock::Text(text.into())).build().expect("message")
+    Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text(text.into()))
+        .build()
+        .expect("message")
 }
 
 fn weather_tool() -> ToolConfiguration {
@@ -22,8 +26,11 @@ fn weather_tool() -> ToolConfiguration {
             (
                 "properties".to_string(),
                 Document::Object(
-                    [("city".to_string(), Document::Object([("type".to_string(), Document::String("string".into()))].into()))]
-                        .into(),
+                    [(
+                        "city".to_string(),
+                        Document::Object([("type".to_string(), Document::String("string".into()))].into()),
+                    )]
+                    .into(),
                 ),
             ),
         ]
@@ -50,19 +57,42 @@ async fn typed_errors_before_generation() {
     let rt = runtime(&local.server, 1);
 
     // A foundation model: the local Bedrock has no access to it.
-    let e = rt.converse().model_id("anthropic.claude-3-haiku-20240307-v1:0").messages(user("hi")).send().await;
+    let e = rt
+        .converse()
+        .model_id("anthropic.claude-3-haiku-20240307-v1:0")
+        .messages(user("hi"))
+        .send()
+        .await;
     let e = e.expect_err("foundation model").into_service_error();
     assert!(e.is_access_denied_exception(), "{e:?}");
 
     // An imported-model ARN that does not exist.
-    let missing = model_arn.rsplit_once('/').map(|(a, _)| format!("{a}/zzzzzzzzzzzz")).expect("arn");
-    let e = rt.converse().model_id(&missing).messages(user("hi")).send().await.expect_err("missing");
+    let missing = model_arn
+        .rsplit_once('/')
+        .map(|(a, _)| format!("{a}/zzzzzzzzzzzz"))
+        .expect("arn");
+    let e = rt
+        .converse()
+        .model_id(&missing)
+        .messages(user("hi"))
+        .send()
+        .await
+        .expect_err("missing");
     assert!(e.into_service_error().is_resource_not_found_exception());
 
     // A conversation that starts with the assistant.
-    let assistant =
-        Message::builder().role(ConversationRole::Assistant).content(ContentBlock::Text("hi".into())).build().expect("m");
-    let e = rt.converse().model_id(&model_arn).messages(assistant).send().await.expect_err("bad conversation");
+    let assistant = Message::builder()
+        .role(ConversationRole::Assistant)
+        .content(ContentBlock::Text("hi".into()))
+        .build()
+        .expect("m");
+    let e = rt
+        .converse()
+        .model_id(&model_arn)
+        .messages(assistant)
+        .send()
+        .await
+        .expect_err("bad conversation");
     let e = e.into_service_error();
     assert!(e.is_validation_exception(), "{e:?}");
 
@@ -79,11 +109,23 @@ async fn typed_errors_before_generation() {
     assert!(e.is_validation_exception(), "{e:?}");
 
     // Cold start: the first request finds the model unloaded.
-    let e = rt.converse().model_id(&model_arn).messages(user("hi")).send().await.expect_err("cold");
+    let e = rt
+        .converse()
+        .model_id(&model_arn)
+        .messages(user("hi"))
+        .send()
+        .await
+        .expect_err("cold");
     let e = e.into_service_error();
     assert!(e.is_model_not_ready_exception(), "{e:?}");
     // The model name is accepted as the id too.
-    let e = rt.converse().model_id("no-such-model").messages(user("hi")).send().await.expect_err("unknown name");
+    let e = rt
+        .converse()
+        .model_id("no-such-model")
+        .messages(user("hi"))
+        .send()
+        .await
+        .expect_err("unknown name");
     assert!(e.into_service_error().is_resource_not_found_exception());
 }
 
@@ -108,7 +150,13 @@ async fn stream_tools_switch_refuses_converse_stream_with_tools() {
     assert!(e.is_validation_exception(), "{e:?}");
     assert!(format!("{e:?}").contains("streaming mode"), "{e:?}");
     // Without tools the same model is not refused for that reason (it is cold, so it answers ModelNotReady).
-    let e = rt.converse_stream().model_id(&arn).messages(user("hi")).send().await.expect_err("cold");
+    let e = rt
+        .converse_stream()
+        .model_id(&arn)
+        .messages(user("hi"))
+        .send()
+        .await
+        .expect_err("cold");
     assert!(e.into_service_error().is_model_not_ready_exception());
 }
 

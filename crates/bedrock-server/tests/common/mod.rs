@@ -81,8 +81,16 @@ pub async fn upload_dir(s3: &aws_sdk_s3::Client, dir: &Path, bucket: &str, prefi
     for e in std::fs::read_dir(dir).expect("read model dir") {
         let e = e.expect("dir entry");
         let name = e.file_name().to_string_lossy().into_owned();
-        let body = aws_sdk_s3::primitives::ByteStream::from_path(e.path()).await.expect("bytestream");
-        s3.put_object().bucket(bucket).key(format!("{prefix}/{name}")).body(body).send().await.expect("put_object");
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(e.path())
+            .await
+            .expect("bytestream");
+        s3.put_object()
+            .bucket(bucket)
+            .key(format!("{prefix}/{name}"))
+            .body(body)
+            .send()
+            .await
+            .expect("put_object");
     }
 }
 
@@ -92,7 +100,10 @@ pub async fn import(
     family: test_support::Family,
     bucket: &str,
     name: &str,
-) -> (String, aws_sdk_bedrock::operation::get_model_import_job::GetModelImportJobOutput) {
+) -> (
+    String,
+    aws_sdk_bedrock::operation::get_model_import_job::GetModelImportJobOutput,
+) {
     let model = tempfile::tempdir().expect("tempdir");
     test_support::tiny_model(model.path(), family).expect("tiny model");
     import_dir(server, model.path(), bucket, name).await
@@ -103,7 +114,10 @@ pub async fn import_dir(
     dir: &Path,
     bucket: &str,
     name: &str,
-) -> (String, aws_sdk_bedrock::operation::get_model_import_job::GetModelImportJobOutput) {
+) -> (
+    String,
+    aws_sdk_bedrock::operation::get_model_import_job::GetModelImportJobOutput,
+) {
     let s3 = s3(server);
     let _ = s3.create_bucket().bucket(bucket).send().await;
     upload_dir(&s3, dir, bucket, name).await;
@@ -114,7 +128,10 @@ pub async fn import_dir(
         .imported_model_name(name)
         .role_arn("arn:aws:iam::123456789012:role/ImportRole")
         .model_data_source(aws_sdk_bedrock::types::ModelDataSource::S3DataSource(
-            aws_sdk_bedrock::types::S3DataSource::builder().s3_uri(format!("s3://{bucket}/{name}/")).build().expect("s3 source"),
+            aws_sdk_bedrock::types::S3DataSource::builder()
+                .s3_uri(format!("s3://{bucket}/{name}/"))
+                .build()
+                .expect("s3 source"),
         ))
         .send()
         .await
@@ -129,7 +146,12 @@ pub async fn wait_job(
     arn: &str,
 ) -> aws_sdk_bedrock::operation::get_model_import_job::GetModelImportJobOutput {
     for _ in 0..600 {
-        let j = br.get_model_import_job().job_identifier(arn).send().await.expect("get job");
+        let j = br
+            .get_model_import_job()
+            .job_identifier(arn)
+            .send()
+            .await
+            .expect("get job");
         if j.status() != Some(&aws_sdk_bedrock::types::ModelImportJobStatus::InProgress) {
             return j;
         }
@@ -194,10 +216,11 @@ pub async fn raw(
         instructions.apply_to_request_http1x(&mut req);
     }
     let stream = tokio::net::TcpStream::connect(&host).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
     tokio::spawn(conn);
     let req = req.map(|b| http_body_util::Full::new(bytes::Bytes::from(b)));
     let resp = sender.send_request(req).await.expect("send");
