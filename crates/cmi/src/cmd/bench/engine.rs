@@ -1,15 +1,320 @@
-//! `cmi bench engine` (being built: see ARCHITECTURE.md).
+//! `cmi bench engine`: prompt and decode speed, 8-stream throughput, time to first token and peak memory of the
+//! embedded engine (full precision and quantised), beside llama.cpp (llama-cpp-python, on the GGUF) and
+//! transformers (PyTorch CPU, on the HF folder), all measured in the same run. Each configuration runs in its own
+//! process so that its peak resident memory is its own.
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use infer_engine::{Engine, EngineEvent, GenerateRequest, LoadOptions, Quantize};
+use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
 
 /// Arguments of `cmi bench engine`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Args {
+    /// Hugging Face model folder (e.g. written by `cmi convert gguf`).
+    model: PathBuf,
+    /// The GGUF file for the llama.cpp peer (skipped without it).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// CPU threads for every contender.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Tokens decoded per stream.
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Concurrent streams for the throughput figure.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// Load-time quantisations measured besides full precision (comma separated; empty for none).
+    #[arg(long, value_delimiter = ',', default_value = "q8_0,q4k")]
+    quantize: Vec<String>,
+    /// Measure only this engine, not the Python peers.
+    #[arg(long)]
+    no_peers: bool,
+    /// Internal: measure one configuration in this process and print one JSON line.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+}
 
-pub(crate) async fn run(_args: Args, _ctx: &Ctx) -> Result<ExitCode> {
-    bail!("`cmi bench engine` is not available in this build yet")
+const PROMPT: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+<|im_start|>user\nWrite a long story about a dragon who learns to cook.<|im_end|>\n<|im_start|>assistant\n";
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Runs one request; returns (seconds to first event, seconds from first event to the end, completion tokens).
+fn timed(engine: &Engine, prompt: &str, max_tokens: usize) -> Result<(f64, f64, usize)> {
+    let mut req = GenerateRequest::new(prompt);
+    req.max_tokens = max_tokens;
+    let start = Instant::now();
+    let mut g = engine.generate(req)?;
+    let mut first = None;
+    while let Some(ev) = g.blocking_next() {
+        let now = start.elapsed().as_secs_f64();
+        let f = *first.get_or_insert(now);
+        match ev {
+            EngineEvent::Delta { .. } => {}
+            EngineEvent::Done { completion_tokens, .. } => return Ok((f, now - f, completion_tokens)),
+            EngineEvent::Failed { message } => bail!("generation failed: {message}"),
+        }
+    }
+    bail!("stream ended without Done")
+}
+
+fn worker(args: &Args, config: &str) -> Result<Value> {
+    let quantize = match config {
+        "full" => None,
+        q => Some(q.parse::<Quantize>().map_err(anyhow::Error::msg)?),
+    };
+    let t = Instant::now();
+    let engine = Engine::load(
+        &args.model,
+        LoadOptions {
+            quantize,
+            max_batch: args.streams.max(1),
+            max_queue: 64,
+        },
+    )?;
+    let load_s = t.elapsed().as_secs_f64();
+    let prompt_tokens = engine
+        .tokenizer()
+        .encode(PROMPT, false)
+        .map_err(anyhow::Error::msg)?
+        .len();
+    timed(&engine, PROMPT, 2)?; // warm-up
+    let mut ttfts: Vec<f64> = (0..3)
+        .map(|_| timed(&engine, PROMPT, 1).map(|r| r.0))
+        .collect::<Result<_>>()?;
+    ttfts.sort_by(f64::total_cmp);
+    let ttft = ttfts[1];
+    let (_, dt, n) = timed(&engine, PROMPT, args.decode_tokens)?;
+    let decode_1 = (n.saturating_sub(1)) as f64 / dt;
+    // N concurrent streams, each from its own thread.
+    let t = Instant::now();
+    let handles: Vec<_> = (0..args.streams)
+        .map(|i| {
+            let e = engine.clone();
+            let p = PROMPT.replace("a dragon", &format!("dragon number {i}"));
+            let n = args.decode_tokens;
+            std::thread::spawn(move || timed(&e, &p, n).map(|r| r.2))
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))??;
+    }
+    let total_s = t.elapsed().as_secs_f64();
+    Ok(json!({
+        "name": format!("cmi engine ({config})"),
+        "load_s": load_s,
+        "prompt_tokens": prompt_tokens,
+        "prompt_tps": prompt_tokens as f64 / ttft,
+        "ttft_ms": ttft * 1000.0,
+        "decode_tps": decode_1,
+        "streams": args.streams,
+        "total_tps": total as f64 / total_s,
+        "peak_rss_mb": rss_kib("VmHWM:") as f64 / 1024.0,
+        "weight_mb": engine.weight_bytes() as f64 / 1e6,
+    }))
+}
+
+const PEER_PY: &str = r#"
+import json, resource, sys, time
+mode, path, threads, n_dec, streams, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+if mode == "llamacpp":
+    from llama_cpp import Llama
+    llm = Llama(model_path=path, n_threads=threads, n_ctx=2048, verbose=False)
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    def run(n):
+        llm.reset()
+        t = time.perf_counter(); first = None; k = 0
+        for _ in llm.create_completion(ids, max_tokens=n, temperature=0.0, stream=True):
+            k += 1
+            if first is None: first = time.perf_counter() - t
+        return first, time.perf_counter() - t - first, k
+    run(2)
+    ttft = sorted(run(1)[0] for _ in range(3))[1]
+    _, dt, k = run(n_dec)
+    out = {"name": "llama.cpp (llama-cpp-python, GGUF)", "prompt_tokens": len(ids), "prompt_tps": len(ids) / ttft,
+           "ttft_ms": ttft * 1000, "decode_tps": (k - 1) / dt, "streams": 1, "total_tps": None, "peak_rss_mb": rss()}
+else:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.set_num_threads(threads); torch.set_grad_enabled(False)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    def prefill():
+        t = time.perf_counter(); model(ids); return time.perf_counter() - t
+    prefill()
+    ttft = sorted(prefill() for _ in range(3))[1]
+    t = time.perf_counter()
+    g = model.generate(ids, max_new_tokens=n_dec, min_new_tokens=n_dec, do_sample=False)
+    dt = time.perf_counter() - t - ttft
+    k = g.shape[1] - ids.shape[1]
+    tok.padding_side = "left"
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    batch = tok([prompt.replace("a dragon", f"dragon number {i}") for i in range(streams)], return_tensors="pt", padding=True, add_special_tokens=False)
+    t = time.perf_counter()
+    g = model.generate(**batch, max_new_tokens=n_dec, min_new_tokens=n_dec, do_sample=False)
+    total = (g.shape[1] - batch["input_ids"].shape[1]) * streams / (time.perf_counter() - t)
+    out = {"name": "transformers f32 (PyTorch CPU)", "prompt_tokens": ids.shape[1], "prompt_tps": ids.shape[1] / ttft,
+           "ttft_ms": ttft * 1000, "decode_tps": (k - 1) / dt, "streams": streams, "total_tps": total, "peak_rss_mb": rss()}
+print(json.dumps(out))
+"#;
+
+fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("no JSON result")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn peer(ctx: &Ctx, args: &Args, mode: &str, venv: &str, path: &Path) -> Result<Value> {
+    let python = [
+        ctx.paths.cache_dir.join(venv),
+        dirs::home_dir().unwrap_or_default().join(".cache/cmi").join(venv),
+    ]
+    .into_iter()
+    .map(|v| v.join("bin/python"))
+    .find(|p| p.exists())
+    .with_context(|| format!("no venv {venv} under the cache dir (see `cmi bench engine --help`)"))?;
+    let script = std::env::temp_dir().join(format!("cmi-bench-engine-{}.py", std::process::id()));
+    std::fs::write(&script, PEER_PY)?;
+    let mut cmd = Command::new(python);
+    cmd.arg(&script)
+        .arg(mode)
+        .arg(path)
+        .arg(args.threads.to_string())
+        .arg(args.decode_tokens.to_string())
+        .arg(args.streams.to_string())
+        .arg(PROMPT)
+        .env("OMP_NUM_THREADS", args.threads.to_string());
+    let r = run_json(cmd, mode);
+    let _ = std::fs::remove_file(&script);
+    r
+}
+
+fn fmt(v: &Value, k: &str) -> String {
+    v[k].as_f64().map_or_else(|| "-".into(), |x| format!("{x:.1}"))
+}
+
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
+    if let Some(config) = &args.worker {
+        let (a, c) = (args.clone(), config.clone());
+        let v = tokio::task::spawn_blocking(move || worker(&a, &c)).await??;
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    let configs: Vec<String> = std::iter::once("full".to_string())
+        .chain(args.quantize.iter().filter(|q| !q.is_empty()).cloned())
+        .collect();
+    for config in &configs {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench", "engine"])
+            .arg(&args.model)
+            .args(["--threads", &args.threads.to_string()])
+            .args(["--decode-tokens", &args.decode_tokens.to_string()])
+            .args(["--streams", &args.streams.to_string()])
+            .args(["--worker", config])
+            .env("RAYON_NUM_THREADS", args.threads.to_string());
+        eprintln!("measuring cmi engine ({config}) ...");
+        rows.push(run_json(cmd, &format!("cmi engine ({config})"))?);
+    }
+    if !args.no_peers {
+        if let Some(gguf) = &args.gguf {
+            eprintln!("measuring llama.cpp ...");
+            match peer(ctx, &args, "llamacpp", "venv-llamacpp", gguf) {
+                Ok(v) => rows.push(v),
+                Err(e) => eprintln!("llama.cpp peer skipped: {e:#}"),
+            }
+        }
+        eprintln!("measuring transformers ...");
+        match peer(ctx, &args, "transformers", "venv-fixtures", &args.model) {
+            Ok(v) => rows.push(v),
+            Err(e) => eprintln!("transformers peer skipped: {e:#}"),
+        }
+    }
+    println!(
+        "{:<38} {:>10} {:>9} {:>11} {:>12} {:>12}",
+        "engine",
+        "prompt t/s",
+        "TTFT ms",
+        "decode t/s",
+        format!("{}-stream t/s", args.streams),
+        "peak RSS MB"
+    );
+    for r in &rows {
+        println!(
+            "{:<38} {:>10} {:>9} {:>11} {:>12} {:>12}",
+            r["name"].as_str().unwrap_or("?"),
+            fmt(r, "prompt_tps"),
+            fmt(r, "ttft_ms"),
+            fmt(r, "decode_tps"),
+            fmt(r, "total_tps"),
+            fmt(r, "peak_rss_mb")
+        );
+    }
+    println!();
+    let ratio = |a: &Value, b: &Value, k: &str| match (a[k].as_f64(), b[k].as_f64()) {
+        (Some(x), Some(y)) if y > 0.0 => format!("{:.2}x", x / y),
+        _ => "-".into(),
+    };
+    for peer in rows
+        .iter()
+        .filter(|r| !r["name"].as_str().unwrap_or("").starts_with("cmi"))
+    {
+        for ours in rows
+            .iter()
+            .filter(|r| r["name"].as_str().unwrap_or("").starts_with("cmi"))
+        {
+            println!(
+                "{} vs {}: prompt {}, decode {}, {}-stream total {}",
+                ours["name"].as_str().unwrap_or("?"),
+                peer["name"].as_str().unwrap_or("?"),
+                ratio(ours, peer, "prompt_tps"),
+                ratio(ours, peer, "decode_tps"),
+                args.streams,
+                ratio(ours, peer, "total_tps"),
+            );
+        }
+    }
+    if let Some(full) = rows.first() {
+        println!(
+            "cmi engine (full) {}-stream total / 1-stream decode: {}",
+            args.streams,
+            match (full["total_tps"].as_f64(), full["decode_tps"].as_f64()) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
