@@ -68,8 +68,9 @@ if os.environ.get("CMI_BOTO3_RUNTIME") == "1":
                     inferenceConfig={"maxTokens": 16, "temperature": 0})
     print("converse ok:", r["stopReason"], r["usage"])
     tools = {"tools": [{"toolSpec": {"name": "get_weather", "description": "Weather for a city",
-                                      "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                               "required": ["city"]}}}}],
+                                      "inputSchema": {"json": {"type": "object",
+                                                               "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+                                                               "required": ["city"], "additionalProperties": False}}}}],
              "toolChoice": {"any": {}}}
     stream = rt.converse_stream(modelId=model_arn, messages=[{"role": "user", "content": [{"text": "Weather in Paris?"}]}],
                                 toolConfig=tools, inferenceConfig={"maxTokens": 64, "temperature": 0})
