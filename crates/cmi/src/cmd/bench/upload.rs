@@ -1,15 +1,339 @@
-//! `cmi bench upload` (being built: see ARCHITECTURE.md).
+//! `cmi bench upload`: uploads the same model folder (1 GiB by default) to the same local S3 with cmi's uploader and
+//! with `aws s3 sync` (AWS CLI from PyPI, installed into a venv by the bench), prints both throughputs and the ratio;
+//! then times `cmi import check` (model_folder::check) on a 16 GB folder of valid, sparse safetensors files.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
+use aws_credential_types::provider::ProvideCredentials as _;
+use bedrock_import::{UploadPlan, UploadSettings, Uploader};
+use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
 
+const MIB: u64 = 1024 * 1024;
+
 /// Arguments of `cmi bench upload`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Size of the model folder to upload, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Time the preflight on a 16 GB folder of sparse safetensors (Llama-3-8B shapes, bf16); `--check false` skips it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    check: bool,
+    /// Skip the AWS CLI run (cmi only).
+    #[arg(long)]
+    no_peer: bool,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
-pub(crate) async fn run(_args: Args, _ctx: &Ctx) -> Result<ExitCode> {
-    bail!("`cmi bench upload` is not available in this build yet")
+pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
+    let root = ctx.paths.cache_dir.join("bench-upload");
+    let folder = root.join(format!("model-{}m", args.size_mib));
+    let size = args.size_mib * MIB;
+    {
+        let f = folder.clone();
+        tokio::task::spawn_blocking(move || make_upload_folder(&f, size)).await??;
+    }
+    let total: u64 = std::fs::read_dir(&folder)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+
+    let target = ctx.aws().await?;
+    if !target.local {
+        bail!(
+            "cmi bench upload runs against the local Bedrock only\n\nhint: unset AWS credentials or pass --endpoint-url of a local Bedrock"
+        );
+    }
+    let endpoint = target
+        .endpoint_url
+        .clone()
+        .context("the local Bedrock has no endpoint URL")?;
+    let creds = target
+        .sdk
+        .credentials_provider()
+        .context("no credentials for the local Bedrock")?
+        .provide_credentials()
+        .await?;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&target.sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = "cmi-bench-upload";
+    bedrock_import::ensure_bucket(&s3, bucket, &target.region, true).await?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let names: Vec<String> = model_folder::import_files(&folder)?;
+
+    // cmi: a fresh prefix, so nothing is skipped; no journal, so every byte is checksummed and sent.
+    let plan = UploadPlan::new(&folder, &names, bucket, &format!("cmi-{stamp}"));
+    let t = Instant::now();
+    let summary = Uploader::new(s3.clone(), UploadSettings::default())
+        .upload(&plan, &())
+        .await?;
+    let cmi_secs = t.elapsed().as_secs_f64();
+    if summary.bytes_sent != total {
+        bail!("cmi sent {} of {total} bytes", summary.bytes_sent);
+    }
+    let cmi_mibs = total as f64 / MIB as f64 / cmi_secs;
+    eprintln!(
+        "cmi:            {:>8.1} MiB/s  ({:.2} s for {} MiB)",
+        cmi_mibs,
+        cmi_secs,
+        total / MIB
+    );
+
+    let mut peer = None;
+    if !args.no_peer {
+        let aws = ensure_awscli(&ctx.paths.cache_dir).await?;
+        let dest = format!("s3://{bucket}/aws-{stamp}/");
+        let t = Instant::now();
+        let status = tokio::process::Command::new(&aws)
+            .args(["s3", "sync"])
+            .arg(&folder)
+            .arg(&dest)
+            .args([
+                "--endpoint-url",
+                &endpoint,
+                "--region",
+                &target.region,
+                "--only-show-errors",
+            ])
+            .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .status()
+            .await
+            .with_context(|| format!("running {}", aws.display()))?;
+        let secs = t.elapsed().as_secs_f64();
+        if !status.success() {
+            bail!("aws s3 sync failed ({status})");
+        }
+        let mibs = total as f64 / MIB as f64 / secs;
+        eprintln!("aws s3 sync:    {:>8.1} MiB/s  ({:.2} s)", mibs, secs);
+        eprintln!("ratio:          {:>8.2}x", cmi_mibs / mibs);
+        peer = Some((secs, mibs));
+    }
+
+    let mut check = None;
+    if args.check {
+        let dir = root.join("sparse-llama3-8b-bf16");
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || make_sparse_folder(&d)).await??;
+        let d = dir.clone();
+        let (times, report) = tokio::task::spawn_blocking(move || -> Result<(Vec<Duration>, model_folder::Report)> {
+            let mut times = Vec::new();
+            let mut last = None;
+            for _ in 0..7 {
+                let t = Instant::now();
+                let r = model_folder::check(&d)?;
+                times.push(t.elapsed());
+                last = Some(r);
+            }
+            // Seven iterations ran, so there is a report.
+            Ok((times, last.expect("seven runs")))
+        })
+        .await??;
+        let mut sorted = times.clone();
+        sorted.sort();
+        let median = sorted[sorted.len() / 2];
+        eprintln!(
+            "import check:   {:>8.1} ms median, {:.1} ms first, on {:.1} GB ({} tensors, {} errors)",
+            median.as_secs_f64() * 1e3,
+            times[0].as_secs_f64() * 1e3,
+            report.weight_bytes as f64 / 1e9,
+            report.tensor_count,
+            report.errors().count()
+        );
+        if report.has_errors() {
+            bail!(
+                "the sparse folder should check clean: {:?}",
+                report.errors().collect::<Vec<_>>()
+            );
+        }
+        check = Some((median, times[0], report.weight_bytes, report.tensor_count));
+    }
+
+    if args.json {
+        let out = json!({
+            "bytes": total,
+            "cmi": {"seconds": cmi_secs, "mibPerSecond": cmi_mibs},
+            "awsCli": peer.map(|(s, m)| json!({"seconds": s, "mibPerSecond": m})),
+            "ratio": peer.map(|(_, m)| cmi_mibs / m),
+            "check": check.map(|(med, first, bytes, tensors)| json!({
+                "medianMs": med.as_secs_f64() * 1e3, "firstMs": first.as_secs_f64() * 1e3,
+                "weightBytes": bytes, "tensors": tensors})),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The AWS CLI from PyPI in `cache/venv-awscli`, installed on first use.
+async fn ensure_awscli(cache_dir: &Path) -> Result<PathBuf> {
+    let venv = cache_dir.join("venv-awscli");
+    let aws = venv.join("bin").join("aws");
+    if aws.exists() {
+        return Ok(aws);
+    }
+    eprintln!("installing the AWS CLI from PyPI into {} …", venv.display());
+    let ok = tokio::process::Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()
+        .await?
+        .success()
+        && tokio::process::Command::new(venv.join("bin").join("pip"))
+            .args(["install", "-q", "awscli"])
+            .status()
+            .await?
+            .success();
+    if !ok || !aws.exists() {
+        bail!(
+            "could not install the AWS CLI into {}\n\nhint: needs python3 with venv and access to PyPI",
+            venv.display()
+        );
+    }
+    Ok(aws)
+}
+
+/// A tiny Llama folder plus noise weight files (256 MiB each) up to `size` bytes; reused when already there.
+fn make_upload_folder(dir: &Path, size: u64) -> Result<()> {
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    test_support::tiny_model(dir, test_support::Family::Llama)?;
+    let mut have: u64 = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mut i = 0;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while have < size {
+        let len = (size - have).min(256 * MIB) as usize;
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        buf.truncate(len);
+        std::fs::write(dir.join(format!("noise-{i:05}.safetensors")), &buf)?;
+        have += len as u64;
+        i += 1;
+    }
+    std::fs::write(marker, b"")?;
+    Ok(())
+}
+
+/// Llama-3-8B shapes in bf16 (≈16 GB) as four sparse shards with real headers and an index; config and tokenizer
+/// files from the tiny generator. Only headers are written, so it takes no disk space and milliseconds to make.
+fn make_sparse_folder(dir: &Path) -> Result<()> {
+    if dir.join(".complete").exists() {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    test_support::tiny_model(dir, test_support::Family::Llama)?;
+    std::fs::remove_file(dir.join("model.safetensors"))?;
+    let (hidden, inter, layers, heads, kv, vocab) = (4096usize, 14336usize, 32usize, 32usize, 8usize, 128256usize);
+    let hd = hidden / heads;
+    let mut config: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    for (k, v) in [
+        ("hidden_size", hidden),
+        ("intermediate_size", inter),
+        ("num_hidden_layers", layers),
+        ("num_attention_heads", heads),
+        ("num_key_value_heads", kv),
+        ("head_dim", hd),
+        ("vocab_size", vocab),
+        ("max_position_embeddings", 8192),
+    ] {
+        config[k] = json!(v);
+    }
+    config["tie_word_embeddings"] = json!(false);
+    config["torch_dtype"] = json!("bfloat16");
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, hidden]),
+        ("model.norm.weight".into(), vec![hidden]),
+        ("lm_head.weight".into(), vec![vocab, hidden]),
+    ];
+    for i in 0..layers {
+        let p = format!("model.layers.{i}");
+        tensors.extend([
+            (format!("{p}.input_layernorm.weight"), vec![hidden]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![hidden]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![heads * hd, hidden]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv * hd, hidden]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv * hd, hidden]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![hidden, heads * hd]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![inter, hidden]),
+            (format!("{p}.mlp.up_proj.weight"), vec![inter, hidden]),
+            (format!("{p}.mlp.down_proj.weight"), vec![hidden, inter]),
+        ]);
+    }
+    let bytes = |shape: &[usize]| shape.iter().product::<usize>() * 2;
+    let total: usize = tensors.iter().map(|(_, s)| bytes(s)).sum();
+    let shards = 4;
+    let per = total.div_ceil(shards);
+    let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
+    let mut acc = 0;
+    for t in tensors {
+        if acc >= per && groups.len() < shards {
+            groups.push(Vec::new());
+            acc = 0;
+        }
+        acc += bytes(&t.1);
+        // `groups` starts with one element and only grows.
+        groups.last_mut().expect("non-empty").push(t);
+    }
+    let n = groups.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, group) in groups.iter().enumerate() {
+        let file = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+        let mut header = serde_json::Map::new();
+        let mut off = 0usize;
+        for (name, shape) in group {
+            let len = bytes(shape);
+            header.insert(
+                name.clone(),
+                json!({"dtype": "BF16", "shape": shape, "data_offsets": [off, off + len]}),
+            );
+            weight_map.insert(name.clone(), json!(file));
+            off += len;
+        }
+        let h = serde_json::to_vec(&Value::Object(header))?;
+        let mut buf = (h.len() as u64).to_le_bytes().to_vec();
+        buf.extend_from_slice(&h);
+        std::fs::write(dir.join(&file), &buf)?;
+        let f = std::fs::OpenOptions::new().write(true).open(dir.join(&file))?;
+        f.set_len((buf.len() + off) as u64)?;
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::to_vec_pretty(&index)?,
+    )?;
+    std::fs::write(dir.join(".complete"), b"")?;
+    Ok(())
 }
