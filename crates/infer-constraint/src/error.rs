@@ -25,6 +25,12 @@ pub enum Error {
         /// Size of the tokenizer's vocabulary.
         vocab_size: usize,
     },
+    /// A token named to be matched as text is not an added token of the tokenizer.
+    #[error("token {token:?} is not an added token of the tokenizer: expected one of its added_tokens")]
+    UnknownAddedToken {
+        /// The name given.
+        token: String,
+    },
     /// llguidance could not index the vocabulary.
     #[error("cannot prepare the token index for constrained decoding: {message}")]
     Factory {

@@ -49,8 +49,24 @@ impl std::fmt::Debug for ConstraintFactory {
 impl ConstraintFactory {
     /// Indexes `tokenizer`'s vocabulary. `eos_token_ids` (from `generation_config.json`) are the tokens that end a
     /// sequence: the constraint allows them exactly where the grammar is complete.
+    ///
+    /// Special added tokens (`special: true`) are never matched by grammar text: a grammar reaches them only as
+    /// llguidance special-token references (`<|eot_id|>`, `<[128008]>`), and JSON strings cannot contain them.
+    /// Non-special added tokens (Qwen's `<tool_call>`) are their text.
     pub fn new(tokenizer: &tokenizers::Tokenizer, eos_token_ids: &[u32]) -> Result<Self, Error> {
-        let (env, spelling) = vocab::HfEnv::build(tokenizer, eos_token_ids)?;
+        Self::with_text_tokens(tokenizer, eos_token_ids, &[])
+    }
+
+    /// Like [`ConstraintFactory::new`], but the special added tokens named in `text_tokens` are spelled as their text,
+    /// so a grammar string literal matches them: for example `"[TOOL_CALLS] "` then lets a Mistral model write its
+    /// single `[TOOL_CALLS]` control token, as it was trained to (the engine must then decode that token to its text).
+    /// A name that is not an added token is [`Error::UnknownAddedToken`].
+    pub fn with_text_tokens(
+        tokenizer: &tokenizers::Tokenizer,
+        eos_token_ids: &[u32],
+        text_tokens: &[&str],
+    ) -> Result<Self, Error> {
+        let (env, spelling) = vocab::HfEnv::build(tokenizer, eos_token_ids, text_tokens)?;
         let mut parsers = ParserFactory::new_simple(&env).map_err(|e| Error::Factory { message: e.to_string() })?;
         // llguidance logs to stderr by default; a library must not.
         parsers.quiet();

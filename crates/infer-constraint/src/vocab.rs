@@ -164,10 +164,20 @@ pub(crate) struct HfEnv {
 }
 
 impl HfEnv {
-    /// Builds the environment; `eos` must be non-empty and inside the vocabulary.
-    pub(crate) fn build(tokenizer: &Tokenizer, eos: &[u32]) -> Result<(TokEnv, Spelling), Error> {
+    /// Builds the environment; `eos` must be non-empty and inside the vocabulary. The special tokens named in
+    /// `text_tokens` are spelled as their text (no marker), so grammar string literals match them.
+    pub(crate) fn build(tokenizer: &Tokenizer, eos: &[u32], text_tokens: &[&str]) -> Result<(TokEnv, Spelling), Error> {
         let spelling = spelling(tokenizer)?;
-        let words = token_bytes(tokenizer, spelling);
+        let mut words = token_bytes(tokenizer, spelling);
+        for &name in text_tokens {
+            let id = tokenizer
+                .token_to_id(name)
+                .filter(|&id| tokenizer.get_added_tokens_decoder().contains_key(&id))
+                .ok_or_else(|| Error::UnknownAddedToken {
+                    token: name.to_string(),
+                })?;
+            words[id as usize] = name.as_bytes().to_vec();
+        }
         let vocab_size = words.len();
         let Some(&first_eos) = eos.first() else {
             return Err(Error::NoEosToken);

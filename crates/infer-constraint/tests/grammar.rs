@@ -328,3 +328,51 @@ fn mask_time_per_token_49152_vocab() {
         total / steps as u32
     );
 }
+
+/// Special tokens are reached only by llguidance's special-token references, never by grammar text.
+#[test]
+fn special_tokens_only_by_reference() {
+    let (f, tok, _eos) = factory(Family::Llama);
+    let tag = tok.token_to_id("<|python_tag|>").expect("llama has <|python_tag|>");
+    let mut c = f.constraint(r#"start: <|python_tag|> "x""#).expect("grammar compiles");
+    assert_eq!(c.allowed_tokens().expect("mask"), vec![tag]);
+    c.commit(tag).expect("the referenced special token commits");
+    c.commit(token_for(&f, "x")).expect("x");
+    assert!(c.is_finished());
+    let mut c = f.constraint(r#"start: "<|python_tag|>x""#).expect("grammar compiles");
+    let allowed = c.allowed_tokens().expect("mask");
+    assert!(
+        !allowed.contains(&tag) && allowed.contains(&token_for(&f, "<")),
+        "{allowed:?}"
+    );
+}
+
+/// `with_text_tokens` lets a string literal match a special control token: the Mistral tool-call marker is then
+/// written as its single `[TOOL_CALLS]` token; without it that token is never allowed.
+#[test]
+fn text_tokens_let_literals_match_special_tokens() {
+    let (tok, eos) = common::tiny(Family::Mistral);
+    let marker = tok.token_to_id("[TOOL_CALLS]").expect("mistral has [TOOL_CALLS]");
+    let schema = json!({"type": "array", "minItems": 1, "maxItems": 2, "items": weather_schema()});
+    let grammar = format!("start: \"[TOOL_CALLS] \" {}", json_lark_fragment(&schema));
+
+    let plain = ConstraintFactory::new(&tok, &eos).expect("factory");
+    let mut c = plain.constraint(&grammar).expect("grammar compiles");
+    assert!(!c.allowed_tokens().expect("mask").contains(&marker));
+
+    let f = ConstraintFactory::with_text_tokens(&tok, &eos, &["[TOOL_CALLS]"]).expect("factory");
+    for seed in 0..3 {
+        let mut c = f.constraint(&grammar).expect("grammar compiles");
+        let run = random_run(&mut c, f.vocab_size(), &eos, seed, 3000);
+        assert_eq!(run.tokens.first(), Some(&marker));
+        let text = tok.decode(&run.tokens, false).expect("decode");
+        let body = text.strip_prefix("[TOOL_CALLS] ").unwrap_or_else(|| panic!("{text:?}"));
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        validate(&v, &schema, "$").unwrap_or_else(|e| panic!("{e}: {body}"));
+    }
+    let err = ConstraintFactory::with_text_tokens(&tok, &eos, &["[NOPE]"]).expect_err("unknown token");
+    assert!(
+        matches!(err, Error::UnknownAddedToken { .. }) && err.to_string().contains("[NOPE]"),
+        "{err}"
+    );
+}
