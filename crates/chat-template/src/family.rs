@@ -309,7 +309,7 @@ pub struct ConverseSupport {
     pub converse: bool,
     /// Tool definitions reach the prompt and an assistant tool call + tool result render.
     pub tools: bool,
-    /// Why either is false (empty when both are true).
+    /// Why either is false, plus notes (e.g. a template that ignores `add_generation_prompt`, as Mistral's do).
     pub reasons: Vec<String>,
 }
 
@@ -390,7 +390,8 @@ pub fn converse_support(t: &ChatTemplate) -> ConverseSupport {
     let round_trip = vec![
         json!({"role": "system", "content": system_marker}),
         json!({"role": "user", "content": user_marker}),
-        json!({"role": "assistant", "tool_calls": [{"id": "call0A1b2", "type": "function",
+        // Content "" (not absent): what OpenAI-style clients send with tool calls; some templates (Qwen3) need it.
+        json!({"role": "assistant", "content": "", "tool_calls": [{"id": "call0A1b2", "type": "function",
             "function": {"name": "cmi_probe_lookup", "arguments": {"key": "k"}}}]}),
         json!({"role": "tool", "tool_call_id": "call0A1b2", "name": "cmi_probe_lookup",
             "content": "cmi-probe-result-55e1"}),
@@ -420,3 +421,6 @@ pub fn converse_support(t: &ChatTemplate) -> ConverseSupport {
         reasons,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -319,7 +319,9 @@ pub fn undo(dir: &Path, dry_run: bool) -> Result<FixOutcome, Error> {
 }
 
 fn unified_diff(path: &Path, old: &str, new: &str) -> String {
-    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)

@@ -307,11 +307,11 @@ impl ChatTemplate {
             messages.push(normalize_message(i, m)?);
         }
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
-        ctx.insert("messages".into(), Value::from(minijinja::value::Serde(&messages)));
+        ctx.insert("messages".into(), Value::from(messages));
         ctx.insert(
             "tools".into(),
             match &req.tools {
-                Some(t) => Value::from(minijinja::value::Serde(t)),
+                Some(t) => Value::from(t.iter().map(json_to_value).collect::<Vec<_>>()),
                 None => Value::from(()),
             },
         );
@@ -326,7 +326,7 @@ impl ChatTemplate {
                     "template_kwargs may not set `{k}`: it is a render argument"
                 )));
             }
-            ctx.insert(k.clone(), Value::from(minijinja::value::Serde(v)));
+            ctx.insert(k.clone(), json_to_value(v));
         }
         ctx.insert(
             NOW_VAR.into(),
@@ -338,31 +338,61 @@ impl ChatTemplate {
 
 /// transformers' `_normalize_chat_messages` + `_alias_reasoning_fields`: top-level `null` keys dropped, reasoning
 /// aliased to `thinking` (first) and `reasoning_content`.
-fn normalize_message(index: usize, m: &Json) -> Result<Json, Error> {
+fn normalize_message(index: usize, m: &Json) -> Result<Value, Error> {
     let Json::Object(obj) = m else {
         return Err(Error::Request(format!(
             "message {index} must be an object, found {}",
             load::short(m)
         )));
     };
-    let mut out: Map<String, Json> = obj
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     let reasoning = ["reasoning_content", "thinking", "reasoning"]
         .iter()
-        .find_map(|k| out.get(*k).cloned());
-    if let Some(r) = reasoning {
-        let mut aliased = Map::with_capacity(out.len() + 2);
-        aliased.insert("thinking".into(), r.clone());
-        for (k, v) in out {
-            aliased.insert(k, v);
+        .find_map(|k| obj.get(*k).filter(|v| !v.is_null()));
+    let kept = obj.iter().filter(|(_, v)| !v.is_null());
+    Ok(match reasoning {
+        None => Value::from_pairs(kept.map(|(k, v)| (k.as_str(), json_to_value(v)))),
+        Some(r) => {
+            let r = json_to_value(r);
+            let mut out: Vec<(&str, Value)> = Vec::with_capacity(obj.len() + 2);
+            out.push(("thinking", r.clone()));
+            let mut has_rc = false;
+            for (k, v) in obj.iter().filter(|(_, v)| !v.is_null()) {
+                match k.as_str() {
+                    // `**message` overwrites the value but the key keeps its first place.
+                    "thinking" => out[0].1 = json_to_value(v),
+                    "reasoning_content" => {
+                        has_rc = true;
+                        out.push(("reasoning_content", r.clone()));
+                    }
+                    other => out.push((other, json_to_value(v))),
+                }
+            }
+            if !has_rc {
+                out.push(("reasoning_content", r));
+            }
+            Value::from_pairs(out)
         }
-        aliased.insert("reasoning_content".into(), r);
-        out = aliased;
+    })
+}
+
+/// Converts JSON to a template value directly (no serde round trip), keeping object key order.
+pub(crate) fn json_to_value(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::from(()),
+        Json::Bool(b) => Value::from(*b),
+        Json::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Array(a) => Value::from(a.iter().map(json_to_value).collect::<Vec<_>>()),
+        Json::Object(o) => Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), json_to_value(v)))),
     }
-    Ok(Json::Object(out))
 }
 
 /// An output sink that refuses to grow past a limit (minijinja then stops rendering).
@@ -416,6 +446,9 @@ fn new_environment(limits: Limits) -> Environment<'static> {
         env.set_syntax(s);
     }
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // Debug mode (minijinja's default in debug builds) copies the template state into every error: slow, and our
+    // errors carry line numbers without it.
+    env.set_debug(false);
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     env.set_fuel(limits.fuel);
     env.set_recursion_limit(200);

@@ -127,6 +127,11 @@ fn null_keys_are_dropped_and_reasoning_aliased() {
         render("{{ messages[0].content is defined }} {{ messages[0]|list }}", &r).unwrap(),
         "False ['thinking', 'role', 'reasoning', 'reasoning_content']"
     );
+    let r = req(json!([{"role": "assistant", "reasoning_content": "a", "thinking": "b"}]));
+    assert_eq!(
+        render("{{ messages[0]|items|list }}", &r).unwrap(),
+        "[('thinking', 'b'), ('role', 'assistant'), ('reasoning_content', 'a')]"
+    );
 }
 
 #[test]
