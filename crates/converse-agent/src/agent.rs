@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub starts_in_reasoning: bool,
     /// Token budget for the history sent (defaults from the entry's `contextLength`).
     pub history_budget: Option<usize>,
+    /// Force this tool on the first model call of each turn (`toolChoice: {tool: {name}}`); later calls are `auto`.
+    pub first_tool_choice: Option<String>,
 }
 
 impl AgentConfig {
@@ -57,6 +59,7 @@ impl AgentConfig {
             retry: RetryPolicy::default(),
             starts_in_reasoning: false,
             history_budget: None,
+            first_tool_choice: None,
         }
     }
 
@@ -280,8 +283,8 @@ impl Agent {
             emit(AgentEvent::Request { step, api });
             let mut asm = Assembler::new(self.config.starts_in_reasoning);
             let r = match api {
-                Api::ConverseStream => self.stream_once(msgs, tools, &mut asm, emit).await,
-                Api::Converse => self.converse_once(msgs, tools, &mut asm, emit).await,
+                Api::ConverseStream => self.stream_once(step, msgs, tools, &mut asm, emit).await,
+                Api::Converse => self.converse_once(step, msgs, tools, &mut asm, emit).await,
                 Api::InvokeModel => self.invoke_once(msgs, tools, &mut asm, emit).await,
             };
             let failure = match r {
@@ -351,7 +354,7 @@ impl Agent {
         }
     }
 
-    fn sdk_parts(&self, msgs: &[Message], tools: bool) -> Result<SdkParts, Error> {
+    fn sdk_parts(&self, msgs: &[Message], tools: bool, step: usize) -> Result<SdkParts, Error> {
         let messages = msgs.iter().map(message::to_sdk).collect::<Result<Vec<_>, _>>()?;
         let system = self
             .config
@@ -375,9 +378,23 @@ impl Agent {
                         .map_err(|e| Error::Request { message: e.to_string() })?,
                 ));
             }
+            let choice = self
+                .config
+                .first_tool_choice
+                .as_ref()
+                .filter(|_| step == 1)
+                .map(|name| {
+                    sdk::SpecificToolChoice::builder()
+                        .name(name)
+                        .build()
+                        .map(sdk::ToolChoice::Tool)
+                })
+                .transpose()
+                .map_err(|e| Error::Request { message: e.to_string() })?;
             Some(
                 sdk::ToolConfiguration::builder()
                     .set_tools(Some(specs))
+                    .set_tool_choice(choice)
                     .build()
                     .map_err(|e| Error::Request { message: e.to_string() })?,
             )
@@ -389,12 +406,13 @@ impl Agent {
 
     async fn stream_once(
         &self,
+        step: usize,
         msgs: &[Message],
         tools: bool,
         asm: &mut Assembler,
         emit: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<(), Attempt> {
-        let (messages, system, inference, tool_config) = self.sdk_parts(msgs, tools).map_err(Attempt::Failed)?;
+        let (messages, system, inference, tool_config) = self.sdk_parts(msgs, tools, step).map_err(Attempt::Failed)?;
         let resp = self
             .client
             .converse_stream()
@@ -424,12 +442,13 @@ impl Agent {
 
     async fn converse_once(
         &self,
+        step: usize,
         msgs: &[Message],
         tools: bool,
         asm: &mut Assembler,
         emit: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<(), Attempt> {
-        let (messages, system, inference, tool_config) = self.sdk_parts(msgs, tools).map_err(Attempt::Failed)?;
+        let (messages, system, inference, tool_config) = self.sdk_parts(msgs, tools, step).map_err(Attempt::Failed)?;
         let resp = self
             .client
             .converse()
