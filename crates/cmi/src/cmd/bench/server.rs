@@ -145,6 +145,53 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
         pct(&lat, 0.99).as_secs_f64() * 1e3
     );
 
+    // The same generation in-process: template render + engine, no HTTP, SigV4 or JSON.
+    let engine = {
+        let d = model_dir.clone();
+        tokio::task::spawn_blocking(move || infer_engine::Engine::load(&d, infer_engine::LoadOptions::default()))
+            .await??
+    };
+    let template = chat_template::ChatTemplate::from_model_dir(&model_dir)?;
+    let n = args.requests;
+    let (mut local, local_total) = tokio::task::spawn_blocking(move || -> Result<(Vec<Duration>, Duration)> {
+        let mut local = Vec::with_capacity(n);
+        let t = Instant::now();
+        for _ in 0..n {
+            let t1 = Instant::now();
+            let prompt = template.render(&chat_template::RenderRequest {
+                messages: vec![serde_json::json!({"role": "user", "content": "Hi"})],
+                tools: None,
+                add_generation_prompt: true,
+                template_kwargs: serde_json::Map::new(),
+                now: None,
+            })?;
+            let mut req = infer_engine::GenerateRequest::new(prompt);
+            req.max_tokens = 1;
+            req.sampling.temperature = 0.0;
+            let mut g = engine.generate(req)?;
+            while let Some(ev) = g.blocking_next() {
+                if matches!(ev, infer_engine::EngineEvent::Done { .. } | infer_engine::EngineEvent::Failed { .. }) {
+                    break;
+                }
+            }
+            local.push(t1.elapsed());
+        }
+        Ok((local, t.elapsed()))
+    })
+    .await??;
+    local.sort();
+    let (p50s, p50l) = (pct(&lat, 0.5), pct(&local, 0.5));
+    println!(
+        "same generation in-process:            {:.1} req/s, p50 {:.2} ms, p99 {:.2} ms",
+        args.requests as f64 / local_total.as_secs_f64(),
+        p50l.as_secs_f64() * 1e3,
+        pct(&local, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "server overhead per request at p50: {:.2} ms (aim: under 2 ms)",
+        (p50s.as_secs_f64() - p50l.as_secs_f64()) * 1e3
+    );
+
     let t = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.streams {
@@ -177,3 +224,4 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
+
