@@ -44,7 +44,9 @@ pub(crate) struct Args {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h"))?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
@@ -55,7 +57,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_model_flag(s: &str) -> Result<(String, bool), String> {
-    let (name, v) = s.split_once('=').ok_or_else(|| format!("invalid {s:?}: expected NAME=true or NAME=false"))?;
+    let (name, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid {s:?}: expected NAME=true or NAME=false"))?;
     let on = match v {
         "true" | "on" | "yes" => true,
         "false" | "off" | "no" => false,
@@ -79,7 +83,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         config.region = r.clone();
     }
     if let (Some(ak), Some(sk)) = (args.access_key_id, args.secret_access_key) {
-        config.credentials = Some(bedrock_server::Credentials { access_key_id: ak, secret_access_key: sk });
+        config.credentials = Some(bedrock_server::Credentials {
+            access_key_id: ak,
+            secret_access_key: sk,
+        });
     }
     config.warm = args.warm;
     config.idle_unload = args.idle_unload;
@@ -88,7 +95,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     config.model_timeout = Some(args.model_timeout);
     config.advertise = true;
     if !args.bind.is_loopback() {
-        eprintln!("warning: binding {} exposes the local Bedrock beyond this machine (requests still need SigV4)", args.bind);
+        eprintln!(
+            "warning: binding {} exposes the local Bedrock beyond this machine (requests still need SigV4)",
+            args.bind
+        );
     }
     let server = bedrock_server::start(config)
         .await

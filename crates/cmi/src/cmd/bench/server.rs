@@ -23,7 +23,13 @@ pub(crate) struct Args {
 }
 
 fn creds(c: &bedrock_server::Credentials) -> aws_credential_types::Credentials {
-    aws_credential_types::Credentials::new(c.access_key_id.clone(), c.secret_access_key.clone(), None, None, "bench")
+    aws_credential_types::Credentials::new(
+        c.access_key_id.clone(),
+        c.secret_access_key.clone(),
+        None,
+        None,
+        "bench",
+    )
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -51,8 +57,16 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
     println!("local Bedrock bench ({url}, data in {})", dir.display());
 
     // S3 throughput.
-    s3.create_bucket().bucket("bench").send().await.context("create bucket")?;
-    let sizes: &[(usize, usize)] = if args.small_only { &[(1 << 20, 20)] } else { &[(1 << 20, 20), (64 << 20, 3)] };
+    s3.create_bucket()
+        .bucket("bench")
+        .send()
+        .await
+        .context("create bucket")?;
+    let sizes: &[(usize, usize)] = if args.small_only {
+        &[(1 << 20, 20)]
+    } else {
+        &[(1 << 20, 20), (64 << 20, 3)]
+    };
     for &(size, n) in sizes {
         let data = vec![0x5au8; size];
         let t = Instant::now();
@@ -68,7 +82,13 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
         let put = t.elapsed();
         let t = Instant::now();
         for i in 0..n {
-            let o = s3.get_object().bucket("bench").key(format!("obj-{size}-{i}")).send().await.context("get_object")?;
+            let o = s3
+                .get_object()
+                .bucket("bench")
+                .key(format!("obj-{size}-{i}"))
+                .send()
+                .await
+                .context("get_object")?;
             let b = o.body.collect().await.context("read body")?;
             anyhow::ensure!(b.into_bytes().len() == size, "short read");
         }
@@ -102,7 +122,9 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
         .imported_model_name("bench-tiny")
         .role_arn("arn:aws:iam::000000000000:role/bench")
         .model_data_source(aws_sdk_bedrock::types::ModelDataSource::S3DataSource(
-            aws_sdk_bedrock::types::S3DataSource::builder().s3_uri("s3://bench/tiny/").build()?,
+            aws_sdk_bedrock::types::S3DataSource::builder()
+                .s3_uri("s3://bench/tiny/")
+                .build()?,
         ))
         .send()
         .await?
@@ -121,10 +143,20 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
     };
 
     let rt = aws_sdk_bedrockruntime::Client::new(&sdk);
-    let msg = Message::builder().role(ConversationRole::User).content(ContentBlock::Text("Hi".into())).build()?;
+    let msg = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("Hi".into()))
+        .build()?;
     let ic = InferenceConfiguration::builder().max_tokens(1).temperature(0.0).build();
     // Warm-up call (loads the model); tells whether this build can generate at all.
-    if let Err(e) = rt.converse().model_id(&model_arn).messages(msg.clone()).inference_config(ic.clone()).send().await {
+    if let Err(e) = rt
+        .converse()
+        .model_id(&model_arn)
+        .messages(msg.clone())
+        .inference_config(ic.clone())
+        .send()
+        .await
+    {
         let e = e.into_service_error();
         println!("converse: skipped, the server cannot generate in this build ({e})");
         return Ok(ExitCode::SUCCESS);
@@ -133,7 +165,12 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
     let t = Instant::now();
     for _ in 0..args.requests {
         let t1 = Instant::now();
-        rt.converse().model_id(&model_arn).messages(msg.clone()).inference_config(ic.clone()).send().await?;
+        rt.converse()
+            .model_id(&model_arn)
+            .messages(msg.clone())
+            .inference_config(ic.clone())
+            .send()
+            .await?;
         lat.push(t1.elapsed());
     }
     let total = t.elapsed();
@@ -170,7 +207,10 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
             req.sampling.temperature = 0.0;
             let mut g = engine.generate(req)?;
             while let Some(ev) = g.blocking_next() {
-                if matches!(ev, infer_engine::EngineEvent::Done { .. } | infer_engine::EngineEvent::Failed { .. }) {
+                if matches!(
+                    ev,
+                    infer_engine::EngineEvent::Done { .. } | infer_engine::EngineEvent::Failed { .. }
+                ) {
                     break;
                 }
             }
@@ -198,8 +238,17 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
         let rt = rt.clone();
         let (m, msg) = (model_arn.clone(), msg.clone());
         tasks.push(tokio::spawn(async move {
-            let ic = InferenceConfiguration::builder().max_tokens(16).temperature(0.0).build();
-            let mut out = rt.converse_stream().model_id(m).messages(msg).inference_config(ic).send().await?;
+            let ic = InferenceConfiguration::builder()
+                .max_tokens(16)
+                .temperature(0.0)
+                .build();
+            let mut out = rt
+                .converse_stream()
+                .model_id(m)
+                .messages(msg)
+                .inference_config(ic)
+                .send()
+                .await?;
             let mut n = 0usize;
             while let Some(_ev) = out.stream.recv().await? {
                 n += 1;
@@ -214,8 +263,16 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
             Err(e) => println!("stream failed: {e:#}"),
         }
     }
-    println!("{} concurrent ConverseStream: {ok} completed without error in {:.2} s", args.streams, t.elapsed().as_secs_f64());
-    Ok(if ok == args.streams { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    println!(
+        "{} concurrent ConverseStream: {ok} completed without error in {:.2} s",
+        args.streams,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(if ok == args.streams {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
@@ -224,4 +281,3 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
-
