@@ -447,7 +447,22 @@ impl Run<'_> {
         if l.size <= part_size {
             self.put_whole(l).await?;
         } else {
-            self.put_multipart(l, part_size).await?;
+            let mut resumed = false;
+            match self.put_multipart(l, part_size, true, &mut resumed).await {
+                Ok(()) => {}
+                // A resumed upload the store no longer accepts (expired, aborted, or broken by a completion that
+                // was cut off half-way): start this file over once, from a fresh upload.
+                Err(e @ Error::S3 { .. }) if resumed => {
+                    tracing::warn!(key = %l.file.key, error = %e, "the interrupted upload cannot be continued; starting it over");
+                    let journal_key = format!("{}/{}", self.bucket, l.file.key);
+                    let mut j = lock(&self.journal);
+                    j.data.uploads.remove(&journal_key);
+                    j.save()?;
+                    drop(j);
+                    self.put_multipart(l, part_size, false, &mut resumed).await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.verify(l).await?;
         self.progress.event(Event::FileDone {
@@ -520,13 +535,25 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn put_multipart(&self, l: &Local, part_size: u64) -> Result<(), Error> {
+    async fn put_multipart(
+        &self,
+        l: &Local,
+        part_size: u64,
+        allow_resume: bool,
+        resumed_out: &mut bool,
+    ) -> Result<(), Error> {
         let key = &l.file.key;
         let journal_key = format!("{}/{}", self.bucket, key);
         let nparts = l.size.div_ceil(part_size) as i32;
         let b64 = crc32c_base64(l.crc);
 
-        let (upload_id, mut done) = match self.resume(l, part_size, &journal_key).await {
+        let resumable = if allow_resume {
+            self.resume(l, part_size, &journal_key).await
+        } else {
+            None
+        };
+        *resumed_out = resumable.is_some();
+        let (upload_id, mut done) = match resumable {
             Some(r) => r,
             None => {
                 let out = self
