@@ -455,10 +455,11 @@ impl Run<'_> {
                 Err(e @ Error::S3 { .. }) if resumed => {
                     tracing::warn!(key = %l.file.key, error = %e, "the interrupted upload cannot be continued; starting it over");
                     let journal_key = format!("{}/{}", self.bucket, l.file.key);
-                    let mut j = lock(&self.journal);
-                    j.data.uploads.remove(&journal_key);
-                    j.save()?;
-                    drop(j);
+                    {
+                        let mut j = lock(&self.journal);
+                        j.data.uploads.remove(&journal_key);
+                        j.save()?;
+                    }
                     self.put_multipart(l, part_size, false, &mut resumed).await?;
                 }
                 Err(e) => return Err(e),
