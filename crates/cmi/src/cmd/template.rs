@@ -94,8 +94,8 @@ fn render(a: RenderArgs) -> Result<ExitCode> {
     } else {
         std::fs::read_to_string(&a.request).with_context(|| format!("read {}", a.request.display()))?
     };
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", a.request.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", a.request.display()))?;
     let mut req = RenderRequest::from_json(&json).with_context(|| format!("{}", a.request.display()))?;
     req.now = a.now.as_deref().map(parse_now).transpose()?;
     let template = ChatTemplate::from_model_dir(&a.model_dir)?;
@@ -132,7 +132,10 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         println!("{}", a.dir.display());
         println!("  family:            {}", r.family);
-        println!("  chat template:     {}", if r.template_found { "found" } else { "missing" });
+        println!(
+            "  chat template:     {}",
+            if r.template_found { "found" } else { "missing" }
+        );
         println!("  tool-call syntax:  {}", r.tool_syntax);
         println!("  Converse:          {}", yes_no(r.support.converse));
         println!("  Converse + tools:  {}", yes_no(r.support.tools));
@@ -140,7 +143,10 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
             println!("    - {reason}");
         }
         match r.fix_family {
-            Some(f) => println!("  fix: `cmi template fix {}` installs the {f} template", a.dir.display()),
+            Some(f) => println!(
+                "  fix: `cmi template fix {}` installs the {f} template",
+                a.dir.display()
+            ),
             None if !ok => println!("  fix: no ready-made template for this family; pass --family to choose one"),
             None => {}
         }
@@ -152,7 +158,13 @@ fn fix(a: FixArgs) -> Result<ExitCode> {
     let out = if a.undo {
         chat_template::undo(&a.dir, a.dry_run)?
     } else {
-        chat_template::fix(&a.dir, &FixOptions { family: a.family, dry_run: a.dry_run })?
+        chat_template::fix(
+            &a.dir,
+            &FixOptions {
+                family: a.family,
+                dry_run: a.dry_run,
+            },
+        )?
     };
     print!("{}", out.diff);
     for (from, to) in &out.moved {

@@ -51,7 +51,10 @@ fn read_json(p: &Path) -> Result<Value> {
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     let corpus = args.corpus.clone();
     if !corpus.join("manifest.json").is_file() {
-        bail!("{} holds no corpus (manifest.json); pass --corpus DIR", corpus.display());
+        bail!(
+            "{} holds no corpus (manifest.json); pass --corpus DIR",
+            corpus.display()
+        );
     }
     let manifest = read_json(&corpus.join("manifest.json"))?;
     let now = chat_template::chrono::NaiveDateTime::parse_from_str(
@@ -76,14 +79,22 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     for c in manifest["cases"].as_array().context("manifest: cases")? {
         let tname = c["template"].as_str().context("case template")?;
         let template = names.iter().position(|n| n == tname).context("case template unknown")?;
-        let conv = read_json(&corpus.join(format!("conversations/{}.json", c["conversation"].as_str().unwrap_or(""))))?;
+        let conv = read_json(&corpus.join(format!(
+            "conversations/{}.json",
+            c["conversation"].as_str().unwrap_or("")
+        )))?;
         let mut request = RenderRequest::from_json(&conv)?;
         request.now = Some(now);
         let expected = match c["outcome"].as_str() {
             Some("text") => Some(std::fs::read(corpus.join(c["expected_file"].as_str().unwrap_or("")))?),
             _ => None,
         };
-        cases.push(Case { id: c["id"].as_str().unwrap_or("").to_owned(), template, request, expected });
+        cases.push(Case {
+            id: c["id"].as_str().unwrap_or("").to_owned(),
+            template,
+            request,
+            expected,
+        });
     }
 
     // Correctness first: the figures are only worth printing if the renders are right.
@@ -123,7 +134,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         let python = ensure_venv(&venv)?;
         let script = ctx.paths.cache_dir.join("transformers_bench.py");
         std::fs::write(&script, PY_BENCH).with_context(|| format!("write {}", script.display()))?;
-        eprintln!("timing transformers ({} passes over {} cases)...", args.python_iterations, cases.len());
+        eprintln!(
+            "timing transformers ({} passes over {} cases)...",
+            args.python_iterations,
+            cases.len()
+        );
         let out = Command::new(&python)
             .arg(&script)
             .arg(&corpus)
@@ -136,7 +151,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             bail!("transformers bench failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout.lines().rev().find(|l| l.starts_with('{')).context("no JSON from the Python bench")?;
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .context("no JSON from the Python bench")?;
         Some(serde_json::from_str::<Value>(line)?)
     };
 
@@ -151,7 +170,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("chat-template corpus: {} cases ({} wrong), cmi {profile} build", cases.len(), wrong.len());
+        println!(
+            "chat-template corpus: {} cases ({} wrong), cmi {profile} build",
+            cases.len(),
+            wrong.len()
+        );
         for id in &wrong {
             println!("  WRONG {id}");
         }
@@ -175,7 +198,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if wrong.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if wrong.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Creates `venv` with transformers and jinja2 (no torch) unless it already imports them; returns its python.
@@ -191,7 +218,10 @@ fn ensure_venv(venv: &Path) -> Result<PathBuf> {
     if python.is_file() && works(&python) {
         return Ok(python);
     }
-    eprintln!("setting up {} (pip install transformers jinja2; no torch)...", venv.display());
+    eprintln!(
+        "setting up {} (pip install transformers jinja2; no torch)...",
+        venv.display()
+    );
     let status = Command::new("python3")
         .args(["-m", "venv"])
         .arg(venv)
