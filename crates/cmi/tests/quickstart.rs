@@ -41,9 +41,17 @@ fn quickstart_imports_the_demo_model_and_calls_a_tool_then_reuses_everything() {
         assert!(stderr.contains(step), "missing step {step}\n--- stderr\n{stderr}");
     }
     let all = format!("{stdout}\n{stderr}");
-    // The demo question is sent with toolChoice any: the model must call list_files, and its result names the file.
-    assert!(all.contains("list_files"), "no tool call shown\n{all}");
-    assert!(all.contains("notes.txt"), "tool result not shown\n{all}");
+    // The demo question is sent with toolChoice any: the model must call read_file (constrained decoding makes the call
+    // well-formed), the tool's result goes back to the model, and the turn ends with its answer. Which path a 135M
+    // model asks for varies, so the result may be a tool error: that is still a full round trip.
+    assert!(
+        all.contains("→ read_file {\"path\":"),
+        "no well-formed tool call shown\n{all}"
+    );
+    assert!(
+        all.contains("quickstart: the whole flow ran"),
+        "the turn did not finish\n{all}"
+    );
     let registry = std::fs::read_to_string(home.path().join("config/cmi/models.json")).expect("registry written");
     assert!(
         registry.contains("smollm2-135m-instruct"),

@@ -59,6 +59,9 @@ pub(crate) struct Args {
         default_value = "ls,cat,pwd,echo,head,tail,wc,grep,find"
     )]
     allow: Vec<String>,
+    /// Sampling temperature (0 = greedy); the model's default when not given.
+    #[arg(long)]
+    temperature: Option<f32>,
     /// Converse `toolChoice` for the first model call of a turn: `auto`, `any` (the model must call a tool) or a
     /// tool's name.
     #[arg(long, value_name = "auto|any|TOOL")]
@@ -120,6 +123,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     config.max_steps = args.max_steps;
     config.use_tools = !args.no_tools;
     config.first_tool_choice = args.tool_choice.clone();
+    config.temperature = args.temperature;
     config.retry = RetryPolicy {
         cold_start_timeout: args.cold_start_timeout,
         ..RetryPolicy::default()

@@ -15,7 +15,11 @@ use crate::ctx::{Ctx, LocalEndpoint};
 const DEMO_NAME: &str = "smollm2-135m-instruct";
 
 /// The first question: it needs a tool, and Converse `toolChoice: any` makes the model call one.
-const DEMO_QUESTION: &str = "List the files in the workspace: call list_files with the path \".\".";
+const DEMO_QUESTION: &str = "What does the file notes.txt say? Read it with the read_file tool.";
+
+/// Like any coding agent, the demo tells the model what its workspace holds.
+const DEMO_SYSTEM: &str = "You are a helpful assistant with tools for the files in the user's workspace. \
+                           The workspace contains one file: notes.txt.";
 
 /// A 135M model can wander; a short answer keeps the demo quick (a cut-off tool call is reported, not run).
 const DEMO_MAX_TOKENS: &str = "200";
@@ -81,7 +85,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         detail(&format!("already imported as {arn}: reusing it"));
     } else {
         let folder_arg = folder.to_string_lossy().to_string();
-        let code = import::run(sub(&[&folder_arg, "--name", DEMO_NAME, "--warm"])?, &ctx).await?;
+        let code = import::run(sub(&[&folder_arg, "--name", DEMO_NAME])?, &ctx).await?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
