@@ -103,3 +103,15 @@ fn engine_greedy_text_equals_transformers_until_a_near_tie() {
         "only {compared} tokens compared: the fixture needs prompts without early near-ties"
     );
 }
+
+/// The default (bf16) conversion, as the quickstart imports it, answers a plain question sensibly and stops on EOS.
+#[test]
+fn bf16_demo_folder_answers_the_capital_of_france() {
+    let dir = common::converted_with("model-convert-greedy-bf16", model_convert::DType::BF16);
+    let engine = Engine::load(dir, LoadOptions::default()).expect("engine loads the converted folder");
+    let prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+                  <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let (text, stop, _) = run(&engine, prompt, 30);
+    assert!(text.contains("Paris"), "{text}");
+    assert!(matches!(stop, StopReason::EndTurn | StopReason::MaxTokens), "{stop:?}");
+}

@@ -54,3 +54,12 @@ pub fn converted(name: &str) -> &'static Path {
         out
     })
 }
+
+/// Converts the demo GGUF at `dtype` into a fresh folder of the test target dir.
+#[allow(dead_code)] // Not every test binary that includes this module uses it.
+pub fn converted_with(name: &str, dtype: DType) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let opts = ConvertOptions::with_dtype(dtype).overwrite(true);
+    model_convert::gguf::convert_with(&demo_gguf(), &out, &opts, &mut |_| {}).expect("demo GGUF converts");
+    out
+}
