@@ -108,7 +108,7 @@ fn engine_greedy_text_equals_transformers_until_a_near_tie() {
 #[test]
 fn bf16_demo_folder_answers_the_capital_of_france() {
     let dir = common::converted_with("model-convert-greedy-bf16", model_convert::DType::BF16);
-    let engine = Engine::load(dir, LoadOptions::default()).expect("engine loads the converted folder");
+    let engine = Engine::load(&dir, LoadOptions::default()).expect("engine loads the converted folder");
     let prompt = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
                   <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
     let (text, stop, _) = run(&engine, prompt, 30);
