@@ -32,6 +32,25 @@ pub enum OutputPiece {
 /// Parses a complete generation; `thinking_open` says the prompt left the model inside `<think>`.
 pub type OutputParse = Arc<dyn Fn(&str, bool) -> Vec<OutputPiece> + Send + Sync>;
 
+/// The chat-template crate's parser for `syntax`: text, `<think>` reasoning and tool calls in the family's own form.
+pub fn template_parser(syntax: chat_template::ToolSyntax) -> OutputParse {
+    Arc::new(move |text: &str, thinking_open: bool| {
+        let mut parser = chat_template::parse::OutputParser::new(syntax, thinking_open);
+        let mut events = parser.feed(text);
+        events.extend(parser.finish());
+        events
+            .into_iter()
+            .map(|e| match e {
+                chat_template::parse::ParseEvent::Text(t) => OutputPiece::Text(t),
+                chat_template::parse::ParseEvent::Reasoning(r) => OutputPiece::Reasoning(r),
+                chat_template::parse::ParseEvent::ToolCall { name, arguments } => {
+                    OutputPiece::ToolCall { name, arguments }
+                }
+            })
+            .collect()
+    })
+}
+
 /// A parser that splits `<think>` reasoning and reads no tool calls: the fallback when the template teaches no
 /// tool-call syntax.
 pub fn think_only_parser() -> OutputParse {
@@ -92,12 +111,11 @@ impl InvokeBackend {
         }
     }
 
-    /// The template of the model folder the import used, with the think-only parser.
+    /// The template of the model folder the import used, with the parser for the tool-call syntax it teaches.
     pub fn from_model_dir(dir: &Path) -> Result<InvokeBackend, chat_template::Error> {
-        Ok(InvokeBackend::new(
-            ChatTemplate::from_model_dir(dir)?,
-            think_only_parser(),
-        ))
+        let template = ChatTemplate::from_model_dir(dir)?;
+        let parse = template_parser(template.tool_syntax());
+        Ok(InvokeBackend::new(template, parse))
     }
 
     /// Whether the model's output starts as reasoning.

@@ -714,3 +714,32 @@ async fn step_limit_stops_a_looping_model() {
     assert_eq!(rule.num_calls(), 3);
     assert_eq!(history.len(), 7);
 }
+
+/// The InvokeModel path reads tool calls in the syntax the model's template teaches, and reasoning, as Converse would.
+#[test]
+fn invoke_path_parses_tool_calls_and_reasoning_from_raw_output() {
+    use crate::invoke::{OutputPiece, template_parser};
+    let parse = template_parser(chat_template::ToolSyntax::Hermes);
+    let out = "<think>the user wants a file</think>Let me look.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"notes.txt\"}}\n</tool_call>";
+    let pieces = parse(out, false);
+    assert!(
+        pieces.contains(&OutputPiece::Reasoning("the user wants a file".into())),
+        "{pieces:?}"
+    );
+    assert!(
+        pieces.contains(&OutputPiece::ToolCall {
+            name: "read_file".into(),
+            arguments: serde_json::json!({"path": "notes.txt"})
+        }),
+        "{pieces:?}"
+    );
+    // A malformed call stays text rather than being run.
+    let bad = parse(
+        "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\n</tool_call>",
+        false,
+    );
+    assert!(
+        bad.iter().all(|p| !matches!(p, OutputPiece::ToolCall { .. })),
+        "{bad:?}"
+    );
+}
