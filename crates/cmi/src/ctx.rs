@@ -151,19 +151,7 @@ impl Ctx {
     pub(crate) async fn aws(&self) -> Result<AwsTarget> {
         let region = self.global.region.clone();
         if let Some(local) = &self.local {
-            let sdk = self
-                .loader(Some(local.region.clone()))
-                .endpoint_url(&local.endpoint_url)
-                .credentials_provider(static_credentials(&local.credentials))
-                .load()
-                .await;
-            return Ok(AwsTarget {
-                sdk,
-                region: local.region.clone(),
-                local: true,
-                endpoint_url: Some(local.endpoint_url.clone()),
-                _server: None,
-            });
+            return Ok(self.local_aws(local.clone(), None).await);
         }
         if let Some(url) = &self.global.endpoint_url {
             let local_creds = bedrock_server::read_credentials(&self.paths.data_dir).ok().flatten();
@@ -204,51 +192,65 @@ impl Ctx {
     }
 
     async fn local_target(&self, region: Option<String>) -> Result<AwsTarget> {
+        let (local, server) = self.find_or_start_local(region, None).await?;
+        match &server {
+            None => eprintln!("using the local Bedrock at {} (no AWS configured)", local.endpoint_url),
+            Some(_) => eprintln!(
+                "no AWS configured: using a local Bedrock in this process ({})",
+                local.endpoint_url
+            ),
+        }
+        Ok(self.local_aws(local, server).await)
+    }
+
+    /// The local Bedrock that `cmi serve` runs on this data directory, or a new one started in this process (returned
+    /// too, so the caller keeps it alive).
+    pub(crate) async fn find_or_start_local(
+        &self,
+        region: Option<String>,
+        quantize: Option<String>,
+    ) -> Result<(LocalEndpoint, Option<bedrock_server::RunningServer>)> {
         let data_dir = &self.paths.data_dir;
         if let Some(running) = bedrock_server::find_running(data_dir).await {
             tracing::info!(endpoint = %running.endpoint_url, "using the local Bedrock started by `cmi serve`");
-            eprintln!(
-                "using the local Bedrock at {} (no AWS configured)",
-                running.endpoint_url
-            );
-            let sdk = self
-                .loader(Some(running.region.clone()))
-                .endpoint_url(&running.endpoint_url)
-                .credentials_provider(static_credentials(&running.credentials))
-                .load()
-                .await;
-            return Ok(AwsTarget {
-                sdk,
+            let local = LocalEndpoint {
+                endpoint_url: running.endpoint_url,
                 region: running.region,
-                local: true,
-                endpoint_url: Some(running.endpoint_url),
-                _server: None,
-            });
+                credentials: running.credentials,
+            };
+            return Ok((local, None));
         }
         let mut config = bedrock_server::ServerConfig::new(data_dir.clone());
         if let Some(r) = region {
             config.region = r;
         }
+        config.quantize = quantize;
         let server = bedrock_server::start(config)
             .await
             .with_context(|| format!("starting the local Bedrock in {}", data_dir.display()))?;
-        eprintln!(
-            "no AWS configured: using a local Bedrock in this process ({})",
-            server.endpoint_url()
-        );
+        let local = LocalEndpoint {
+            endpoint_url: server.endpoint_url(),
+            region: server.region().to_string(),
+            credentials: server.credentials().clone(),
+        };
+        Ok((local, Some(server)))
+    }
+
+    /// SDK configuration for a local Bedrock: its endpoint, region and key pair.
+    async fn local_aws(&self, local: LocalEndpoint, server: Option<bedrock_server::RunningServer>) -> AwsTarget {
         let sdk = self
-            .loader(Some(server.region().to_string()))
-            .endpoint_url(server.endpoint_url())
-            .credentials_provider(static_credentials(server.credentials()))
+            .loader(Some(local.region.clone()))
+            .endpoint_url(&local.endpoint_url)
+            .credentials_provider(static_credentials(&local.credentials))
             .load()
             .await;
-        Ok(AwsTarget {
+        AwsTarget {
             sdk,
-            region: server.region().to_string(),
+            region: local.region,
             local: true,
-            endpoint_url: Some(server.endpoint_url()),
-            _server: Some(server),
-        })
+            endpoint_url: Some(local.endpoint_url),
+            _server: server,
+        }
     }
 
     fn loader(&self, region: Option<String>) -> aws_config::ConfigLoader {

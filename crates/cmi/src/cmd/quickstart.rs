@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 
 use crate::cmd::{chat, import};
-use crate::ctx::{Ctx, LocalEndpoint};
+use crate::ctx::Ctx;
 
 /// Name the demo model is imported and registered under.
 const DEMO_NAME: &str = "smollm2-135m-instruct";
@@ -73,7 +73,12 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     detail(&format!("model folder: {}", folder.display()));
 
     say(3, "start the local Bedrock (S3, import jobs, runtime) in this process");
-    let (local, _server) = local_bedrock(ctx, args.quantize.clone()).await?;
+    let (local, server) = ctx
+        .find_or_start_local(ctx.global.region.clone(), args.quantize.clone())
+        .await?;
+    if server.is_none() {
+        detail("using the local Bedrock that `cmi serve` is running");
+    }
     detail(&format!("endpoint {} in {}", local.endpoint_url, local.region));
     let ctx = ctx.with_local(local.clone());
 
@@ -172,36 +177,6 @@ async fn already_imported(ctx: &Ctx) -> Result<Option<String>> {
         Ok(model) => Ok(model.model_arn().map(str::to_string)),
         Err(_) => Ok(None),
     }
-}
-
-/// Uses the local Bedrock that `cmi serve` runs on this data directory, or starts one in this process.
-async fn local_bedrock(
-    ctx: &Ctx,
-    quantize: Option<String>,
-) -> Result<(LocalEndpoint, Option<bedrock_server::RunningServer>)> {
-    if let Some(running) = bedrock_server::find_running(&ctx.paths.data_dir).await {
-        detail("using the local Bedrock that `cmi serve` is running");
-        let local = LocalEndpoint {
-            endpoint_url: running.endpoint_url,
-            region: running.region,
-            credentials: running.credentials,
-        };
-        return Ok((local, None));
-    }
-    let mut config = bedrock_server::ServerConfig::new(ctx.paths.data_dir.clone());
-    if let Some(region) = &ctx.global.region {
-        config.region = region.clone();
-    }
-    config.quantize = quantize;
-    let server = bedrock_server::start(config)
-        .await
-        .with_context(|| format!("starting the local Bedrock in {}", ctx.paths.data_dir.display()))?;
-    let local = LocalEndpoint {
-        endpoint_url: server.endpoint_url(),
-        region: server.region().to_string(),
-        credentials: server.credentials().clone(),
-    };
-    Ok((local, Some(server)))
 }
 
 /// Puts a file in the demo workspace so the tool call has something to find.
