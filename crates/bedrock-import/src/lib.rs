@@ -1,4 +1,4 @@
-//! From a checked model folder to an imported, registered Bedrock model: upload planning and S3 multipart upload
+//! From a checked model folder (or a Hugging Face repo id, downloaded into the hub cache) to an imported, registered Bedrock model: upload planning and S3 multipart upload
 //! (parallel, bounded memory, sync semantics, resume, full-object CRC32C), the Custom Model Import job (idempotent
 //! create, polling with backoff), staged template repair and registration in the model registry.
 //!
@@ -8,6 +8,7 @@
 mod bucket;
 mod checksum;
 mod error;
+mod hub;
 mod job;
 mod journal;
 mod progress;
@@ -18,6 +19,7 @@ mod upload;
 pub use bucket::ensure_bucket;
 pub use checksum::crc32c_base64;
 pub use error::{BoxError, Error};
+pub use hub::{DEFAULT_ENDPOINT, Downloaded, HubSettings, HubSource, download};
 pub use job::{
     ImportedModel, JobInfo, JobRequest, JobStatus, PollSettings, client_request_token, create_job, get_imported_model,
     get_job, job_name_for, list_jobs, validate_model_name, validate_role_arn, wait_for_job,

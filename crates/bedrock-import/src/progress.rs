@@ -48,6 +48,20 @@ pub enum Event {
         /// The S3 key.
         key: String,
     },
+    /// Download of one file from the Hugging Face hub begins.
+    DownloadStarted {
+        /// The file in the repository.
+        file: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// `bytes` more of a hub file arrived.
+    Downloaded {
+        /// The file in the repository.
+        file: String,
+        /// Bytes received since the last event.
+        bytes: u64,
+    },
     /// The import job's status, after each poll.
     Job {
         /// The job ARN.

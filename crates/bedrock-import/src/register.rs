@@ -10,7 +10,8 @@ use crate::Error;
 const MAX_OUTPUT_TOKENS: u64 = 8192;
 
 /// What to register.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Registration {
     /// Display name (`--name`).
     pub name: String,

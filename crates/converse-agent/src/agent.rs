@@ -156,6 +156,11 @@ impl Agent {
         self.stream_tools
     }
 
+    /// The tools offered to the model (when tools are on).
+    pub fn tools(&self) -> &ToolSet {
+        &self.tools
+    }
+
     fn tools_active(&self) -> bool {
         self.config.use_tools && self.config.entry.tool_use && !self.tools.is_empty()
     }

@@ -87,7 +87,7 @@ fn list(dir: &Path) -> Result<Vec<String>, Error> {
     Ok(names)
 }
 
-fn wanted(name: &str) -> bool {
+pub(crate) fn wanted(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     [".safetensors", ".json", ".jinja", ".model", ".tiktoken"]
         .iter()

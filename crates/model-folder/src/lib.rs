@@ -138,5 +138,11 @@ pub fn import_files(dir: &Path) -> Result<Vec<String>, Error> {
     checks::import_files(dir)
 }
 
+/// Whether a file of a repository (a path relative to its root, `/`-separated) is one an import needs: the same
+/// rule as [`import_files`], for choosing what to download. Files in subfolders are never needed.
+pub fn is_import_file(name: &str) -> bool {
+    !name.contains('/') && !name.starts_with('.') && checks::wanted(name)
+}
+
 #[cfg(test)]
 mod tests;

@@ -428,3 +428,34 @@ fn report_serializes_as_json() {
     assert!(v["findings"].is_array());
     assert!(v["family"].is_string());
 }
+
+#[test]
+fn repository_files_an_import_needs() {
+    for name in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.model",
+    ] {
+        assert!(crate::is_import_file(name), "{name} should be fetched");
+    }
+    for name in [
+        "pytorch_model.bin",
+        "model.pt",
+        "model.gguf",
+        "onnx/model.onnx",
+        "onnx/config.json",
+        "original/consolidated.safetensors",
+        "README.md",
+        ".gitattributes",
+    ] {
+        assert!(!crate::is_import_file(name), "{name} should not be fetched");
+    }
+}

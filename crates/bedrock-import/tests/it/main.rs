@@ -2,5 +2,6 @@
 //! loopback port, with a request counter to prove what was (not) sent.
 
 mod e2e;
+mod hub;
 mod s3;
 mod upload;

@@ -14,6 +14,7 @@ use model_folder::{Report, Severity};
 use serde_json::json;
 
 use crate::ctx::{AwsTarget, Ctx};
+use crate::env;
 
 /// Arguments of `cmi import`.
 #[derive(Debug, clap::Args)]
@@ -37,7 +38,8 @@ enum ImportCommand {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model: a Hugging Face model folder.
+    /// The model: a Hugging Face model folder, or a repo id (`org/name`, `org/name@revision`) to download into the
+    /// Hugging Face cache (`HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN` are honoured).
     #[arg(required = true)]
     source: Option<String>,
     /// Name of the imported model (and of its registry entry).
@@ -80,8 +82,8 @@ struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 struct CheckArgs {
-    /// The model folder.
-    source: PathBuf,
+    /// The model folder, or a repo id to download first.
+    source: String,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -158,15 +160,16 @@ fn summary_line(report: &Report) -> String {
 }
 
 async fn check(args: CheckArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let dir = resolve_source(&args.source, ctx.global.quiet || args.json).await?;
     let started = Instant::now();
-    let report = preflight(&args.source).await?;
+    let report = preflight(&dir).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if !ctx.global.quiet {
             print_findings(&report);
         }
-        println!("{}: {}", args.source.display(), summary_line(&report));
+        println!("{}: {}", args.source, summary_line(&report));
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "checked");
     }
     Ok(if report.has_errors() {
@@ -196,6 +199,18 @@ async fn status(args: StatusArgs, ctx: &Ctx) -> Result<ExitCode> {
     let target = ctx.aws().await?;
     let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
     let job = bedrock_import::get_job(&bedrock, &args.job).await?;
+    // A job started with `--no-wait` is registered here, once it has completed.
+    if job.status == JobStatus::Completed
+        && let Some(model_arn) = &job.model_arn
+        && let Some(pending) = Pending::load(ctx, &job.job_arn)?
+    {
+        let imported = bedrock_import::get_imported_model(&bedrock, model_arn).await.ok();
+        let name = pending.registration.name.clone();
+        let (file, _) = pending.register(ctx, model_arn, imported).await?;
+        if !ctx.global.quiet {
+            eprintln!("registered `{name}` in {}", file.display());
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
     } else {
@@ -246,6 +261,76 @@ async fn list(args: ListArgs, ctx: &Ctx) -> Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------------------------
 // import
 
+/// A registration waiting for its import job: written by `cmi import --no-wait`, completed by `cmi import status`
+/// (or at once when the import waits).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pending {
+    job_arn: String,
+    /// The template renders tools (with Converse); `toolUse` follows from it and the model's `instructSupported`.
+    converse_tools: bool,
+    registration: Registration,
+}
+
+impl Pending {
+    fn path(ctx: &Ctx, job_arn: &str) -> PathBuf {
+        // The job's 12-character id (the ARN's last segment) names the file.
+        let id: String = job_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or(job_arn)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        ctx.paths.config_dir.join("pending-imports").join(format!("{id}.json"))
+    }
+
+    fn save(&self, ctx: &Ctx) -> Result<()> {
+        let path = Self::path(ctx, &self.job_arn);
+        let bytes = serde_json::to_vec_pretty(self)?;
+        model_registry::write_atomic(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    fn load(ctx: &Ctx, job_arn: &str) -> Result<Option<Pending>> {
+        let path = Self::path(ctx, job_arn);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let p: Pending = serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?;
+                Ok((p.job_arn == job_arn).then_some(p))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+        }
+    }
+
+    /// Writes the entry for `model_arn` into the registry (with what Bedrock says of the model) and forgets the
+    /// pending file. Returns the registry file and whether the model serves Converse.
+    async fn register(
+        mut self,
+        ctx: &Ctx,
+        model_arn: &str,
+        imported: Option<bedrock_import::ImportedModel>,
+    ) -> Result<(PathBuf, bool)> {
+        let r = &mut self.registration;
+        r.model_arn = model_arn.to_string();
+        if let Some(m) = imported {
+            r.instruct_supported = m.instruct_supported.unwrap_or(r.instruct_supported);
+            r.architecture = m.architecture.or(r.architecture.take());
+        }
+        r.tool_use = self.converse_tools || !r.instruct_supported;
+        let instruct = r.instruct_supported;
+        let name = r.name.clone();
+        let registry_file = ctx.paths.registry_file();
+        let (rf, reg) = (registry_file.clone(), self.registration);
+        tokio::task::spawn_blocking(move || bedrock_import::register(&rf, &reg))
+            .await?
+            .with_context(|| format!("registering `{name}` in {}", registry_file.display()))?;
+        let _ = std::fs::remove_file(Self::path(ctx, &self.job_arn));
+        Ok((registry_file, instruct))
+    }
+}
+
 /// Progress on stderr: indicatif bars on a terminal, plain lines otherwise, nothing with `--quiet`.
 struct Display {
     bar: Option<ProgressBar>,
@@ -290,6 +375,12 @@ impl Display {
         }
     }
 
+    fn set_message(&self, m: &'static str) {
+        if let Some(b) = &self.bar {
+            b.set_message(m);
+        }
+    }
+
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -324,6 +415,17 @@ impl Progress for Display {
                     human(to_send)
                 ));
             }
+            Event::DownloadStarted { file, bytes } => {
+                if let Some(b) = &self.bar {
+                    b.inc_length(bytes);
+                }
+                self.line(&format!("  downloading {file} ({})", human(bytes)));
+            }
+            Event::Downloaded { bytes, .. } => {
+                if let Some(b) = &self.bar {
+                    b.inc(bytes);
+                }
+            }
             Event::Skipped { key, bytes } => self.line(&format!("  already there: {key} ({})", human(bytes))),
             Event::FileStarted { key, resumed_bytes, .. } if resumed_bytes > 0 => {
                 self.line(&format!("  resuming {key}: {} already uploaded", human(resumed_bytes)))
@@ -352,6 +454,13 @@ impl Progress for Display {
     }
 }
 
+/// `journal-<bucket>-<hash>.json`: readable, and unique per endpoint (or region), bucket and prefix.
+fn journal_name(place: &str, bucket: &str, prefix: &str) -> String {
+    let digest = bedrock_import::crc32c_base64(crc32c::crc32c(format!("{place}\n{bucket}\n{prefix}").as_bytes()));
+    let digest: String = digest.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("journal-{bucket}-{digest}.json")
+}
+
 fn human(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
 }
@@ -364,8 +473,8 @@ fn s3_client(target: &AwsTarget) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// The folder to import: a local directory (Hugging Face repo ids are not downloaded by this build).
-fn resolve_source(source: &str) -> Result<PathBuf> {
+/// The folder to import: a local directory, or a repo id downloaded into the Hugging Face cache (its snapshot folder).
+async fn resolve_source(source: &str, quiet: bool) -> Result<PathBuf> {
     let path = PathBuf::from(source);
     if path.is_dir() {
         return Ok(path);
@@ -375,13 +484,45 @@ fn resolve_source(source: &str) -> Result<PathBuf> {
             "{source} is a file, not a model folder\n\nhint: pass the folder that holds config.json and the *.safetensors files"
         );
     }
-    let looks_like_repo = source.split('/').count() == 2 && !source.starts_with('.') && !source.starts_with('/');
-    if looks_like_repo {
+    let Some(hub) = bedrock_import::HubSource::parse(source) else {
         bail!(
-            "{source}: no such folder, and downloading Hugging Face repositories is not available in this build\n\nhint: download it first (`git clone https://huggingface.co/{source}` or `hf download {source} --local-dir DIR`) and pass the folder"
+            "{source}: no such folder, and not a Hugging Face repo id (expected `org/name` or `org/name@revision`)\n\nhint: pass the folder that holds config.json and the *.safetensors files"
+        );
+    };
+    let settings = env::hub_settings();
+    if !quiet {
+        eprintln!(
+            "download: {hub} from {} into {}",
+            settings.endpoint,
+            settings.cache_dir.display()
         );
     }
-    bail!("{source}: no such folder\n\nhint: pass the folder that holds config.json and the *.safetensors files")
+    let display = Display::new(quiet);
+    display.set_message("download");
+    let d = bedrock_import::download(&hub, &settings, &display).await;
+    display.finish();
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => bail!(
+            "{e}\n\nhint: {source} is not a local folder, so it was looked up as a Hugging Face repo id at {}; for a local model, check the path",
+            settings.endpoint
+        ),
+    };
+    if !quiet {
+        eprintln!(
+            "download: {} files at commit {} ({} fetched, {} already in the cache; skipped {})",
+            d.files.len(),
+            d.commit,
+            human(d.bytes_downloaded),
+            d.cached,
+            if d.skipped.is_empty() {
+                "none".to_string()
+            } else {
+                d.skipped.join(", ")
+            }
+        );
+    }
+    Ok(d.dir)
 }
 
 async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
@@ -400,7 +541,12 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
             eprintln!("{s}");
         }
     };
-    let source_dir = resolve_source(&source)?;
+    if args.in_place && !Path::new(&source).is_dir() {
+        bail!(
+            "--in-place needs a local folder, and {source} is not one: a downloaded snapshot in the Hugging Face cache is never edited\n\nhint: drop --in-place (the repair is staged), or download the folder and pass its path"
+        );
+    }
+    let source_dir = resolve_source(&source, quiet).await?;
 
     // 1. Preflight.
     let report = preflight(&source_dir).await?;
@@ -483,7 +629,13 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
         part_size: args.part_size_mib.max(5) << 20,
         max_memory: args.max_memory_mib << 20,
         max_concurrency: args.concurrency.max(1),
-        journal: Some(ctx.paths.cache_dir.join("uploads").join("journal.json")),
+        // One journal per destination, so that imports to different places can run at once without one
+        // process's rewrite of the journal dropping the other's acknowledged parts.
+        journal: Some(ctx.paths.cache_dir.join("uploads").join(journal_name(
+            target.endpoint_url.as_deref().unwrap_or(&target.region),
+            &bucket,
+            &prefix,
+        ))),
     };
     let display = Display::new(quiet || args.json);
     let upload = bedrock_import::Uploader::new(s3, settings)
@@ -536,7 +688,24 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
         break;
     }
     say(&format!("import job: {job_arn}"));
+    // What to register once the job completes (now, or later by `cmi import status`).
+    let pending = Pending {
+        job_arn: job_arn.clone(),
+        converse_tools: final_report.converse_tools,
+        registration: Registration {
+            name: name.clone(),
+            model_arn: String::new(),
+            provider: bedrock_import::provider_for(final_report.model_type.as_deref()).to_string(),
+            region: target.region.clone(),
+            context_length: final_report.context_length,
+            instruct_supported: final_report.instruct_supported,
+            tool_use: final_report.converse_tools || !final_report.instruct_supported,
+            model_source: Some(std::fs::canonicalize(&upload_dir).unwrap_or(upload_dir.clone())),
+            architecture: final_report.architecture.clone(),
+        },
+    };
     if args.no_wait {
+        pending.save(ctx)?;
         if args.json {
             println!(
                 "{}",
@@ -545,9 +714,7 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
         } else {
             println!("{job_arn}");
         }
-        say(
-            "hint: `cmi import status JOB` shows its progress; the model is registered by a later `cmi import` with the same arguments",
-        );
+        say("hint: `cmi import status JOB` shows its progress, and registers the model once the job has completed");
         return Ok(ExitCode::SUCCESS);
     }
     let display = Display::new(quiet || args.json);
@@ -579,30 +746,8 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
         .context("the completed job names no imported model ARN")?;
 
     // 6. Register.
-    let imported = bedrock_import::get_imported_model(&bedrock, &model_arn).await.ok();
-    let instruct = imported
-        .as_ref()
-        .and_then(|m| m.instruct_supported)
-        .unwrap_or(final_report.instruct_supported);
-    let registration = Registration {
-        name: name.clone(),
-        model_arn: model_arn.clone(),
-        provider: bedrock_import::provider_for(final_report.model_type.as_deref()).to_string(),
-        region: target.region.clone(),
-        context_length: final_report.context_length,
-        instruct_supported: instruct,
-        tool_use: final_report.converse_tools || !instruct,
-        model_source: Some(std::fs::canonicalize(&upload_dir).unwrap_or(upload_dir.clone())),
-        architecture: imported
-            .as_ref()
-            .and_then(|m| m.architecture.clone())
-            .or(final_report.architecture.clone()),
-    };
-    let registry_file = ctx.paths.registry_file();
-    let rf = registry_file.clone();
-    tokio::task::spawn_blocking(move || bedrock_import::register(&rf, &registration))
-        .await?
-        .with_context(|| format!("registering `{name}` in {}", registry_file.display()))?;
+    let bedrock_imported = bedrock_import::get_imported_model(&bedrock, &model_arn).await.ok();
+    let (registry_file, instruct) = pending.register(ctx, &model_arn, bedrock_imported).await?;
     say(&format!("registered `{name}` in {}", registry_file.display()));
 
     // 7. Warm.

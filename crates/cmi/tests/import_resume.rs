@@ -1,0 +1,174 @@
+//! A `cmi import` killed (SIGKILL) in the middle of its upload, then run again: the parts the first run had
+//! acknowledged are not sent again, and the import completes with the same objects a clean run uploads.
+//!
+//! Uses the real demo model (about 270 MB of bf16 weights, converted by `cmi convert demo`; the GGUF comes from the
+//! shared cache, as in the quickstart test) against a `cmi serve` the test runs, so that the server outlives the
+//! killed client as it would in real use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shared cache, where the demo model's GGUF stays between runs.
+fn shared_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .expect("HOME is set")
+}
+
+/// `cmi` with the test's own config, data and cache (the upload journal lives in the cache); `cache` overrides it.
+fn command_with_cache(home: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cmi"));
+    c.args(args)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", cache)
+        .env("CMI_DATA_DIR", home.join("server"))
+        .env("NO_COLOR", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env_remove("CMI_ENDPOINT_URL")
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"));
+    c
+}
+
+fn command(home: &Path, args: &[&str]) -> Command {
+    command_with_cache(home, &home.join("cache"), args)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Acknowledged parts of multipart uploads in flight, from the upload journals (one per destination).
+fn acknowledged_parts(uploads: &Path) -> usize {
+    let Ok(dir) = std::fs::read_dir(uploads) else { return 0 };
+    let mut n = 0;
+    for e in dir
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    {
+        let Ok(bytes) = std::fs::read(e.path()) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        n += v["uploads"]
+            .as_object()
+            .map(|u| u.values().map(|o| o["parts"].as_object().map_or(0, |p| p.len())).sum())
+            .unwrap_or(0);
+    }
+    n
+}
+
+#[test]
+fn a_killed_import_resumes_without_resending_acknowledged_parts() {
+    let home = tempfile::tempdir().expect("home");
+    let model = home.path().join("smollm2");
+    let out = command_with_cache(
+        home.path(),
+        &shared_cache(),
+        &["convert", "demo", model.to_str().expect("utf-8")],
+    )
+    .output()
+    .expect("cmi convert demo runs");
+    assert!(out.status.success(), "convert demo failed\n{}", text(&out));
+
+    let serve = command(home.path(), &["serve", "--port", "0", "--warm"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cmi serve starts");
+    let _serve = Child(serve);
+    let t = Instant::now();
+    while !home.path().join("server/endpoint.json").exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "cmi serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Small parts, one at a time: the upload takes long enough to be killed in the middle.
+    let args = [
+        "import",
+        model.to_str().expect("utf-8"),
+        "--name",
+        "smol-resume",
+        "--part-size-mib",
+        "5",
+        "--concurrency",
+        "1",
+        "--json",
+    ];
+    let uploads = home.path().join("cache/cmi/uploads");
+    let mut first = command(home.path(), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("first import starts");
+    let t = Instant::now();
+    let killed_at = loop {
+        let parts = acknowledged_parts(&uploads);
+        if parts >= 4 {
+            first.kill().expect("SIGKILL the import");
+            break parts;
+        }
+        if let Some(status) = first.try_wait().expect("wait") {
+            panic!("the first import ended ({status}) before it could be killed mid-upload");
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "no parts acknowledged");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = first.wait();
+    assert!(
+        acknowledged_parts(&uploads) >= killed_at,
+        "the journal keeps the acknowledged parts"
+    );
+
+    let second = command(home.path(), &args).output().expect("second import runs");
+    assert!(second.status.success(), "second import failed\n{}", text(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(" resumed, in "),
+        "the summary reports resumed bytes\n{}",
+        text(&second)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&second.stdout).expect("--json output");
+    let up = &v["upload"];
+    let (total, sent, resumed, skipped) = (
+        up["bytesTotal"].as_u64().expect("bytesTotal"),
+        up["bytesSent"].as_u64().expect("bytesSent"),
+        up["bytesResumed"].as_u64().expect("bytesResumed"),
+        up["bytesSkipped"].as_u64().expect("bytesSkipped"),
+    );
+    assert!(
+        resumed >= killed_at as u64 * 5 * 1024 * 1024,
+        "the {killed_at} acknowledged parts were resumed, not sent again: {up}"
+    );
+    assert_eq!(sent + resumed + skipped, total, "{up}");
+    assert!(sent < total, "{up}");
+    assert!(
+        v["modelArn"].as_str().is_some_and(|a| a.contains(":imported-model/")),
+        "{v}"
+    );
+
+    // A clean third run finds every object in place (same size and checksum) and sends nothing.
+    let third = command(home.path(), &args).output().expect("third import runs");
+    assert!(third.status.success(), "third import failed\n{}", text(&third));
+    let v3: serde_json::Value = serde_json::from_slice(&third.stdout).expect("--json output");
+    assert_eq!(v3["upload"]["bytesSent"].as_u64(), Some(0), "{v3}");
+    assert_eq!(v3["upload"]["bytesSkipped"].as_u64(), Some(total), "{v3}");
+}
