@@ -26,7 +26,10 @@ const RULES: &[(&str, &[&str], bool)] = &[
         true,
     ),
     ("model-registry", &["axum", "candle-", "aws-sdk-", "aws-config"], true),
-    ("bedrock-import", &["candle-", "axum", "clap", "indicatif"], true),
+    ("bedrock-import", &["candle-", "axum", "clap"], true),
+    // Direct edges only for indicatif: hf-hub's async API always pulls it in (unused: its progress is turned off and
+    // reported through our callback).
+    ("bedrock-import", &["indicatif"], false),
     ("converse-agent", &["candle-", "axum", "clap", "indicatif"], true),
     // Direct edges only: candle-core 0.11 itself depends on `tokenizers`, which is no leak of ours.
     (

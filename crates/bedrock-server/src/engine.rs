@@ -50,6 +50,24 @@ pub(crate) enum GenError {
     Other(String),
 }
 
+/// How models are loaded (from [`crate::ServerConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoadSettings {
+    pub(crate) quantize: Option<String>,
+    pub(crate) max_batch: usize,
+    pub(crate) max_queue: usize,
+}
+
+impl LoadSettings {
+    pub(crate) fn new(config: &crate::ServerConfig) -> Self {
+        LoadSettings {
+            quantize: config.quantize.clone(),
+            max_batch: config.max_batch,
+            max_queue: config.max_queue,
+        }
+    }
+}
+
 /// A model loaded into the engine.
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -58,8 +76,8 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Loads a model folder (blocking; call from `spawn_blocking`).
-    pub(crate) fn load(dir: &Path, quantize: Option<&str>) -> Result<Engine, String> {
-        let quantize = match quantize {
+    pub(crate) fn load(dir: &Path, settings: &LoadSettings) -> Result<Engine, String> {
+        let quantize = match settings.quantize.as_deref() {
             None => None,
             Some(q) => Some(
                 q.parse::<infer_engine::Quantize>()
@@ -68,7 +86,8 @@ impl Engine {
         };
         let opts = infer_engine::LoadOptions {
             quantize,
-            ..infer_engine::LoadOptions::default()
+            max_batch: settings.max_batch,
+            max_queue: settings.max_queue,
         };
         let inner = infer_engine::Engine::load(dir, opts).map_err(|e| e.to_string())?;
         Ok(Engine { inner })

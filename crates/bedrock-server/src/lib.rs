@@ -19,6 +19,9 @@ mod sigv4;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,6 +114,11 @@ pub struct ServerConfig {
     pub model_timeout: Option<Duration>,
     /// Concurrent Invoke requests allowed per server before `ServiceQuotaExceededException` (default 64).
     pub max_concurrent_requests: usize,
+    /// Sequences one loaded model generates together (continuous batching; default 8).
+    pub max_batch: usize,
+    /// Requests per loaded model that may wait for a free sequence before `ThrottlingException` (default 64; the
+    /// engine's queue holds at least one).
+    pub max_queue: usize,
     /// Per-model override of "ConverseStream accepts tools" (model name → allowed); models not listed use their
     /// `cmi:stream-tools` import tag (default: allowed).
     pub model_stream_tools: Vec<(String, bool)>,
@@ -130,6 +138,8 @@ impl ServerConfig {
             advertise: false,
             model_timeout: None,
             max_concurrent_requests: 64,
+            max_batch: 8,
+            max_queue: 64,
             model_stream_tools: Vec::new(),
         }
     }

@@ -21,7 +21,7 @@ use http::{HeaderMap, StatusCode};
 use crate::ServerConfig;
 use crate::app::App;
 use crate::db::ModelRow;
-use crate::engine::{Engine, GenError, GenEvent, GenRequest, GenStop};
+use crate::engine::{Engine, GenError, GenEvent, GenRequest, GenStop, LoadSettings};
 use crate::error::{ApiError, json as json_response};
 use crate::output::Parser;
 
@@ -41,7 +41,7 @@ pub(crate) struct Models {
     slots: Mutex<HashMap<String, Slot>>,
     warm: bool,
     idle_unload: Duration,
-    quantize: Option<String>,
+    load: LoadSettings,
 }
 
 impl std::fmt::Debug for Models {
@@ -54,8 +54,8 @@ impl std::fmt::Debug for Models {
 
 const NOT_READY: &str = "Model is not ready for inference. Wait and try your request again. Refer to https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html#handle-model-not-ready-exception.";
 
-fn load_blocking(dir: &Path, quantize: Option<&str>) -> Result<Loaded, String> {
-    let engine = Engine::load(dir, quantize)?;
+fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> {
+    let engine = Engine::load(dir, settings)?;
     let template = chat_template::ChatTemplate::from_model_dir(dir).ok();
     Ok(Loaded { engine, template })
 }
@@ -66,7 +66,7 @@ impl Models {
             slots: Mutex::new(HashMap::new()),
             warm: config.warm,
             idle_unload: config.idle_unload,
-            quantize: config.quantize.clone(),
+            load: LoadSettings::new(config),
         }
     }
 
@@ -77,8 +77,8 @@ impl Models {
 
     /// At import: proves the model loads; keeps it when the server is warm.
     pub(crate) async fn load_for_import(&self, id: &str, dir: &Path) -> Result<(), String> {
-        let (dir, q) = (dir.to_path_buf(), self.quantize.clone());
-        let loaded = tokio::task::spawn_blocking(move || load_blocking(&dir, q.as_deref()))
+        let (dir, settings) = (dir.to_path_buf(), self.load.clone());
+        let loaded = tokio::task::spawn_blocking(move || load_blocking(&dir, &settings))
             .await
             .map_err(|e| format!("Internal error while loading the model: {e}"))?
             .map_err(|e| format!("Amazon Bedrock could not load the model: {e}"))?;
@@ -131,11 +131,11 @@ impl Models {
                 None => {
                     let (tx, rx) = tokio::sync::watch::channel(None);
                     slots.insert(model.id.clone(), Slot::Loading(rx.clone()));
-                    let (dir, q, name) = (PathBuf::from(&model.dir), self.quantize.clone(), model.name.clone());
+                    let (dir, settings, name) = (PathBuf::from(&model.dir), self.load.clone(), model.name.clone());
                     tracing::info!(model = %name, "loading model (cold start)");
                     tokio::spawn(async move {
                         let started = Instant::now();
-                        let r = tokio::task::spawn_blocking(move || load_blocking(&dir, q.as_deref()))
+                        let r = tokio::task::spawn_blocking(move || load_blocking(&dir, &settings))
                             .await
                             .unwrap_or_else(|e| Err(format!("loader panicked: {e}")))
                             .map(Arc::new);

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_bedrock::types::{ModelDataSource, ModelImportJobStatus, S3DataSource, SortOrder, Tag};
-use common::{Sign, bedrock, bedrock_with, import, raw, s3, s3_with, sdk_creds, start, start_in};
+use common::{Sign, bedrock, bedrock_client, import, raw, s3, s3_client, sdk_credentials, start, start_in};
 use test_support::Family;
 
 fn source(uri: &str) -> ModelDataSource {
@@ -30,7 +30,7 @@ async fn credentials_are_generated_owner_only_and_readable() {
     let dir = local.dir;
     drop(local.server);
     // A restart keeps the same pair.
-    let again = start_in(dir.path(), false).await;
+    let again = start_in(dir.path(), |_| {}).await;
     assert_eq!(again.credentials(), &read);
 }
 
@@ -104,7 +104,7 @@ async fn unsupported_architecture_fails_like_the_service() {
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("json");
     cfg["model_type"] = "gpt2".into();
     std::fs::write(&cfg_path, cfg.to_string()).expect("write");
-    let (_, job) = common::import_dir(&local.server, model.path(), "models", "not-supported").await;
+    let (_, job) = common::run_import_job(&local.server, model.path(), "models", "not-supported").await;
     assert_eq!(job.status(), Some(&ModelImportJobStatus::Failed));
     let msg = job.failure_message().expect("failureMessage");
     assert!(msg.contains("does not support the architecture (gpt2)"), "{msg}");
@@ -354,13 +354,21 @@ async fn requests_without_a_valid_signature_get_403_and_touch_nothing() {
 
     // SDK clients with a wrong secret are refused too.
     let c = server.credentials();
-    let e = bedrock_with(server, sdk_creds(&c.access_key_id, "nope"))
-        .list_imported_models()
-        .send()
-        .await
-        .expect_err("403");
+    let e = bedrock_client(
+        &server.endpoint_url(),
+        server.region(),
+        sdk_credentials(&c.access_key_id, "nope"),
+    )
+    .list_imported_models()
+    .send()
+    .await
+    .expect_err("403");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(403));
-    let s3_bad = s3_with(server, sdk_creds(&c.access_key_id, "nope"));
+    let s3_bad = s3_client(
+        &server.endpoint_url(),
+        server.region(),
+        sdk_credentials(&c.access_key_id, "nope"),
+    );
     let e = s3_bad
         .create_bucket()
         .bucket("should-not-exist")
@@ -405,7 +413,7 @@ fn bedrock_server_max_body() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_models_and_objects_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_in(dir.path(), false).await;
+    let server = start_in(dir.path(), |_| {}).await;
     let (arn, job) = import(&server, Family::Qwen2, "keep", "kept-model").await;
     assert_eq!(
         job.status(),
@@ -414,7 +422,7 @@ async fn jobs_models_and_objects_survive_a_restart() {
         job.failure_message()
     );
     drop(server);
-    let server = start_in(dir.path(), false).await;
+    let server = start_in(dir.path(), |_| {}).await;
     let br = bedrock(&server);
     let j = br
         .get_model_import_job()

@@ -1,5 +1,6 @@
 //! Crash safety: a server process killed with SIGKILL in the middle of uploads loses no acknowledged object, shows no
-//! half-written one, and keeps its jobs.
+//! half-written one, and keeps its jobs; killed in the middle of CompleteMultipartUpload, it keeps the previous object
+//! whole (with its checksum and headers) and the upload complete-able.
 
 mod common;
 
@@ -25,18 +26,19 @@ fn spawn(dir: &std::path::Path) -> (Child, String) {
     (child, url)
 }
 
-fn client(url: &str, dir: &std::path::Path) -> aws_sdk_s3::Client {
+fn credentials(dir: &std::path::Path) -> aws_credential_types::Credentials {
     let c = bedrock_server::read_credentials(dir)
         .expect("read")
         .expect("credentials");
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(common::sdk_creds(&c.access_key_id, &c.secret_access_key))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    common::sdk_credentials(&c.access_key_id, &c.secret_access_key)
+}
+
+fn client(url: &str, dir: &std::path::Path) -> aws_sdk_s3::Client {
+    common::s3_client(url, "us-east-1", credentials(dir))
+}
+
+fn bedrock(url: &str, dir: &std::path::Path) -> aws_sdk_bedrock::Client {
+    common::bedrock_client(url, "us-east-1", credentials(dir))
 }
 
 fn content(i: usize) -> Vec<u8> {
@@ -192,15 +194,168 @@ async fn kill_9_during_uploads_loses_no_acknowledged_object() {
     let _ = child.wait();
 }
 
-fn bedrock(url: &str, dir: &std::path::Path) -> aws_sdk_bedrock::Client {
-    let c = bedrock_server::read_credentials(dir)
-        .expect("read")
-        .expect("credentials");
-    let conf = aws_sdk_bedrock::Config::builder()
-        .behavior_version(aws_sdk_bedrock::config::BehaviorVersion::latest())
-        .region(aws_sdk_bedrock::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(common::sdk_creds(&c.access_key_id, &c.secret_access_key))
-        .build();
-    aws_sdk_bedrock::Client::from_conf(conf)
+/// Part `n` of the multipart test object: distinct per part, so a torn or misordered assembly shows.
+fn part_content(n: i32, size: usize) -> Vec<u8> {
+    (0..size)
+        .map(|i| ((i as u64 * 31 + n as u64 * 7) % 251) as u8)
+        .collect()
+}
+
+/// Staged files (s3s-fs's and ours) in the store root.
+fn staged_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    std::fs::read_dir(dir.join("s3"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let len = e.metadata().ok()?.len();
+                    name.starts_with(".tmp.").then_some((name, len))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_complete_multipart_upload_keeps_the_previous_object() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, url) = spawn(dir.path());
+    let s3 = client(&url, dir.path());
+    s3.create_bucket().bucket("crash").send().await.expect("bucket");
+    let original = b"the previous version".to_vec();
+    let crc = s3
+        .put_object()
+        .bucket("crash")
+        .key("big")
+        .content_type("text/plain")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(original.clone()))
+        .send()
+        .await
+        .expect("put the previous version")
+        .checksum_crc32()
+        .expect("crc32")
+        .to_string();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("crash")
+        .key("big")
+        .content_type("application/x-new")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("upload id")
+        .to_string();
+    // Enough bytes that the assembly takes a while; the last part is short.
+    let sizes: Vec<usize> = (0..24).map(|i| if i == 23 { 1000 } else { 5 * 1024 * 1024 }).collect();
+    let mut parts = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let n = i as i32 + 1;
+        let r = s3
+            .upload_part()
+            .bucket("crash")
+            .key("big")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(part_content(n, *size)))
+            .send()
+            .await
+            .expect("upload part");
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().expect("etag"))
+                .build(),
+        );
+    }
+    assert_eq!(staged_files(dir.path()), Vec::new(), "staged files before the complete");
+    let list = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+
+    // Kill the server as soon as the assembly has begun (its staged file has bytes).
+    let complete = {
+        let (s3, id, list) = (s3.clone(), id.clone(), list.clone());
+        tokio::spawn(async move {
+            s3.complete_multipart_upload()
+                .bucket("crash")
+                .key("big")
+                .upload_id(id)
+                .multipart_upload(list)
+                .send()
+                .await
+        })
+    };
+    let started = std::time::Instant::now();
+    while !staged_files(dir.path()).iter().any(|(_, len)| *len > 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the assembly never started"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let completed = complete.await.expect("task").is_ok();
+    eprintln!("CompleteMultipartUpload acknowledged before the kill: {completed}");
+
+    let (mut child, url) = spawn(dir.path());
+    let s3 = client(&url, dir.path());
+    assert_eq!(staged_files(dir.path()), Vec::new(), "staged files after the restart");
+    let got = s3
+        .get_object()
+        .bucket("crash")
+        .key("big")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("the key after the crash");
+    let expected_new: Vec<u8> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, size)| part_content(i as i32 + 1, *size))
+        .collect();
+    let content_type = got.content_type().map(str::to_string);
+    let checksum = got.checksum_crc32().map(str::to_string);
+    let bytes = got.body.collect().await.expect("body").into_bytes();
+    if completed {
+        // The complete was acknowledged before the kill: the new object must be there, whole.
+        assert!(
+            bytes.as_ref() == expected_new.as_slice(),
+            "the acknowledged object is torn"
+        );
+    } else {
+        assert!(
+            bytes.as_ref() == original.as_slice(),
+            "the previous version was replaced by a partial assembly"
+        );
+        assert_eq!(
+            checksum.as_deref(),
+            Some(crc.as_str()),
+            "the previous version lost its checksum"
+        );
+        assert_eq!(
+            content_type.as_deref(),
+            Some("text/plain"),
+            "the previous version lost its headers"
+        );
+        // The client retries the complete, as it would after a lost connection, and gets the whole object.
+        s3.complete_multipart_upload()
+            .bucket("crash")
+            .key("big")
+            .upload_id(&id)
+            .multipart_upload(list)
+            .send()
+            .await
+            .expect("the upload survives the crash");
+        let got = s3.get_object().bucket("crash").key("big").send().await.expect("get");
+        assert_eq!(got.content_type(), Some("application/x-new"));
+        let bytes = got.body.collect().await.expect("body").into_bytes();
+        assert!(
+            bytes.as_ref() == expected_new.as_slice(),
+            "the retried complete gave a torn object"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

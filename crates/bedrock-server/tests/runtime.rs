@@ -185,7 +185,7 @@ async fn converse_stream_tool_round_trip() {
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).expect("config")).expect("json");
     cfg["max_position_embeddings"] = 4096.into();
     std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
-    let (_, job) = common::import_dir(&local.server, model.path(), "rt-models", "tool-qwen").await;
+    let (_, job) = common::run_import_job(&local.server, model.path(), "rt-models", "tool-qwen").await;
     let arn = job.imported_model_arn().expect("arn").to_string();
     let rt = runtime(&local.server, 1);
 
@@ -311,14 +311,15 @@ async fn cold_start_is_answered_after_model_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_generation_times_out() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = bedrock_server::ServerConfig::new(dir.path().to_path_buf());
-    cfg.warm = true;
-    cfg.model_timeout = Some(std::time::Duration::from_micros(1));
-    let server = bedrock_server::start(cfg).await.expect("start");
-    let (_, job) = import(&server, Family::Llama, "rt-models", "slow").await;
+    let local = common::TestServer::start_with(|c| {
+        c.warm = true;
+        c.model_timeout = Some(std::time::Duration::from_micros(1));
+    })
+    .await;
+    let server = &local.server;
+    let (_, job) = import(server, Family::Llama, "rt-models", "slow").await;
     let arn = job.imported_model_arn().expect("arn").to_string();
-    let e = runtime(&server, 1)
+    let e = runtime(server, 1)
         .converse()
         .model_id(&arn)
         .messages(user("Hi"))

@@ -1,11 +1,13 @@
 //! Runtime errors the SDK must decode into typed errors, for failures decided before the model generates: unknown and
-//! foundation-model ids, malformed bodies, the per-model stream-tools switch, the invocation quota and cold starts.
+//! foundation-model ids, malformed bodies, the per-model stream-tools switch, the invocation quota, cold starts, and
+//! a full engine queue.
 
 mod common;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, Message, Tool, ToolConfiguration, ToolInputSchema, ToolSpecification,
+    ContentBlock, ConversationRole, ConverseStreamOutput, InferenceConfiguration, Message, StopReason, Tool,
+    ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
 use aws_smithy_types::Document;
 use common::{bedrock, import, runtime, start};
@@ -131,13 +133,12 @@ async fn typed_errors_before_generation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_tools_switch_refuses_converse_stream_with_tools() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = bedrock_server::ServerConfig::new(dir.path().to_path_buf());
-    cfg.model_stream_tools = vec![("no-stream-tools".to_string(), false)];
-    let server = bedrock_server::start(cfg).await.expect("start");
-    let (_, job) = import(&server, Family::Llama, "rt-models", "no-stream-tools").await;
+    let local =
+        common::TestServer::start_with(|c| c.model_stream_tools = vec![("no-stream-tools".to_string(), false)]).await;
+    let server = &local.server;
+    let (_, job) = import(server, Family::Llama, "rt-models", "no-stream-tools").await;
     let arn = job.imported_model_arn().expect("arn").to_string();
-    let rt = runtime(&server, 1);
+    let rt = runtime(server, 1);
     let e = rt
         .converse_stream()
         .model_id(&arn)
@@ -162,13 +163,11 @@ async fn stream_tools_switch_refuses_converse_stream_with_tools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocation_quota_gives_service_quota_exceeded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = bedrock_server::ServerConfig::new(dir.path().to_path_buf());
-    cfg.max_concurrent_requests = 0;
-    let server = bedrock_server::start(cfg).await.expect("start");
-    let (_, job) = import(&server, Family::Mistral, "rt-models", "quota").await;
+    let local = common::TestServer::start_with(|c| c.max_concurrent_requests = 0).await;
+    let server = &local.server;
+    let (_, job) = import(server, Family::Mistral, "rt-models", "quota").await;
     let arn = job.imported_model_arn().expect("arn").to_string();
-    let rt = runtime(&server, 1);
+    let rt = runtime(server, 1);
     let e = rt
         .invoke_model()
         .model_id(&arn)
@@ -179,5 +178,108 @@ async fn invocation_quota_gives_service_quota_exceeded() {
         .expect_err("quota")
         .into_service_error();
     assert!(e.is_service_quota_exceeded_exception(), "{e:?}");
-    let _ = bedrock(&server);
+    let _ = bedrock(server);
+}
+
+fn greedy(max_tokens: i32) -> InferenceConfiguration {
+    InferenceConfiguration::builder()
+        .max_tokens(max_tokens)
+        .temperature(0.0)
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_queue_gives_throttling_and_the_server_recovers() {
+    // One sequence generates at a time and one request may wait: while A generates and B waits, the queue is full.
+    let local = common::TestServer::start_with(|c| {
+        c.warm = true;
+        c.max_batch = 1;
+        c.max_queue = 1;
+    })
+    .await;
+    let server = &local.server;
+    let model = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(model.path(), Family::Llama).expect("tiny model");
+    // A context long enough that A cannot finish on its own while the test runs.
+    bedrock_server::testing::set_context_length(model.path(), 1 << 16);
+    let (_, job) = common::run_import_job(server, model.path(), "rt-models", "queue").await;
+    let arn = job.imported_model_arn().expect("arn").to_string();
+    // One attempt per call: the SDK retries throttling, which would hide it.
+    let rt = runtime(server, 1);
+
+    // A: a long generation; its first delta proves the scheduler took it off the queue into the batch.
+    let mut a = rt
+        .converse_stream()
+        .model_id(&arn)
+        .messages(user("hi"))
+        .inference_config(greedy(1 << 16))
+        .send()
+        .await
+        .expect("A starts");
+    loop {
+        match a.stream.recv().await {
+            Ok(Some(ConverseStreamOutput::ContentBlockDelta(_))) => break,
+            Ok(Some(_)) => {}
+            other => panic!("A ended before its first delta: {other:?}"),
+        }
+    }
+    // B: accepted into the queue, where it waits for A's sequence.
+    let mut b = rt
+        .converse_stream()
+        .model_id(&arn)
+        .messages(user("hello"))
+        .inference_config(greedy(4))
+        .send()
+        .await
+        .expect("B is queued");
+
+    // The flood: with the batch and the queue both taken, every request is refused at once, typed.
+    let flood = futures::future::join_all((0..4).map(|_| {
+        rt.converse()
+            .model_id(&arn)
+            .messages(user("hi"))
+            .inference_config(greedy(4))
+            .send()
+    }))
+    .await;
+    for r in flood {
+        let e = r.expect_err("the queue is full").into_service_error();
+        assert!(e.is_throttling_exception(), "{e:?}");
+    }
+    let e = rt
+        .converse_stream()
+        .model_id(&arn)
+        .messages(user("hi"))
+        .inference_config(greedy(4))
+        .send()
+        .await
+        .expect_err("the queue is full")
+        .into_service_error();
+    assert!(e.is_throttling_exception(), "{e:?}");
+
+    // A has been streaming all along; dropping it cancels it and frees the sequence, and B, queued all along,
+    // generates to its end.
+    assert!(a.stream.recv().await.expect("A still streams").is_some());
+    drop(a);
+    let mut stop = None;
+    while let Some(ev) = b.stream.recv().await.expect("B's events") {
+        if let ConverseStreamOutput::MessageStop(m) = ev {
+            stop = Some(m.stop_reason().clone());
+        }
+    }
+    assert!(
+        matches!(stop, Some(StopReason::MaxTokens | StopReason::EndTurn)),
+        "B did not finish: {stop:?}"
+    );
+
+    // The server keeps serving.
+    let r = rt
+        .converse()
+        .model_id(&arn)
+        .messages(user("hi again"))
+        .inference_config(greedy(4))
+        .send()
+        .await
+        .expect("served after the flood");
+    assert!(r.usage().is_some_and(|u| u.output_tokens() > 0), "{r:?}");
 }

@@ -1,10 +1,16 @@
-//! S3 through the real `aws-sdk-s3` client: objects, ranges, listing, copy, delete, multipart with checksums, and keys
-//! that try to leave the bucket.
+//! S3 through the real `aws-sdk-s3` client: objects, ranges, listing, copy, delete, multipart with checksums, keys
+//! that try to leave the bucket, writes into a missing bucket, and writes that must fail without touching the
+//! previous object (bad checksums in headers, in an aws-chunked trailer, and a CompleteMultipartUpload that fails).
 
 mod common;
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
+};
+use base64::Engine as _;
 use common::{Sign, raw, s3, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,4 +252,331 @@ async fn keys_cannot_escape_the_bucket() {
     assert_eq!(&creds, local.server.credentials());
     assert!(!local.dir.path().join("escape").exists());
     assert!(!local.dir.path().join("s3").join("escape").exists());
+}
+
+/// The HTTP status and S3 error code of a failed call.
+fn failure<E: ProvideErrorMetadata>(e: SdkError<E, HttpResponse>) -> (u16, String) {
+    let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+    (status, e.code().unwrap_or("(no code)").to_string())
+}
+
+/// Names of the files directly in the store root that are not object records (uploads in progress, parts, staged
+/// temporary files).
+fn root_litter(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("s3"))
+        .expect("store root")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".bucket-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_into_a_missing_bucket_fail_with_no_such_bucket() {
+    let local = start(false).await;
+    let c = s3(&local.server);
+    c.create_bucket().bucket("present").send().await.expect("bucket");
+    c.put_object()
+        .bucket("present")
+        .key("src.txt")
+        .body(ByteStream::from_static(b"source"))
+        .send()
+        .await
+        .expect("put");
+
+    let e = c
+        .put_object()
+        .bucket("absent")
+        .key("dir/a.txt")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("PutObject into a missing bucket");
+    assert_eq!(failure(e), (404, "NoSuchBucket".to_string()));
+    let e = c
+        .create_multipart_upload()
+        .bucket("absent")
+        .key("big")
+        .send()
+        .await
+        .expect_err("CreateMultipartUpload in a missing bucket");
+    assert_eq!(failure(e), (404, "NoSuchBucket".to_string()));
+    let e = c
+        .copy_object()
+        .bucket("absent")
+        .key("copy.txt")
+        .copy_source("present/src.txt")
+        .send()
+        .await
+        .expect_err("CopyObject into a missing bucket");
+    assert_eq!(failure(e), (404, "NoSuchBucket".to_string()));
+
+    // Nothing was created: no bucket, no directory, no pending upload.
+    let buckets = c.list_buckets().send().await.expect("list buckets");
+    let names: Vec<&str> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
+    assert_eq!(names, ["present"]);
+    let e = c.head_bucket().bucket("absent").send().await.expect_err("head");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
+    assert!(!local.dir.path().join("s3").join("absent").exists());
+    assert_eq!(root_litter(local.dir.path()), Vec::<String>::new());
+}
+
+/// Asserts that `sums/k` still holds `original` with its CRC32 `crc`, as GetObject (validated by the SDK) and
+/// HeadObject report it, and that it is the only object of the bucket.
+async fn assert_original(c: &aws_sdk_s3::Client, original: &[u8], crc: &str, context: &str) {
+    let got = c
+        .get_object()
+        .bucket("sums")
+        .key("k")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{context}: GetObject: {e:?}"));
+    assert_eq!(got.checksum_crc32(), Some(crc), "{context}: stored checksum");
+    assert_eq!(got.content_type(), Some("text/plain"), "{context}: content type");
+    let bytes = got.body.collect().await.expect("body").into_bytes();
+    assert!(bytes.as_ref() == original, "{context}: the object was replaced");
+    let h = c
+        .head_object()
+        .bucket("sums")
+        .key("k")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{context}: HeadObject: {e:?}"));
+    assert_eq!(h.checksum_crc32(), Some(crc), "{context}: HeadObject checksum");
+    assert_eq!(h.content_length(), Some(original.len() as i64), "{context}: length");
+    let l = c.list_objects_v2().bucket("sums").send().await.expect("list");
+    let keys: Vec<&str> = l.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["k"], "{context}: objects listed");
+}
+
+/// Puts the original object `sums/k` (text/plain, CRC32) and returns its CRC32.
+async fn put_original(c: &aws_sdk_s3::Client, original: &[u8]) -> String {
+    c.create_bucket().bucket("sums").send().await.expect("bucket");
+    let put = c
+        .put_object()
+        .bucket("sums")
+        .key("k")
+        .content_type("text/plain")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(original.to_vec()))
+        .send()
+        .await
+        .expect("put the original");
+    put.checksum_crc32().expect("CRC32 of the original").to_string()
+}
+
+/// An aws-chunked body (unsigned chunks) with one trailing header.
+fn aws_chunked(data: &[u8], trailer: &str, value: &str) -> Vec<u8> {
+    let mut b = format!("{:x}\r\n", data.len()).into_bytes();
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n0\r\n");
+    b.extend_from_slice(format!("{trailer}:{value}\r\n\r\n").as_bytes());
+    b
+}
+
+/// PutObject `sums/KEY` as `STREAMING-UNSIGNED-PAYLOAD-TRAILER` with a trailing `x-amz-checksum-crc32`.
+async fn put_with_trailer(server: &bedrock_server::RunningServer, key: &str, data: &[u8], crc: &str) -> (u16, String) {
+    let mut sign = Sign::good(server, "s3");
+    sign.payload = Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER");
+    let len = data.len().to_string();
+    let (st, _, body) = raw(
+        server,
+        "PUT",
+        &format!("/sums/{key}"),
+        &[
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-decoded-content-length", &len),
+            ("x-amz-trailer", "x-amz-checksum-crc32"),
+            ("x-amz-sdk-checksum-algorithm", "CRC32"),
+        ],
+        aws_chunked(data, "x-amz-checksum-crc32", crc),
+        Some(sign),
+    )
+    .await;
+    (st, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn crc32_b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(data).to_be_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_with_a_bad_checksum_keeps_the_previous_object() {
+    let local = start(false).await;
+    let c = s3(&local.server);
+    let original = b"the original object, which must survive".to_vec();
+    let crc = put_original(&c, &original).await;
+    assert_original(&c, &original, &crc, "before").await;
+
+    let replacement = || ByteStream::from_static(b"a replacement that must never land");
+    let put = || c.put_object().bucket("sums").key("k").content_type("text/plain");
+    let zero4 = "AAAAAA==";
+    let zero32 = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+    let empty_md5 = "1B2M2Y8AsgTpgAmY7PhCfg==";
+    let attempts = [
+        (
+            "x-amz-checksum-crc32",
+            put().checksum_crc32(zero4).body(replacement()).send().await,
+        ),
+        (
+            "x-amz-checksum-crc32c",
+            put().checksum_crc32_c(zero4).body(replacement()).send().await,
+        ),
+        (
+            "x-amz-checksum-sha256",
+            put().checksum_sha256(&zero32).body(replacement()).send().await,
+        ),
+        (
+            "Content-MD5",
+            put().content_md5(empty_md5).body(replacement()).send().await,
+        ),
+    ];
+    for (what, r) in attempts {
+        let e = r.expect_err(what);
+        assert_eq!(failure(e), (400, "BadDigest".to_string()), "{what}");
+        assert_original(&c, &original, &crc, what).await;
+    }
+
+    // The same through an aws-chunked body with a trailing checksum: a right trailer is accepted...
+    let data = b"chunked upload".to_vec();
+    let (st, body) = put_with_trailer(&local.server, "chunked", &data, &crc32_b64(&data)).await;
+    assert_eq!(st, 200, "{body}");
+    let got = c
+        .get_object()
+        .bucket("sums")
+        .key("chunked")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("get the chunked upload");
+    assert_eq!(got.checksum_crc32(), Some(crc32_b64(&data).as_str()));
+    assert_eq!(
+        got.body.collect().await.expect("body").into_bytes().as_ref(),
+        data.as_slice()
+    );
+    c.delete_object()
+        .bucket("sums")
+        .key("chunked")
+        .send()
+        .await
+        .expect("delete");
+    // ...and a wrong one is refused without replacing the object.
+    let (st, body) = put_with_trailer(&local.server, "k", b"a replacement that must never land", zero4).await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("<Code>BadDigest</Code>"), "{body}");
+    assert_original(&c, &original, &crc, "aws-chunked trailer").await;
+    assert_eq!(
+        root_litter(local.dir.path()),
+        Vec::<String>::new(),
+        "staged files left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_complete_multipart_upload_changes_nothing() {
+    let local = start(false).await;
+    let c = s3(&local.server);
+    let original = b"the original object, which must survive".to_vec();
+    let crc = put_original(&c, &original).await;
+    let up = c
+        .create_multipart_upload()
+        .bucket("sums")
+        .key("k")
+        .content_type("application/x-new")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .expect("create");
+    let id = up.upload_id().expect("upload id").to_string();
+    let part1 = vec![1u8; 5 * 1024 * 1024];
+    let part2 = b"tail".to_vec();
+    let upload = |n: i32, data: Vec<u8>| {
+        c.upload_part()
+            .bucket("sums")
+            .key("k")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(data))
+    };
+    let e1 = upload(1, part1.clone()).send().await.expect("part 1");
+    assert_eq!(e1.checksum_crc32(), Some(crc32_b64(&part1).as_str()));
+    let e1 = e1.e_tag().expect("etag").to_string();
+    // A part whose checksum does not match its bytes is refused.
+    let e = c
+        .upload_part()
+        .bucket("sums")
+        .key("k")
+        .upload_id(&id)
+        .part_number(2)
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from(part2.clone()))
+        .send()
+        .await
+        .expect_err("part with a bad checksum");
+    assert_eq!(failure(e), (400, "BadDigest".to_string()));
+    let e2 = upload(2, part2.clone()).send().await.expect("part 2");
+    let e2 = e2.e_tag().expect("etag").to_string();
+    let part = |n: i32, etag: &str| CompletedPart::builder().part_number(n).e_tag(etag).build();
+    let complete = |parts: Vec<CompletedPart>| {
+        c.complete_multipart_upload()
+            .bucket("sums")
+            .key("k")
+            .upload_id(&id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+    };
+
+    // A part that was never uploaded: refused before anything changes.
+    let fake = "\"00000000000000000000000000000000\"";
+    let e = complete(vec![part(1, &e1), part(3, fake)])
+        .await
+        .expect_err("missing part");
+    assert_eq!(failure(e), (400, "InvalidPart".to_string()));
+    assert_original(&c, &original, &crc, "after a missing part").await;
+    // A listed ETag that is not the uploaded part's: refused after assembly, still before the commit.
+    let e = complete(vec![part(1, &e1), part(2, fake)])
+        .await
+        .expect_err("wrong etag");
+    assert_eq!(failure(e), (400, "InvalidPart".to_string()));
+    assert_original(&c, &original, &crc, "after a wrong ETag").await;
+    // Parts out of order.
+    let e = complete(vec![part(2, &e2), part(1, &e1)])
+        .await
+        .expect_err("out of order");
+    assert_eq!(failure(e), (400, "InvalidPartOrder".to_string()));
+    assert_original(&c, &original, &crc, "after parts out of order").await;
+
+    // The upload survived the failures: the right list completes it, whole.
+    let done = complete(vec![part(1, &e1), part(2, &e2)]).await.expect("complete");
+    assert!(
+        done.e_tag().is_some_and(|e| e.ends_with("-2\"") || e.ends_with("-2")),
+        "{done:?}"
+    );
+    let got = c
+        .get_object()
+        .bucket("sums")
+        .key("k")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("get the new object");
+    assert_eq!(got.content_type(), Some("application/x-new"));
+    assert_eq!(
+        got.checksum_crc32(),
+        None,
+        "the previous object's checksum must not describe the new one"
+    );
+    let bytes = got.body.collect().await.expect("body").into_bytes();
+    assert_eq!(bytes.len(), part1.len() + part2.len());
+    assert!(bytes[..part1.len()] == part1[..] && bytes[part1.len()..] == part2[..]);
+    // The upload is gone, and so are its parts.
+    let e = complete(vec![part(1, &e1), part(2, &e2)])
+        .await
+        .expect_err("completed twice");
+    assert_eq!(failure(e), (404, "NoSuchUpload".to_string()));
+    assert_eq!(root_litter(local.dir.path()), Vec::<String>::new());
 }

@@ -1,0 +1,447 @@
+//! The durable write path of the object store: a body is staged in a temporary file while it is hashed, the client's
+//! checksums are verified against the bytes actually received, and only then is the file synced and renamed into place.
+//!
+//! Staged files live in the store root, not next to the object: the root is on the same filesystem as every bucket
+//! (so the rename is atomic), it is never listed as a bucket or an object, and s3s-fs sweeps `.tmp.*.internal.part`
+//! files there at startup, so a crash leaves no litter. A temporary file in the object's own directory would show up
+//! in ListObjects (s3s-fs lists every file under the bucket) and in the folder an import job copies.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+use http::HeaderMap;
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Md5};
+use s3s::dto::{Checksum, ChecksumAlgorithm};
+use s3s::{S3Error, S3ErrorCode, StdError, s3_error};
+use tokio::io::AsyncWriteExt as _;
+
+/// An I/O failure on a file of the store, as the `InternalError` the client sees (the path and cause are logged).
+pub(crate) fn io_error(what: &str, path: &Path, e: std::io::Error) -> S3Error {
+    tracing::error!(path = %path.display(), error = %e, "object store: {what} failed");
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        format!("the local object store failed {what} {}: {e}", path.display()),
+    )
+}
+
+/// Fsyncs a directory, so the entries renamed into it survive a crash.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<(), S3Error> {
+    let d = tokio::fs::File::open(dir)
+        .await
+        .map_err(|e| io_error("opening directory", dir, e))?;
+    d.sync_all().await.map_err(|e| io_error("syncing directory", dir, e))
+}
+
+/// Removes a file; a missing file is fine.
+pub(crate) async fn remove_if_present(path: &Path) -> Result<(), S3Error> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("removing", path, e)),
+    }
+}
+
+/// Reads a file; `None` when it does not exist.
+pub(crate) async fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, S3Error> {
+    match tokio::fs::read(path).await {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("reading", path, e)),
+    }
+}
+
+/// A temporary file in the store root; removed when dropped unless it was renamed into place.
+pub(crate) struct Staged {
+    path: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    placed: bool,
+}
+
+impl Staged {
+    /// Creates an empty staged file under `root`.
+    pub(crate) async fn create(root: &Path) -> Result<Staged, S3Error> {
+        // This name matches s3s-fs's startup sweep of stale temporary files, and the UUID cannot collide with the
+        // counter-based names s3s-fs gives its own.
+        let path = root.join(format!(".tmp.cmi-{}.internal.part", uuid::Uuid::new_v4()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| io_error("creating", &path, e))?;
+        Ok(Staged {
+            path,
+            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            placed: false,
+        })
+    }
+
+    fn writer(&mut self) -> Result<&mut tokio::io::BufWriter<tokio::fs::File>, S3Error> {
+        let path = self.path.clone();
+        self.file.as_mut().ok_or_else(|| {
+            io_error(
+                "writing",
+                &path,
+                std::io::Error::other("the staged file was already closed"),
+            )
+        })
+    }
+
+    /// Appends bytes.
+    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), S3Error> {
+        let path = self.path.clone();
+        self.writer()?
+            .write_all(data)
+            .await
+            .map_err(|e| io_error("writing", &path, e))
+    }
+
+    /// Flushes and fsyncs the data: after this the bytes are on disk, whatever happens to the process.
+    pub(crate) async fn sync(&mut self) -> Result<(), S3Error> {
+        let path = self.path.clone();
+        let w = self.writer()?;
+        w.flush().await.map_err(|e| io_error("flushing", &path, e))?;
+        w.get_ref().sync_all().await.map_err(|e| io_error("syncing", &path, e))
+    }
+
+    /// Renames the staged file to `dest` (same filesystem, so atomically). Call [`Staged::sync`] first when the file
+    /// must survive a crash; the caller syncs `dest`'s directory.
+    pub(crate) async fn place(mut self, dest: &Path) -> Result<(), S3Error> {
+        let path = self.path.clone();
+        self.writer()?
+            .flush()
+            .await
+            .map_err(|e| io_error("flushing", &path, e))?;
+        self.file = None;
+        tokio::fs::rename(&self.path, dest)
+            .await
+            .map_err(|e| io_error(&format!("renaming {} to", self.path.display()), dest, e))?;
+        self.placed = true;
+        Ok(())
+    }
+
+    /// Writes `bytes` to a new staged file under `root` and syncs it.
+    pub(crate) async fn with_bytes(root: &Path, bytes: &[u8]) -> Result<Staged, S3Error> {
+        let mut s = Staged::create(root).await?;
+        s.write(bytes).await?;
+        s.sync().await?;
+        Ok(s)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A checksum algorithm S3 accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Crc32,
+    Crc32c,
+    Sha1,
+    Sha256,
+    Crc64Nvme,
+}
+
+const ALGS: [Alg; 5] = [Alg::Crc32, Alg::Crc32c, Alg::Sha1, Alg::Sha256, Alg::Crc64Nvme];
+
+impl Alg {
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Crc32 => ChecksumAlgorithm::CRC32,
+            Alg::Crc32c => ChecksumAlgorithm::CRC32C,
+            Alg::Sha1 => ChecksumAlgorithm::SHA1,
+            Alg::Sha256 => ChecksumAlgorithm::SHA256,
+            Alg::Crc64Nvme => ChecksumAlgorithm::CRC64NVME,
+        }
+    }
+
+    fn header(self) -> &'static str {
+        match self {
+            Alg::Crc32 => "x-amz-checksum-crc32",
+            Alg::Crc32c => "x-amz-checksum-crc32c",
+            Alg::Sha1 => "x-amz-checksum-sha1",
+            Alg::Sha256 => "x-amz-checksum-sha256",
+            Alg::Crc64Nvme => "x-amz-checksum-crc64nvme",
+        }
+    }
+
+    fn value(self, c: &Checksum) -> Option<&String> {
+        match self {
+            Alg::Crc32 => c.checksum_crc32.as_ref(),
+            Alg::Crc32c => c.checksum_crc32c.as_ref(),
+            Alg::Sha1 => c.checksum_sha1.as_ref(),
+            Alg::Sha256 => c.checksum_sha256.as_ref(),
+            Alg::Crc64Nvme => c.checksum_crc64nvme.as_ref(),
+        }
+    }
+
+    fn slot(self, c: &mut Checksum) -> &mut Option<String> {
+        match self {
+            Alg::Crc32 => &mut c.checksum_crc32,
+            Alg::Crc32c => &mut c.checksum_crc32c,
+            Alg::Sha1 => &mut c.checksum_sha1,
+            Alg::Sha256 => &mut c.checksum_sha256,
+            Alg::Crc64Nvme => &mut c.checksum_crc64nvme,
+        }
+    }
+
+    fn enable(self, h: &mut ChecksumHasher) {
+        match self {
+            Alg::Crc32 => h.crc32 = Some(Default::default()),
+            Alg::Crc32c => h.crc32c = Some(Default::default()),
+            Alg::Sha1 => h.sha1 = Some(Default::default()),
+            Alg::Sha256 => h.sha256 = Some(Default::default()),
+            Alg::Crc64Nvme => h.crc64nvme = Some(Default::default()),
+        }
+    }
+}
+
+/// The integrity checks a write request asks for: checksum values sent as headers, algorithms announced for a
+/// trailer (`x-amz-trailer`) or by `x-amz-sdk-checksum-algorithm`, and `Content-MD5`.
+#[derive(Debug)]
+pub(crate) struct Expect {
+    sent: Checksum,
+    announced: Vec<Alg>,
+    content_md5: Option<String>,
+}
+
+/// What a body hashed to while it was staged.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) size: u64,
+    pub(crate) md5: [u8; 16],
+    computed: Checksum,
+}
+
+impl Received {
+    /// The MD5 as lowercase hex (the ETag of a single-part object).
+    pub(crate) fn md5_hex(&self) -> String {
+        hex::encode(self.md5)
+    }
+}
+
+impl Expect {
+    /// Reads the checks a request declares (its `x-amz-checksum-*` values are in `sent`).
+    pub(crate) fn new(
+        sent: Checksum,
+        algorithm: Option<&ChecksumAlgorithm>,
+        headers: &HeaderMap,
+        content_md5: Option<String>,
+    ) -> Result<Expect, S3Error> {
+        let mut announced = Vec::new();
+        if let Some(a) = algorithm {
+            let alg = ALGS
+                .into_iter()
+                .find(|x| x.name().eq_ignore_ascii_case(a.as_str()))
+                .ok_or_else(|| {
+                    s3_error!(
+                        InvalidRequest,
+                        "unsupported x-amz-sdk-checksum-algorithm {:?}: expected CRC32, CRC32C, SHA1, SHA256 or CRC64NVME",
+                        a.as_str()
+                    )
+                })?;
+            announced.push(alg);
+        }
+        for v in headers.get_all("x-amz-trailer") {
+            let v = v
+                .to_str()
+                .map_err(|_| s3_error!(InvalidArgument, "x-amz-trailer is not ASCII"))?;
+            for name in v.split(',').map(str::trim) {
+                if let Some(alg) = ALGS.into_iter().find(|x| x.header().eq_ignore_ascii_case(name))
+                    && !announced.contains(&alg)
+                {
+                    announced.push(alg);
+                }
+            }
+        }
+        Ok(Expect {
+            sent,
+            announced,
+            content_md5,
+        })
+    }
+
+    /// A hasher for every algorithm the request sent or announced.
+    fn hasher(&self) -> ChecksumHasher {
+        let mut h = ChecksumHasher::default();
+        for alg in ALGS {
+            if alg.value(&self.sent).is_some() || self.announced.contains(&alg) {
+                alg.enable(&mut h);
+            }
+        }
+        h
+    }
+
+    /// Streams `body` into `staged`, hashing it on the way.
+    pub(crate) async fn receive<S>(&self, staged: &mut Staged, mut body: S) -> Result<Received, S3Error>
+    where
+        S: Stream<Item = Result<Bytes, StdError>> + Unpin,
+    {
+        let mut md5 = Md5::new();
+        let mut hasher = self.hasher();
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            md5.update(&chunk);
+            hasher.update(&chunk);
+            staged.write(&chunk).await?;
+            size += chunk.len() as u64;
+        }
+        Ok(Received {
+            size,
+            md5: md5.finalize(),
+            computed: hasher.finalize(),
+        })
+    }
+
+    /// Compares what was sent (headers, then the trailer that followed the body) with what was received; returns the
+    /// verified checksums, the ones to store with the object.
+    pub(crate) fn verify(mut self, received: &Received, trailers: Option<HeaderMap>) -> Result<Checksum, S3Error> {
+        if let Some(trailers) = trailers {
+            for alg in ALGS {
+                if let Some(v) = trailers.get(alg.header()) {
+                    let v = v
+                        .to_str()
+                        .map_err(|_| s3_error!(InvalidArgument, "trailer {} is not ASCII", alg.header()))?;
+                    *alg.slot(&mut self.sent) = Some(v.to_string());
+                }
+            }
+        }
+        for alg in &self.announced {
+            if alg.value(&self.sent).is_none() {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "the request announces a {} checksum (x-amz-sdk-checksum-algorithm or x-amz-trailer) but carries no {} header or trailer",
+                    alg.name(),
+                    alg.header()
+                ));
+            }
+        }
+        let mut verified = Checksum::default();
+        for alg in ALGS {
+            let Some(sent) = alg.value(&self.sent) else {
+                continue;
+            };
+            let got = alg.value(&received.computed).map(String::as_str).unwrap_or("");
+            if sent != got {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the {} sent with the request is {sent:?}, but the {} bytes received have {} {got:?}",
+                    alg.header(),
+                    received.size,
+                    alg.name()
+                ));
+            }
+            *alg.slot(&mut verified) = Some(sent.clone());
+        }
+        if let Some(md5) = &self.content_md5 {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let sent = b64.decode(md5).ok().filter(|d| d.len() == 16).ok_or_else(|| {
+                s3_error!(
+                    InvalidDigest,
+                    "Content-MD5 {md5:?} is not valid: expected the base64 of a 16-byte MD5 digest"
+                )
+            })?;
+            if sent != received.md5 {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the Content-MD5 sent with the request is {md5:?}, but the {} bytes received have MD5 {:?}",
+                    received.size,
+                    b64.encode(received.md5)
+                ));
+            }
+        }
+        Ok(verified)
+    }
+}
+
+/// The S3 error for a body that failed while it was read (s3s verifies signatures and payload hashes as it streams).
+fn body_error(e: StdError) -> S3Error {
+    let text = e.to_string();
+    if text.contains("SignatureMismatch") {
+        s3_error!(
+            SignatureDoesNotMatch,
+            "a chunk signature of the aws-chunked body does not match"
+        )
+    } else if text.contains("Sha256Mismatch") {
+        s3_error!(BadDigest, "the body does not match its x-amz-content-sha256 header")
+    } else {
+        s3_error!(IncompleteBody, "the request body could not be read: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(data: &[u8], algs: &[Alg]) -> Received {
+        let mut h = ChecksumHasher::default();
+        for a in algs {
+            a.enable(&mut h);
+        }
+        h.update(data);
+        Received {
+            size: data.len() as u64,
+            md5: Md5::checksum(data),
+            computed: h.finalize(),
+        }
+    }
+
+    #[test]
+    fn a_wrong_checksum_names_the_sent_and_the_computed_value() {
+        let sent = Checksum {
+            checksum_crc32: Some("AAAAAA==".into()),
+            ..Checksum::default()
+        };
+        let expect = Expect::new(sent, None, &HeaderMap::new(), None).expect("expect");
+        let e = expect
+            .verify(&received(b"hello", &[Alg::Crc32]), None)
+            .expect_err("mismatch");
+        assert_eq!(e.code(), &S3ErrorCode::BadDigest);
+        let msg = e.message().unwrap_or_default();
+        assert!(
+            msg.contains("AAAAAA==") && msg.contains("x-amz-checksum-crc32") && msg.contains("NhCmhg=="),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_trailer_checksum_is_verified_and_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-trailer", "x-amz-checksum-crc32c".parse().expect("value"));
+        let expect = Expect::new(Checksum::default(), None, &headers, None).expect("expect");
+        let r = received(b"hello", &[Alg::Crc32c]);
+        let good = r.computed.checksum_crc32c.clone().expect("crc32c");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-amz-checksum-crc32c", good.parse().expect("value"));
+        let verified = expect.verify(&r, Some(trailers)).expect("verified");
+        assert_eq!(verified.checksum_crc32c, Some(good));
+        // Announced but never sent.
+        let expect = Expect::new(Checksum::default(), None, &headers, None).expect("expect");
+        let e = expect.verify(&r, None).expect_err("missing trailer");
+        assert_eq!(e.code(), &S3ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn content_md5_is_checked() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let good = b64.encode(Md5::checksum(b"hello"));
+        let expect = Expect::new(Checksum::default(), None, &HeaderMap::new(), Some(good)).expect("expect");
+        assert!(expect.verify(&received(b"hello", &[]), None).is_ok());
+        let bad = b64.encode(Md5::checksum(b"other"));
+        let expect = Expect::new(Checksum::default(), None, &HeaderMap::new(), Some(bad)).expect("expect");
+        let e = expect.verify(&received(b"hello", &[]), None).expect_err("mismatch");
+        assert_eq!(e.code(), &S3ErrorCode::BadDigest);
+        let expect = Expect::new(Checksum::default(), None, &HeaderMap::new(), Some("nope".into())).expect("expect");
+        let e = expect.verify(&received(b"hello", &[]), None).expect_err("malformed");
+        assert_eq!(e.code(), &S3ErrorCode::InvalidDigest);
+    }
+}
