@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use converse_agent::invoke::InvokeBackend;
-use converse_agent::session::Session;
+use converse_agent::session::{Record, Session};
 use converse_agent::tools::{Approver, ToolSet, Workspace};
-use converse_agent::{Agent, AgentConfig, AgentEvent, Message, RetryPolicy};
+use converse_agent::{Agent, AgentConfig, AgentEvent, Api, Message, RetryPolicy};
 use model_registry::{Availability, Registry, ResolvedModel};
-use tokio::io::AsyncBufReadExt as _;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::ctx::Ctx;
+use crate::env;
 
 /// Arguments of `cmi chat`.
 #[derive(Debug, clap::Args)]
@@ -100,7 +101,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             } else {
                 sessions_dir.join(format!("{id}.jsonl"))
             };
-            Some(Session::open(&path).with_context(|| format!("resuming {}", path.display()))?)
+            Some(replay(&path).with_context(|| format!("resuming {}", path.display()))?)
         }
     };
     let model_name = match (&args.model, &session) {
@@ -130,7 +131,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     };
 
     let interactive = args.prompt.is_none() && std::io::stdin().is_terminal();
-    let approver = approver(args.yes);
+    // The chat reads stdin when it loops over lines, or to ask before running a command.
+    let input = (args.prompt.is_none() || std::io::stdin().is_terminal()).then(Input::spawn);
+    let approver = approver(args.yes, input.clone());
     let tools = if args.no_tools {
         ToolSet::new()
     } else {
@@ -161,7 +164,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             if history.is_empty() {
                 String::new()
             } else {
-                format!(" ({} messages resumed)", history.len())
+                format!(" ({} resumed)", messages(history.len()))
             }
         );
     }
@@ -170,14 +173,19 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         let ok = turn(&mut agent, &mut history, &mut session, &mut ui, p).await?;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) });
     }
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // Present whenever no prompt was given (see above).
+    let input = input.context("internal: no input reader")?;
+    if interactive && !args.json {
+        eprintln!("type a message; /help lists commands; Ctrl-C cancels a turn; Ctrl-C or Ctrl-D here leaves");
+    }
     loop {
         if interactive {
             eprint!("\n> ");
             let _ = std::io::stderr().flush();
         }
+        // Ctrl-C at the prompt leaves, as Ctrl-D does.
         let line = tokio::select! {
-            l = lines.next_line() => l.context("reading stdin")?,
+            l = input.line() => l.transpose().context("reading stdin")?,
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(line) = line else { break };
@@ -185,8 +193,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         if line.is_empty() {
             continue;
         }
-        if matches!(line, "/exit" | "/quit") {
-            break;
+        if let Some(cmd) = line.strip_prefix('/') {
+            match slash(cmd, &agent, &session, &history) {
+                Slash::Exit => break,
+                Slash::Shown => continue,
+            }
         }
         turn(&mut agent, &mut history, &mut session, &mut ui, line).await?;
     }
@@ -198,6 +209,100 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1 message`, `3 messages`.
+fn messages(n: usize) -> String {
+    format!("{n} message{}", if n == 1 { "" } else { "s" })
+}
+
+/// What a slash command asks the loop to do.
+enum Slash {
+    Exit,
+    Shown,
+}
+
+/// The chat's own commands (`/help`); anything after the `/`.
+fn slash(cmd: &str, agent: &Agent, session: &Session, history: &[Message]) -> Slash {
+    let mut words = cmd.split_whitespace();
+    match words.next().unwrap_or_default() {
+        "exit" | "quit" | "q" => return Slash::Exit,
+        "help" | "?" => eprintln!(
+            "/help      this list\n\
+             /session   the session file, its ID and how to resume it\n\
+             /model     the model, its ID and the API used\n\
+             /tools     the tools offered to the model\n\
+             /exit      leave (Ctrl-D or Ctrl-C at the prompt too; Ctrl-C during an answer cancels it)"
+        ),
+        "session" => eprintln!(
+            "session {} · {} · {}\nresume with `cmi chat --resume {}`",
+            session.id,
+            messages(history.len()),
+            session.path().display(),
+            session.id
+        ),
+        "model" => {
+            let c = agent.config();
+            eprintln!(
+                "{} · {} · {}",
+                c.entry.name,
+                c.model_id,
+                if !c.entry.uses_converse() {
+                    "InvokeModel with the model's own chat template"
+                } else if c.use_tools && c.entry.tool_use && !agent.streams_with_tools() {
+                    "Converse (no streaming with tools), shown as a stream"
+                } else {
+                    "ConverseStream"
+                }
+            )
+        }
+        "tools" => {
+            let names: Vec<&str> = agent.tools().iter().map(|t| t.name()).collect();
+            if names.is_empty() || !agent.config().use_tools {
+                eprintln!("no tools");
+            } else {
+                eprintln!("{}", names.join(", "));
+            }
+        }
+        other => eprintln!("unknown command `/{other}`; /help lists the commands"),
+    }
+    Slash::Shown
+}
+
+/// Lines from stdin, read on a thread of their own: a blocking read on the runtime would keep the process from exiting
+/// after Ctrl-C at the prompt (the runtime waits for its blocking tasks), and the prompt and the command approval
+/// share one reader so that neither steals the other's line.
+#[derive(Clone)]
+struct Input(Arc<Mutex<mpsc::UnboundedReceiver<std::io::Result<String>>>>);
+
+impl Input {
+    fn spawn() -> Input {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let mut line = String::new();
+                match std::io::BufRead::read_line(&mut stdin, &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if tx.send(Ok(line)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        Input(Arc::new(Mutex::new(rx)))
+    }
+
+    /// The next line; `None` at end of input.
+    async fn line(&self) -> Option<std::io::Result<String>> {
+        self.0.lock().await.recv().await
+    }
 }
 
 /// One turn, cancellable with Ctrl-C. Returns whether it ended without error.
@@ -217,9 +322,11 @@ async fn turn(
             ui.show(&e);
         };
         let fut = agent.run_turn(history, Message::user(text), &mut emit);
+        // Ctrl-C first: its listener is in place before the turn shows anything a person could react to.
         tokio::select! {
-            r = fut => Some(r),
+            biased;
             _ = tokio::signal::ctrl_c() => None,
+            r = fut => Some(r),
         }
     };
     if let Some(e) = save_error {
@@ -229,6 +336,10 @@ async fn turn(
     match outcome {
         None => {
             session.cancelled()?;
+            // Go on from what a resume sees: the cancelled question, the calls and results it got to, and the text
+            // shown so far as an interrupted answer.
+            *session = replay(session.path())?;
+            *history = session.messages.clone();
             eprintln!("[cancelled — the session is kept]");
             Ok(false)
         }
@@ -240,25 +351,41 @@ async fn turn(
     }
 }
 
+/// Opens a session file and replays it. Text streamed after its last message (a turn cancelled or cut short by a
+/// crash) comes back as an interrupted answer; that answer is saved as a message, so that it stays in the history
+/// once later turns are saved after it.
+fn replay(path: &Path) -> Result<Session> {
+    let mut session = Session::open(path)?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved = text
+        .lines()
+        .filter(|l| matches!(serde_json::from_str::<Record>(l), Ok(Record::Message { .. })))
+        .count();
+    if session.messages.len() > saved
+        && let Some(interrupted) = session.messages.pop()
+    {
+        session
+            .record(&AgentEvent::Message(interrupted))
+            .with_context(|| format!("saving {}", path.display()))?;
+    }
+    Ok(session)
+}
+
 /// Asks on the terminal before running a command (declines when there is no terminal to ask on).
-fn approver(yes: bool) -> Approver {
+fn approver(yes: bool, input: Option<Input>) -> Approver {
     Arc::new(move |cmd: String| {
+        let input = input.clone();
         Box::pin(async move {
             if yes {
                 return true;
             }
-            if !std::io::stdin().is_terminal() {
+            let Some(input) = input.filter(|_| std::io::stdin().is_terminal()) else {
                 eprintln!("[declined `{cmd}`: no terminal to ask on; pass --yes or --allow]");
                 return false;
-            }
-            tokio::task::spawn_blocking(move || {
-                eprint!("\nrun `{cmd}`? [y/N] ");
-                let _ = std::io::stderr().flush();
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
-            })
-            .await
-            .unwrap_or(false)
+            };
+            eprint!("\nrun `{cmd}`? [y/N] ");
+            let _ = std::io::stderr().flush();
+            matches!(input.line().await, Some(Ok(answer)) if matches!(answer.trim(), "y" | "Y" | "yes"))
         })
     })
 }
@@ -352,6 +479,10 @@ struct Ui {
     mode: Mode,
     /// A `\r` status line is showing on stderr.
     status: bool,
+    /// stderr is a terminal: status lines redraw in place (else they are plain lines, printed now and then).
+    status_tty: bool,
+    /// The last warming-up attempt printed as a plain line (the agent reports each attempt once a second).
+    warm_attempt: u32,
 }
 
 #[derive(PartialEq)]
@@ -363,13 +494,13 @@ enum Mode {
 
 impl Ui {
     fn new(json: bool) -> Ui {
-        // NO_COLOR (https://no-color.org): any non-empty value turns colour off.
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Ui {
             json,
-            color: !no_color && std::io::stdout().is_terminal(),
+            color: !env::no_color() && std::io::stdout().is_terminal(),
             mode: Mode::None,
             status: false,
+            status_tty: !env::no_color() && std::io::stderr().is_terminal(),
+            warm_attempt: 0,
         }
     }
 
@@ -444,12 +575,31 @@ impl Ui {
                 attempt,
             } => {
                 let s = elapsed.as_secs();
-                eprint!(
-                    "\r\x1b[2Kmodel is warming up (ModelNotReadyException): {}:{:02} elapsed, giving up after {}:{:02}, attempt {attempt}",
+                let line = format!(
+                    "model is warming up (ModelNotReadyException): {}:{:02} elapsed, giving up after {}:{:02}, attempt {attempt}",
                     s / 60,
                     s % 60,
                     timeout.as_secs() / 60,
                     timeout.as_secs() % 60
+                );
+                if self.status_tty {
+                    eprint!("\r\x1b[2K{line}");
+                    self.status = true;
+                } else if *attempt != self.warm_attempt && (*attempt == 1 || attempt % 10 == 0) {
+                    self.warm_attempt = *attempt;
+                    eprintln!("{line}");
+                }
+            }
+            // Until the first output, say that the model is at work: without streaming (tools on a model that does not
+            // stream with them) the whole answer takes as long as it takes to write.
+            AgentEvent::Request { api, .. } if self.status_tty && !self.status && self.mode == Mode::None => {
+                eprint!(
+                    "\r\x1b[2K{}",
+                    match api {
+                        Api::ConverseStream => "waiting for the model…",
+                        Api::Converse => "waiting for the whole answer (this model does not stream with tools)…",
+                        Api::InvokeModel => "waiting for the whole answer (InvokeModel, not streamed)…",
+                    }
                 );
                 self.status = true;
             }
@@ -471,8 +621,44 @@ impl Ui {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, replay};
+    use converse_agent::session::Session;
+    use converse_agent::{AgentEvent, Message, Role};
     use std::time::Duration;
+
+    #[test]
+    fn text_shown_before_a_cancel_stays_in_the_history_after_later_turns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Session::create(dir.path(), "tiny").expect("session");
+        let path = s.path().to_path_buf();
+        for e in [
+            AgentEvent::Message(Message::user("tell me a story")),
+            AgentEvent::Text("Once upon".into()),
+            AgentEvent::Text(" a time".into()),
+        ] {
+            s.record(&e).expect("record");
+        }
+        s.cancelled().expect("cancelled");
+        drop(s);
+
+        let mut s = replay(&path).expect("replay");
+        assert_eq!(s.messages.len(), 2);
+        assert_eq!(s.messages[1].role, Role::Assistant);
+        assert!(
+            s.messages[1].text().starts_with("Once upon a time"),
+            "{:?}",
+            s.messages[1]
+        );
+        // Replaying again adds nothing: the interrupted answer is a saved message now.
+        assert_eq!(replay(&path).expect("replay again").messages.len(), 2);
+
+        s.record(&AgentEvent::Message(Message::user("and then?")))
+            .expect("record");
+        drop(s);
+        let resumed = Session::open(&path).expect("open");
+        assert_eq!(resumed.messages.len(), 3, "{:?}", resumed.messages);
+        assert!(resumed.messages[1].text().starts_with("Once upon a time"));
+    }
 
     #[test]
     fn durations() {
