@@ -1,0 +1,46 @@
+//! Times prefill and batched decode steps of a model folder: `cargo run -p infer-models --example profile -- DIR [q8_0|q4k]`.
+
+use std::time::Instant;
+
+use infer_models::{CausalLm, SeqInput};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().ok_or("usage: profile DIR [q8_0|q4k]")?);
+    let quantize = args.next().map(|q| q.parse()).transpose()?;
+    let t = Instant::now();
+    let model = infer_models::load(&dir, quantize)?;
+    println!("load {:?} quantize {:?}", t.elapsed(), quantize);
+    let prompt: Vec<u32> = (0..40u32).map(|i| 100 + i * 7).collect();
+    for streams in [1usize, 8] {
+        let mut caches: Vec<_> = (0..streams).map(|_| model.new_cache()).collect();
+        let t = Instant::now();
+        for c in &mut caches {
+            model.forward_last(&mut [SeqInput {
+                tokens: &prompt,
+                cache: c,
+            }])?;
+        }
+        let prefill = t.elapsed() / streams as u32;
+        let steps = 32;
+        let t = Instant::now();
+        for s in 0..steps {
+            let toks: Vec<[u32; 1]> = (0..streams).map(|i| [(200 + s * 3 + i) as u32]).collect();
+            let mut batch: Vec<SeqInput<'_>> = caches
+                .iter_mut()
+                .zip(&toks)
+                .map(|(cache, t)| SeqInput { tokens: t, cache })
+                .collect();
+            let logits = model.forward_last(&mut batch)?;
+            let _ = logits.to_vec2::<f32>()?;
+        }
+        let per = t.elapsed() / steps as u32;
+        println!(
+            "streams {streams}: prefill {} tok {prefill:?} ({:.0} tok/s); decode step {per:?} -> {:.1} tok/s total",
+            prompt.len(),
+            prompt.len() as f64 / prefill.as_secs_f64(),
+            streams as f64 / per.as_secs_f64()
+        );
+    }
+    Ok(())
+}
