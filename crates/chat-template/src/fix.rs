@@ -22,9 +22,15 @@ const QWEN3: &str = include_str!("templates/qwen3-0.6b.jinja");
 const MISTRAL_V3: &str = include_str!("templates/mistral-7b-instruct-v0.3.jinja");
 const NEMO: &str = include_str!("templates/mistral-nemo-instruct-2407.jinja");
 const CHATML_TOOLS: &str = include_str!("templates/chatml-tools.jinja");
+// Families without a native tool format: their own prompt format, byte-for-byte for plain chats, plus Hermes tools.
+const LLAMA2_TOOLS: &str = include_str!("templates/llama-2-chat-tools.jinja");
+const CODELLAMA_TOOLS: &str = include_str!("templates/codellama-instruct-tools.jinja");
+const STARCODER2_TOOLS: &str = include_str!("templates/starcoder2-instruct-tools.jinja");
 
 /// The Converse-ready (tool-capable) template for a family, or `None` when there is none. For ChatML the default
-/// system prompt of `original` (e.g. SmolLM2's) is kept.
+/// system prompt of `original` (e.g. SmolLM2's) is kept. Llama 2, CodeLlama and StarCoder2 have no tool format of
+/// their own: their templates keep the family's prompt format and teach Hermes `<tool_call>` calls, with tool
+/// definitions in the system part and tool results as `<tool_response>` in a user (instruction) turn.
 pub fn template_for_family(family: Family, original: Option<&str>) -> Option<String> {
     Some(match family {
         Family::Llama3 | Family::Llama31 | Family::DeepSeekR1DistillLlama => LLAMA31.to_owned(),
@@ -33,6 +39,9 @@ pub fn template_for_family(family: Family, original: Option<&str>) -> Option<Str
         Family::Qwen3 => QWEN3.to_owned(),
         Family::Mistral | Family::MistralV3 | Family::Mixtral => MISTRAL_V3.to_owned(),
         Family::MistralNemo => NEMO.to_owned(),
+        Family::Llama2 => LLAMA2_TOOLS.to_owned(),
+        Family::CodeLlama => CODELLAMA_TOOLS.to_owned(),
+        Family::StarCoder2 => STARCODER2_TOOLS.to_owned(),
         Family::ChatMl => {
             let literal = match original.and_then(chatml_default_system) {
                 Some(s) => jinja_string_literal(&s),
@@ -97,7 +106,12 @@ pub fn check(dir: &Path) -> Result<CheckReport, Error> {
         Err(Error::NoTemplate { .. }) => None,
         Err(e) => return Err(e),
     };
-    let family = detect_family(config.as_ref(), template.as_ref().map(|t| t.source()));
+    // After a fix the template is the replacement's; the recorded original says more about the family.
+    let original = recorded_original(dir)?;
+    let family = detect_family(
+        config.as_ref(),
+        original.as_deref().or(template.as_ref().map(|t| t.source())),
+    );
     let (support, tool_syntax) = match &template {
         Some(t) => (converse_support(t), t.tool_syntax()),
         None => (
@@ -153,6 +167,16 @@ fn read_config_json(dir: &Path) -> Result<Option<Json>, Error> {
     } else {
         Ok(None)
     }
+}
+
+/// The original template `fix` recorded in `tokenizer_config.json`, if any.
+fn recorded_original(dir: &Path) -> Result<Option<String>, Error> {
+    let p = dir.join("tokenizer_config.json");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let config = load::read_json(&p)?;
+    Ok(config.get(ORIGINAL_KEY).and_then(Json::as_str).map(str::to_owned))
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {

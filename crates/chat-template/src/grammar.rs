@@ -19,6 +19,58 @@ fn x_guidance() -> Json {
     json!({"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": false})
 }
 
+/// Bounds given to `number` / `integer` schemas that set none: JSON allows `1e99999`, which no parser (serde_json,
+/// Python's `json`) reads back as a finite number, and a constrained small model does write such exponents. Integers
+/// stay within the exactly representable range of an f64.
+const NUMBER_BOUND: f64 = 1e15;
+const INTEGER_BOUND: i64 = 9_007_199_254_740_991;
+
+/// Adds [`NUMBER_BOUND`] / [`INTEGER_BOUND`] limits to every unbounded numeric schema inside `schema`.
+pub fn bound_numbers(schema: &mut Json) {
+    use serde_json::Value;
+    let Some(obj) = schema.as_object_mut() else { return };
+    let types: Vec<String> = match obj.get("type") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+        _ => vec![],
+    };
+    let integer_only = types.iter().any(|t| t == "integer") && !types.iter().any(|t| t == "number");
+    if types.iter().any(|t| t == "number" || t == "integer") {
+        let (lo, hi) = if integer_only {
+            (Value::from(-INTEGER_BOUND), Value::from(INTEGER_BOUND))
+        } else {
+            (Value::from(-NUMBER_BOUND), Value::from(NUMBER_BOUND))
+        };
+        if !obj.contains_key("minimum") && !obj.contains_key("exclusiveMinimum") {
+            obj.insert("minimum".into(), lo);
+        }
+        if !obj.contains_key("maximum") && !obj.contains_key("exclusiveMaximum") {
+            obj.insert("maximum".into(), hi);
+        }
+    }
+    for (key, v) in obj.iter_mut() {
+        match key.as_str() {
+            "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
+                if let Some(m) = v.as_object_mut() {
+                    m.values_mut().for_each(bound_numbers);
+                }
+            }
+            "items" | "additionalProperties" | "not" | "contains" | "if" | "then" | "else" | "additionalItems" => {
+                match v {
+                    Value::Array(a) => a.iter_mut().for_each(bound_numbers),
+                    other => bound_numbers(other),
+                }
+            }
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Some(a) = v.as_array_mut() {
+                    a.iter_mut().for_each(bound_numbers);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `(name, parameters schema)` of each OpenAI-style tool (`{"type": "function", "function": {...}}`, or the bare
 /// function object), filtered to `forced` when given.
 fn functions<'a>(tools: &'a [Json], forced: Option<&str>) -> Vec<(&'a str, Json)> {
@@ -38,10 +90,11 @@ fn all_functions(tools: &[Json]) -> Vec<(&str, Json)> {
         .filter_map(|t| {
             let f = t.get("function").unwrap_or(t);
             let name = f.get("name")?.as_str()?;
-            let params = f
+            let mut params = f
                 .get("parameters")
                 .cloned()
                 .unwrap_or_else(|| json!({"type": "object"}));
+            bound_numbers(&mut params);
             Some((name, params))
         })
         .collect()
@@ -110,7 +163,9 @@ pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) 
 
 /// A grammar for one JSON value matching `schema`.
 pub fn json_lark(schema: &Json) -> String {
-    format!("start: %json {}\n", with_guidance(schema.clone()))
+    let mut schema = schema.clone();
+    bound_numbers(&mut schema);
+    format!("start: %json {}\n", with_guidance(schema))
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! Rendering a chat template with minijinja exactly like transformers' `apply_chat_template(..., tokenize=False)`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +10,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::load::{self, SpecialTokens, TemplateSource};
 use crate::pyjson::{self, DumpOptions};
+use crate::tree::{JsonTree, PairMap, TreePool};
 use crate::{Error, Family, ToolSyntax};
 
 /// Resource limits that stop runaway templates.
@@ -115,7 +115,13 @@ struct Inner {
     templates: Vec<(String, String)>,
     single: bool,
     special: SpecialTokens,
+    /// The special tokens as context entries, made once.
+    special_values: Vec<(Value, Value)>,
     limits: Limits,
+    /// Emptied trees whose buffers later renders reuse.
+    pool: TreePool,
+    /// Whether any of the templates mentions `tools` (if none does, the variable is never read).
+    reads_tools: bool,
 }
 
 impl fmt::Debug for ChatTemplate {
@@ -162,13 +168,20 @@ impl ChatTemplate {
             env.add_template_owned(name.clone(), rewrite_generation_tags(src))
                 .map_err(|e| map_error(e, name, Some(src)))?;
         }
+        let reads_tools = templates.iter().any(|(_, src)| src.contains("tools"));
         Ok(ChatTemplate {
             inner: Arc::new(Inner {
                 env,
                 templates,
                 single,
+                special_values: special_tokens
+                    .iter()
+                    .map(|(name, tok)| (Value::from(name), Value::from(tok)))
+                    .collect(),
                 special: special_tokens,
                 limits,
+                pool: TreePool::default(),
+                reads_tools,
             }),
         })
     }
@@ -267,14 +280,17 @@ impl ChatTemplate {
             .env
             .get_template(name)
             .map_err(|e| map_error(e, name, Some(source)))?;
-        let ctx = self.context(req)?;
+        let (ctx, tree) = self.context(req)?;
         let mut out = LimitedWriter {
             buf: Vec::with_capacity(4096),
             limit: self.inner.limits.max_output_bytes,
             exceeded: false,
         };
-        match tmpl.render_captured_to(ctx, &mut out) {
-            Ok(_) => {}
+        let result = tmpl.render_captured_to(ctx, &mut out).map(drop);
+        // Every value of the render is gone now: keep the tree's buffers for the next render.
+        self.inner.pool.put(tree);
+        match result {
+            Ok(()) => {}
             Err(_) if out.exceeded => {
                 return Err(Error::Limit {
                     what: "output size in bytes",
@@ -298,100 +314,55 @@ impl ChatTemplate {
         })
     }
 
-    fn context(&self, req: &RenderRequest) -> Result<Value, Error> {
+    /// The render context, and the tree its JSON lives in (to recycle once the render is over).
+    fn context(&self, req: &RenderRequest) -> Result<(Value, Arc<JsonTree>), Error> {
         if req.messages.is_empty() {
             return Err(Error::Request("the conversation has no messages".into()));
         }
-        let mut messages = Vec::with_capacity(req.messages.len());
-        for (i, m) in req.messages.iter().enumerate() {
-            messages.push(normalize_message(i, m)?);
-        }
-        let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
-        ctx.insert("messages".into(), Value::from(messages));
-        ctx.insert(
-            "tools".into(),
-            match &req.tools {
-                Some(t) => Value::from(t.iter().map(json_to_value).collect::<Vec<_>>()),
-                None => Value::from(()),
-            },
-        );
-        ctx.insert("documents".into(), Value::from(()));
-        ctx.insert("add_generation_prompt".into(), Value::from(req.add_generation_prompt));
-        for (name, tok) in self.inner.special.iter() {
-            ctx.insert(name.into(), Value::from(tok));
-        }
+        let mut tree = self.inner.pool.take();
+        let messages = tree.push_messages(&req.messages)?;
+        // A template whose text never names `tools` cannot read them: skip copying the schemas.
+        let tools = match &req.tools {
+            Some(t) if self.inner.reads_tools => Some(tree.push_seq(t.iter())),
+            _ => None,
+        };
+        let mut kwargs = Vec::with_capacity(req.template_kwargs.len());
         for (k, v) in &req.template_kwargs {
             if matches!(k.as_str(), "messages" | "tools" | "documents" | "add_generation_prompt") {
                 return Err(Error::Request(format!(
                     "template_kwargs may not set `{k}`: it is a render argument"
                 )));
             }
-            ctx.insert(k.clone(), json_to_value(v));
+            kwargs.push((k.as_str(), tree.push(v)));
         }
-        ctx.insert(
-            NOW_VAR.into(),
+        let tree = Arc::new(tree);
+
+        let mut ctx: Vec<(Value, Value)> = Vec::with_capacity(self.inner.special_values.len() + kwargs.len() + 5);
+        ctx.push((Value::from("messages"), tree.value(messages)));
+        ctx.push((
+            Value::from("tools"),
+            tools.map_or_else(|| Value::from(()), |t| tree.value(t)),
+        ));
+        ctx.push((Value::from("documents"), Value::from(())));
+        ctx.push((
+            Value::from("add_generation_prompt"),
+            Value::from(req.add_generation_prompt),
+        ));
+        ctx.extend(self.inner.special_values.iter().cloned());
+        let fixed = ctx.len();
+        for (k, id) in kwargs {
+            // A kwarg overrides a special token of the same name.
+            let v = tree.value(id);
+            match ctx[..fixed].iter_mut().find(|(name, _)| name.as_str() == Some(k)) {
+                Some(slot) => slot.1 = v,
+                None => ctx.push((Value::from(k), v)),
+            }
+        }
+        ctx.push((
+            Value::from(NOW_VAR),
             Value::from_object(FixedNow(req.now.unwrap_or_else(|| chrono::Local::now().naive_local()))),
-        );
-        Ok(Value::from(ctx))
-    }
-}
-
-/// transformers' `_normalize_chat_messages` + `_alias_reasoning_fields`: top-level `null` keys dropped, reasoning
-/// aliased to `thinking` (first) and `reasoning_content`.
-fn normalize_message(index: usize, m: &Json) -> Result<Value, Error> {
-    let Json::Object(obj) = m else {
-        return Err(Error::Request(format!(
-            "message {index} must be an object, found {}",
-            load::short(m)
-        )));
-    };
-    let reasoning = ["reasoning_content", "thinking", "reasoning"]
-        .iter()
-        .find_map(|k| obj.get(*k).filter(|v| !v.is_null()));
-    let kept = obj.iter().filter(|(_, v)| !v.is_null());
-    Ok(match reasoning {
-        None => Value::from_pairs(kept.map(|(k, v)| (k.as_str(), json_to_value(v)))),
-        Some(r) => {
-            let r = json_to_value(r);
-            let mut out: Vec<(&str, Value)> = Vec::with_capacity(obj.len() + 2);
-            out.push(("thinking", r.clone()));
-            let mut has_rc = false;
-            for (k, v) in obj.iter().filter(|(_, v)| !v.is_null()) {
-                match k.as_str() {
-                    // `**message` overwrites the value but the key keeps its first place.
-                    "thinking" => out[0].1 = json_to_value(v),
-                    "reasoning_content" => {
-                        has_rc = true;
-                        out.push(("reasoning_content", r.clone()));
-                    }
-                    other => out.push((other, json_to_value(v))),
-                }
-            }
-            if !has_rc {
-                out.push(("reasoning_content", r));
-            }
-            Value::from_pairs(out)
-        }
-    })
-}
-
-/// Converts JSON to a template value directly (no serde round trip), keeping object key order.
-pub(crate) fn json_to_value(v: &Json) -> Value {
-    match v {
-        Json::Null => Value::from(()),
-        Json::Bool(b) => Value::from(*b),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                Value::from(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Json::String(s) => Value::from(s.as_str()),
-        Json::Array(a) => Value::from(a.iter().map(json_to_value).collect::<Vec<_>>()),
-        Json::Object(o) => Value::from_pairs(o.iter().map(|(k, v)| (k.as_str(), json_to_value(v)))),
+        ));
+        Ok((Value::from_object(PairMap(ctx)), tree))
     }
 }
 
@@ -455,7 +426,10 @@ fn new_environment(limits: Limits) -> Environment<'static> {
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(python_methods);
     env.set_formatter(|out, _state, value| {
-        if value.kind() == ValueKind::Number && !value.is_integer() {
+        if let Some(s) = value.as_str() {
+            // Most output is strings: write them without going through `Display`.
+            out.write_str(s)?;
+        } else if value.kind() == ValueKind::Number && !value.is_integer() {
             let f = f64::try_from(value.clone()).unwrap_or(f64::NAN);
             out.write_str(&pyjson::float_repr(f, false))?;
         } else {
@@ -500,6 +474,10 @@ fn strftime_now(state: &State, format: &str) -> Result<Value, minijinja::Error> 
 /// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)`.
 fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
     let mut opts = DumpOptions::default();
+    if args.is_empty() && kwargs.args().next().is_none() {
+        // `x | tojson`, by far the most common call.
+        return pyjson::dumps_value(value, &opts);
+    }
     let names = ["ensure_ascii", "indent", "separators", "sort_keys"];
     if args.len() > names.len() {
         return Err(minijinja::Error::new(
@@ -550,7 +528,7 @@ fn tojson(value: &Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, min
         opts.item_sep = parts[0].to_string();
         opts.key_sep = parts[1].to_string();
     }
-    pyjson::dumps(value, &opts).map(Value::from)
+    pyjson::dumps_value(value, &opts)
 }
 
 /// Python methods on strings, lists and dicts: minijinja-contrib's pycompat plus a few it lacks.

@@ -289,6 +289,7 @@ pub fn json_lark_fragment(schema: &serde_json::Value) -> String {
         serde_json::Value::Bool(true) => serde_json::json!({}),
         other => other.clone(),
     };
+    chat_template::grammar::bound_numbers(&mut schema);
     if let Some(obj) = schema.as_object_mut() {
         obj.entry("x-guidance").or_insert_with(|| {
             serde_json::json!({

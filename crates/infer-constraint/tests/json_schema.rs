@@ -104,6 +104,34 @@ fn random_generations_validate_with_qwen_tokenizer() {
     }
 }
 
+/// Numbers without bounds in the schema still come out as numbers every JSON parser reads back as finite (no
+/// `1e99999`): the grammar bounds them.
+#[test]
+fn unbounded_numbers_parse_back() {
+    let (f, tok, eos) = factory(Family::Llama);
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "x": {"type": "number"},
+            "n": {"type": "integer"},
+            "list": {"type": "array", "items": {"type": ["number", "null"]}, "maxItems": 3}
+        },
+        "required": ["x", "n", "list"],
+        "additionalProperties": false
+    });
+    for seed in 0..12 {
+        let mut c = f.constraint(&json_schema_lark(&schema)).expect("schema compiles");
+        let run = random_run(&mut c, f.vocab_size(), &eos, seed, 3000);
+        let text = tok.decode(&run.tokens, false).expect("decode");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{seed}: {e}: {text}"));
+        let x = v["x"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{seed}: x is a number: {text}"));
+        assert!(x.is_finite() && x.abs() <= 1e15, "{seed}: {text}");
+        assert!(v["n"].as_i64().is_some(), "{seed}: n is an integer: {text}");
+    }
+}
+
 /// The checker the tests rely on does reject wrong values (so the tests above can fail).
 #[test]
 fn checker_rejects_violations() {

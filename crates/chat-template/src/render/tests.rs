@@ -238,3 +238,71 @@ fn malformed_tokenizer_config_names_file_line_and_expectation() {
         "{err:?}"
     );
 }
+
+#[test]
+fn tojson_on_request_json_matches_python_json_dumps() {
+    // Request JSON is written straight from the render's tree; every option must still behave like json.dumps.
+    let r = RenderRequest {
+        tools: Some(vec![json!({"b": "é\"\n", "a": [1, 2.5, {}, []], "c": null})]),
+        ..user("hi")
+    };
+    let cases = [
+        (
+            "tools[0] | tojson",
+            r#"{"b": "é\"\n", "a": [1, 2.5, {}, []], "c": null}"#,
+        ),
+        (
+            "tools[0] | tojson(sort_keys=true)",
+            r#"{"a": [1, 2.5, {}, []], "b": "é\"\n", "c": null}"#,
+        ),
+        (
+            "tools[0] | tojson(ensure_ascii=true)",
+            r#"{"b": "\u00e9\"\n", "a": [1, 2.5, {}, []], "c": null}"#,
+        ),
+        (
+            "tools[0] | tojson(indent=2)",
+            "{\n  \"b\": \"é\\\"\\n\",\n  \"a\": [\n    1,\n    2.5,\n    {},\n    []\n  ],\n  \"c\": null\n}",
+        ),
+        (
+            "tools[0] | tojson(separators=(',', ':'))",
+            r#"{"b":"é\"\n","a":[1,2.5,{},[]],"c":null}"#,
+        ),
+        (
+            "tools | tojson",
+            r#"[{"b": "é\"\n", "a": [1, 2.5, {}, []], "c": null}]"#,
+        ),
+        ("messages[0] | tojson", r#"{"role": "user", "content": "hi"}"#),
+    ];
+    for (expr, want) in cases {
+        assert_eq!(render(&format!("{{{{ {expr} }}}}"), &r).unwrap(), want, "{expr}");
+    }
+}
+
+#[test]
+fn renders_in_a_row_do_not_leak_into_each_other() {
+    // Renders reuse the buffers of earlier ones: a long request, then a short one, then the long one again.
+    let t = ChatTemplate::new(
+        "{% for m in messages %}{{ m.role }}={{ m.content }};{% endfor %}{{ tools | tojson }}",
+        SpecialTokens::default(),
+    )
+    .unwrap();
+    let long = RenderRequest {
+        tools: Some(vec![json!({"name": "t", "parameters": {"type": "object"}})]),
+        ..req(json!([{"role": "user", "content": "a".repeat(300)}, {"role": "assistant", "content": "b"}]))
+    };
+    let short = user("c");
+    let first = t.render(&long).unwrap();
+    assert_eq!(t.render(&short).unwrap(), "user=c;null");
+    assert_eq!(t.render(&long).unwrap(), first);
+    let clone = t.clone();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let t = clone.clone();
+            let r = long.clone();
+            std::thread::spawn(move || (0..50).map(|_| t.render(&r).unwrap()).collect::<Vec<_>>())
+        })
+        .collect();
+    for h in threads {
+        assert!(h.join().unwrap().iter().all(|o| *o == first));
+    }
+}
