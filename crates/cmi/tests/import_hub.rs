@@ -8,37 +8,21 @@ use std::process::{Command, Output};
 
 use test_support::hub::{FakeHub, HubRepo};
 
+mod common;
+
+use common::{Child, cmi_command, text, wait_for_file};
+
 fn cmi(home: &Path, hub: &FakeHub, args: &[&str]) -> Output {
     command(home, hub, args).output().expect("cmi runs")
 }
 
 fn command(home: &Path, hub: &FakeHub, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cmi"));
-    c.args(args)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("HF_HOME", home.join("hf"))
+    let mut c = cmi_command(home, &home.join("cache"), args);
+    c.env("HF_HOME", home.join("hf"))
         .env("HF_ENDPOINT", hub.endpoint())
         .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_TOKEN")
-        .env("NO_COLOR", "1")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_PROFILE")
-        .env_remove("CMI_ENDPOINT_URL")
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
-        .env("AWS_CONFIG_FILE", home.join("no-aws-config"));
+        .env_remove("HF_TOKEN");
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -147,16 +131,6 @@ fn a_missing_repo_and_in_place_on_a_repo_id_fail_clearly() {
     );
 }
 
-/// Kills the background server when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn no_wait_returns_the_job_and_status_registers_the_model_when_it_completes() {
     let home = tempfile::tempdir().expect("home");
@@ -169,12 +143,7 @@ fn no_wait_returns_the_job_and_status_registers_the_model_when_it_completes() {
         .spawn()
         .expect("cmi serve starts");
     let _serve = Child(serve);
-    let endpoint = home.path().join("data/cmi/server/endpoint.json");
-    let t = std::time::Instant::now();
-    while !endpoint.exists() {
-        assert!(t.elapsed().as_secs() < 60, "cmi serve wrote no {}", endpoint.display());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_file(&home.path().join("data/cmi/server/endpoint.json"));
 
     let dir = model.path().to_str().expect("utf-8 path");
     let out = cmi(

@@ -6,8 +6,12 @@
 //! killed client as it would in real use.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Child, cmi_command, text, wait_for_file};
 
 /// The shared cache, where the demo model's GGUF stays between runs.
 fn shared_cache() -> PathBuf {
@@ -17,43 +21,14 @@ fn shared_cache() -> PathBuf {
         .expect("HOME is set")
 }
 
-/// `cmi` with the test's own config, data and cache (the upload journal lives in the cache); `cache` overrides it.
 fn command_with_cache(home: &Path, cache: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cmi"));
-    c.args(args)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", cache)
-        .env("CMI_DATA_DIR", home.join("server"))
-        .env("NO_COLOR", "1")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_PROFILE")
-        .env_remove("CMI_ENDPOINT_URL")
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
-        .env("AWS_CONFIG_FILE", home.join("no-aws-config"));
+    let mut c = cmi_command(home, cache, args);
+    c.env("CMI_DATA_DIR", home.join("server"));
     c
 }
 
 fn command(home: &Path, args: &[&str]) -> Command {
     command_with_cache(home, &home.join("cache"), args)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Acknowledged parts of multipart uploads in flight, from the upload journals (one per destination).
@@ -95,11 +70,7 @@ fn a_killed_import_resumes_without_resending_acknowledged_parts() {
         .spawn()
         .expect("cmi serve starts");
     let _serve = Child(serve);
-    let t = Instant::now();
-    while !home.path().join("server/endpoint.json").exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "cmi serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_file(&home.path().join("server/endpoint.json"));
 
     // Small parts, one at a time: the upload takes long enough to be killed in the middle.
     let args = [

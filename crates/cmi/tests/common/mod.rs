@@ -1,0 +1,53 @@
+//! Helpers shared by the binary's integration tests: `cmi` with the test's own config, data and cache directories
+//! and no AWS configuration, a readable dump of a finished command, and a child process killed when dropped.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `cmi ARGS` isolated in `home` (config, data), with `cache` as the cache directory and no AWS configured.
+pub fn cmi_command(home: &Path, cache: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cmi"));
+    c.args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", cache)
+        .env("NO_COLOR", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env_remove("CMI_ENDPOINT_URL")
+        .env_remove("CMI_DATA_DIR")
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"));
+    c
+}
+
+/// Exit status, stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Kills the process when the test ends, however it ends.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to a minute for `file` (e.g. the `endpoint.json` a starting `cmi serve` writes).
+pub fn wait_for_file(file: &Path) {
+    let t = std::time::Instant::now();
+    while !file.exists() {
+        assert!(t.elapsed().as_secs() < 60, "{} did not appear", file.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
