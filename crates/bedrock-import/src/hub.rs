@@ -122,6 +122,9 @@ struct Forward {
     file: String,
     tx: mpsc::UnboundedSender<Event>,
     bytes: Arc<AtomicU64>,
+    /// hf-hub's first `update` after `init` reports what an earlier run already committed (resumed, not received);
+    /// it comes before the per-chunk clones are made, so they start with this cleared.
+    resumed_pending: bool,
 }
 
 impl HubProgress for Forward {
@@ -132,7 +135,9 @@ impl HubProgress for Forward {
         });
     }
     async fn update(&mut self, size: usize) {
-        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if !std::mem::take(&mut self.resumed_pending) {
+            self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        }
         let _ = self.tx.send(Event::Downloaded {
             file: self.file.clone(),
             bytes: size as u64,
@@ -203,6 +208,7 @@ pub async fn download(
                 file: f.clone(),
                 tx: tx.clone(),
                 bytes: bytes.clone(),
+                resumed_pending: true,
             };
             let api_repo = &api_repo;
             async move {

@@ -55,7 +55,7 @@ pub enum Event {
         /// Its size.
         bytes: u64,
     },
-    /// `bytes` more of a hub file arrived.
+    /// `bytes` more of a hub file are on disk (for a resumed file, the first event counts what an earlier run left).
     Downloaded {
         /// The file in the repository.
         file: String,

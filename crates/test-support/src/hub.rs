@@ -225,9 +225,19 @@ fn unauthorised() -> Response {
         .into_response()
 }
 
-/// A revision resolves when it is `main` or the repository's commit.
-fn revision_ok(repo: &HubRepo, rev: &str) -> bool {
-    rev == "main" || rev == repo.commit
+/// The repository `id` at `rev` as this request may see it, or the hub's answer when it may not: 404 for an unknown
+/// repository, 401 without its token, 404 for a revision other than `main` or its commit.
+fn visible_repo<'a>(g: &'a Inner, id: &str, rev: &str, headers: &HeaderMap) -> Result<&'a HubRepo, Box<Response>> {
+    let Some(repo) = g.repos.get(id) else {
+        return Err(Box::new(not_found("Repository not found")));
+    };
+    if !authorised(repo, headers) {
+        return Err(Box::new(unauthorised()));
+    }
+    if rev != "main" && rev != repo.commit {
+        return Err(Box::new(not_found(&format!("Invalid rev id: {rev}"))));
+    }
+    Ok(repo)
 }
 
 async fn info(
@@ -238,15 +248,10 @@ async fn info(
     let id = format!("{org}/{name}");
     let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
     g.requests.push(format!("GET /api/models/{id}/revision/{rev}"));
-    let Some(repo) = g.repos.get(&id) else {
-        return not_found("Repository not found");
+    let repo = match visible_repo(&g, &id, &rev, &headers) {
+        Ok(r) => r,
+        Err(refused) => return *refused,
     };
-    if !authorised(repo, &headers) {
-        return unauthorised();
-    }
-    if !revision_ok(repo, &rev) {
-        return not_found(&format!("Invalid rev id: {rev}"));
-    }
     let siblings: Vec<_> = repo
         .files
         .keys()
@@ -288,15 +293,10 @@ async fn resolve(
         .unwrap_or("-")
         .to_string();
     g.requests.push(format!("GET /{id}/resolve/{rev}/{file} {r}"));
-    let Some(repo) = g.repos.get(&id) else {
-        return not_found("Repository not found");
+    let repo = match visible_repo(&g, &id, &rev, &headers) {
+        Ok(r) => r,
+        Err(refused) => return *refused,
     };
-    if !authorised(repo, &headers) {
-        return unauthorised();
-    }
-    if !revision_ok(repo, &rev) {
-        return not_found(&format!("Invalid rev id: {rev}"));
-    }
     let Some(data) = repo.files.get(&file) else {
         return (
             StatusCode::NOT_FOUND,

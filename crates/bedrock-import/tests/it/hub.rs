@@ -144,6 +144,12 @@ async fn a_download_cut_off_half_way_resumes_from_its_committed_chunks() {
         "the second run sent only what was missing: {second} bytes of {len}, {half} already committed"
     );
     assert_eq!(std::fs::read(d.dir.join(file)).expect("weights"), repo.files[file]);
+    let wanted_total: u64 = d.files.iter().map(|f| repo.files[f].len() as u64).sum();
+    assert!(
+        d.bytes_downloaded <= wanted_total - half,
+        "the resumed bytes are not reported as downloaded: {} of {wanted_total}, {half} resumed",
+        d.bytes_downloaded
+    );
 }
 
 #[tokio::test]

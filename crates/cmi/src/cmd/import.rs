@@ -456,9 +456,8 @@ impl Progress for Display {
 
 /// `journal-<bucket>-<hash>.json`: readable, and unique per endpoint (or region), bucket and prefix.
 fn journal_name(place: &str, bucket: &str, prefix: &str) -> String {
-    let digest = bedrock_import::crc32c_base64(crc32c::crc32c(format!("{place}\n{bucket}\n{prefix}").as_bytes()));
-    let digest: String = digest.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("journal-{bucket}-{digest}.json")
+    let digest = crc32c::crc32c(format!("{place}\n{bucket}\n{prefix}").as_bytes());
+    format!("journal-{bucket}-{digest:08x}.json")
 }
 
 fn human(bytes: u64) -> String {

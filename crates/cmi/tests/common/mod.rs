@@ -2,14 +2,14 @@
 //! and no AWS configuration, a readable dump of a finished command, and a child process killed when dropped.
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `cmi ARGS` isolated in `home` (config, data), with `cache` as the cache directory and no AWS configured.
+/// `cmi ARGS` isolated in `home` (config, data), with `cache` as the cache directory and no AWS configured. `HOME`
+/// itself is left alone: every path `cmi` uses follows the `XDG_*` variables, and pip (the demo model) keeps working.
 pub fn cmi_command(home: &Path, cache: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cmi"));
     c.args(args)
-        .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_DATA_HOME", home.join("data"))
         .env("XDG_CACHE_HOME", cache)
@@ -21,6 +21,14 @@ pub fn cmi_command(home: &Path, cache: &Path, args: &[&str]) -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
         .env("AWS_CONFIG_FILE", home.join("no-aws-config"));
     c
+}
+
+/// The caller's cache directory, shared between runs so the demo model's GGUF is fetched once.
+pub fn shared_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .expect("HOME is set")
 }
 
 /// Exit status, stdout and stderr, for assertion messages.
