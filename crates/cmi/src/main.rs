@@ -21,6 +21,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        infer_engine::pin_thread_count()
+    };
     let cli = Cli::parse();
     ctx::init_tracing(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

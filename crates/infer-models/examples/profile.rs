@@ -5,6 +5,11 @@ use std::time::Instant;
 use infer_models::{CausalLm, SeqInput};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: first thing in main, before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        infer_models::pin_thread_count()
+    };
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().ok_or("usage: profile DIR [q8_0|q4k]")?);
     let quantize = args.next().map(|q| q.parse()).transpose()?;
@@ -12,7 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = infer_models::load(&dir, quantize)?;
     println!("load {:?} quantize {:?}", t.elapsed(), quantize);
     let prompt: Vec<u32> = (0..40u32).map(|i| 100 + i * 7).collect();
-    for streams in [1usize, 8] {
+    let only: Option<usize> = std::env::var("PROFILE_STREAMS").ok().and_then(|v| v.parse().ok());
+    for streams in [1usize, 8].into_iter().filter(|s| only.is_none_or(|o| o == *s)) {
         let mut caches: Vec<_> = (0..streams).map(|_| model.new_cache()).collect();
         let t = Instant::now();
         for c in &mut caches {
@@ -22,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }])?;
         }
         let prefill = t.elapsed() / streams as u32;
-        let steps = 32;
+        let steps = if only.is_some() { 200 } else { 32 };
         let t = Instant::now();
         for s in 0..steps {
             let toks: Vec<[u32; 1]> = (0..streams).map(|i| [(200 + s * 3 + i) as u32]).collect();

@@ -7,6 +7,7 @@
 //! quantized kernels) and covers the five families with a handful of switches.
 
 mod config;
+mod dense;
 mod model;
 mod weights;
 
@@ -109,6 +110,24 @@ pub trait CausalLm: Send + Sync {
     fn forward_last(&self, batch: &mut [SeqInput<'_>]) -> Result<candle_core::Tensor, Error>;
     /// Runs one sequence and returns the logits of every new token, `[tokens, vocab]` (f32).
     fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<candle_core::Tensor, Error>;
+}
+
+/// Fixes the thread count candle uses for its kernels to the number of available cores, through
+/// `RAYON_NUM_THREADS`, unless it (or `CANDLE_NUM_THREADS`) is already set.
+///
+/// Without it, candle 0.11 works the count out anew on every matmul, reading `/proc/cpuinfo` each time: about
+/// 6 % of a batched decode step in `examples/profile.rs`.
+///
+/// # Safety
+/// Sets an environment variable, so it must be called before any other thread is started (first thing in `main`).
+#[allow(unsafe_code)]
+pub unsafe fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() || std::env::var_os("CANDLE_NUM_THREADS").is_some() {
+        return;
+    }
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // SAFETY: the caller guarantees no other thread runs yet, so nothing reads the environment concurrently.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
 }
 
 /// Loads the model in `dir` (config.json + safetensors), optionally quantised.

@@ -9,31 +9,34 @@ use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 
 use crate::config::{Arch, ModelConfig, RopeScaling};
+use crate::dense::DenseWeight;
 use crate::weights::Weights;
 use crate::{CausalLm, Error, Quantize, SeqInput};
 
-/// Up to this many input rows, a dense layer multiplies with the weights on the left.
-const DECODE_ROWS: usize = 16;
+/// From this many input rows on (long prompts), a dense layer widens its weights to f32 for the call and lets
+/// candle's gemm multiply: it reuses each weight across many rows, which the decode kernel does not.
+const GEMM_ROWS: usize = 128;
 
-/// A linear layer `y = x Wᵀ + b`, dense f32 or quantised.
+/// A linear layer `y = x Wᵀ + b`: dense weights as stored, or quantised at load.
 enum Linear {
-    Dense { w: Tensor, b: Option<Tensor> },
+    Dense { w: DenseWeight, b: Option<Tensor> },
     Quant { w: QMatMul, b: Option<Tensor> },
 }
 
 impl Linear {
-    fn new(w: Tensor, b: Option<Tensor>, quantize: Option<Quantize>) -> Result<Linear, Error> {
+    fn new(w: DenseWeight, b: Option<Tensor>, quantize: Option<Quantize>) -> Result<Linear, Error> {
         let Some(q) = quantize else {
             return Ok(Linear::Dense { w, b });
         };
-        let cols = w.dim(1)?;
+        let (rows, cols) = (w.rows(), w.cols());
         // k-quants need rows that are whole super-blocks of 256; otherwise fall back to Q8_0 (blocks of 32).
         let dtype = match q {
             Quantize::Q4K if cols % 256 == 0 => GgmlDType::Q4K,
             _ if cols % 32 == 0 => GgmlDType::Q8_0,
             _ => return Ok(Linear::Dense { w, b }),
         };
-        let qt = QTensor::quantize(&w, dtype)?;
+        let qt = QTensor::quantize(&Tensor::from_vec(w.to_f32(), (rows, cols), &Device::Cpu)?, dtype)?;
+        w.release_pages();
         Ok(Linear::Quant {
             w: QMatMul::from_qtensor(qt)?,
             b,
@@ -43,10 +46,15 @@ impl Linear {
     /// `x`: `[tokens, in]` → `[tokens, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
         let (y, b) = match self {
-            // `W·xᵀ` reads each weight row contiguously (a dot product per output), which candle's gemm runs
-            // several times faster than `x·Wᵀ` for the few rows of a decode step (`examples/mm.rs`).
-            Linear::Dense { w, b } if x.dim(0)? <= DECODE_ROWS => (w.matmul(&x.t()?)?.t()?.contiguous()?, b),
-            Linear::Dense { w, b } => (x.matmul(&w.t()?)?, b),
+            Linear::Dense { w, b } if x.dim(0)? >= GEMM_ROWS => {
+                let wide = Tensor::from_vec(w.to_f32(), (w.rows(), w.cols()), &Device::Cpu)?;
+                (x.matmul(&wide.t()?)?, b)
+            }
+            Linear::Dense { w, b } => {
+                let m = x.dim(0)?;
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                (Tensor::from_vec(w.matmul_t(&xs, m), (m, w.rows()), &Device::Cpu)?, b)
+            }
             Linear::Quant { w, b } => (w.forward(x)?, b),
         };
         Ok(match b {
@@ -54,6 +62,16 @@ impl Linear {
             None => y,
         })
     }
+}
+
+/// The rows of `parts` as one matrix (a fused projection); `names` say which tensors they are.
+fn fuse(parts: &[DenseWeight], names: &[String]) -> Result<DenseWeight, Error> {
+    DenseWeight::concat(parts).ok_or_else(|| {
+        Error::Candle(candle_core::Error::Msg(format!(
+            "tensors {} are fused into one layer but differ in dtype or width",
+            names.join(", ")
+        )))
+    })
 }
 
 enum Mlp {
@@ -206,7 +224,7 @@ impl KvCache {
 /// A loaded decoder-only transformer.
 pub struct Transformer {
     cfg: ModelConfig,
-    embed: Tensor,
+    embed: DenseWeight,
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Linear,
@@ -259,13 +277,16 @@ impl Transformer {
         let w = Weights::open(dir)?;
         let (h, hd, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (qd, kvd) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-        let embed = w.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let embed = w.dense("model.embed_tokens.weight", cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let q = w.get(&format!("{p}.self_attn.q_proj.weight"), &[qd, h])?;
-            let k = w.get(&format!("{p}.self_attn.k_proj.weight"), &[kvd, h])?;
-            let v = w.get(&format!("{p}.self_attn.v_proj.weight"), &[kvd, h])?;
+            let qkv_names = ["q", "k", "v"].map(|n| format!("{p}.self_attn.{n}_proj.weight"));
+            let qkv_w = [
+                w.dense(&qkv_names[0], qd, h)?,
+                w.dense(&qkv_names[1], kvd, h)?,
+                w.dense(&qkv_names[2], kvd, h)?,
+            ];
             let qkv_b = if cfg.attention_bias {
                 Some(Tensor::cat(
                     &[
@@ -278,13 +299,13 @@ impl Transformer {
             } else {
                 None
             };
-            let qkv = Linear::new(Tensor::cat(&[q, k, v], 0)?, qkv_b, quantize)?;
+            let qkv = Linear::new(fuse(&qkv_w, &qkv_names)?, qkv_b, quantize)?;
             let o_b = if cfg.attention_bias && w.contains(&format!("{p}.self_attn.o_proj.bias")) {
                 Some(w.get(&format!("{p}.self_attn.o_proj.bias"), &[h])?)
             } else {
                 None
             };
-            let o = Linear::new(w.get(&format!("{p}.self_attn.o_proj.weight"), &[h, qd])?, o_b, quantize)?;
+            let o = Linear::new(w.dense(&format!("{p}.self_attn.o_proj.weight"), h, qd)?, o_b, quantize)?;
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
                     Some(w.get(&format!("{p}.self_attn.q_norm.weight"), &[hd])?),
@@ -298,11 +319,11 @@ impl Transformer {
                 let router = w.get(&format!("{m}.gate.weight"), &[cfg.num_local_experts, h])?;
                 let mut experts = Vec::with_capacity(cfg.num_local_experts);
                 for e in 0..cfg.num_local_experts {
-                    let w1 = w.get(&format!("{m}.experts.{e}.w1.weight"), &[inter, h])?;
-                    let w3 = w.get(&format!("{m}.experts.{e}.w3.weight"), &[inter, h])?;
-                    let w2 = w.get(&format!("{m}.experts.{e}.w2.weight"), &[h, inter])?;
+                    let names = ["w1", "w3"].map(|n| format!("{m}.experts.{e}.{n}.weight"));
+                    let w13 = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
+                    let w2 = w.dense(&format!("{m}.experts.{e}.w2.weight"), h, inter)?;
                     experts.push((
-                        Linear::new(Tensor::cat(&[w1, w3], 0)?, None, quantize)?,
+                        Linear::new(fuse(&w13, &names)?, None, quantize)?,
                         Linear::new(w2, None, quantize)?,
                     ));
                 }
@@ -313,11 +334,11 @@ impl Transformer {
                     inter,
                 }
             } else {
-                let gate = w.get(&format!("{p}.mlp.gate_proj.weight"), &[inter, h])?;
-                let up = w.get(&format!("{p}.mlp.up_proj.weight"), &[inter, h])?;
-                let down = w.get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?;
+                let names = ["gate", "up"].map(|n| format!("{p}.mlp.{n}_proj.weight"));
+                let gate_up = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
+                let down = w.dense(&format!("{p}.mlp.down_proj.weight"), h, inter)?;
                 Mlp::Dense {
-                    gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None, quantize)?,
+                    gate_up: Linear::new(fuse(&gate_up, &names)?, None, quantize)?,
                     down: Linear::new(down, None, quantize)?,
                     inter,
                 }
@@ -336,7 +357,7 @@ impl Transformer {
         let head = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
             embed.clone()
         } else {
-            w.get("lm_head.weight", &[cfg.vocab_size, h])?
+            w.dense("lm_head.weight", cfg.vocab_size, h)?
         };
         let lm_head = Linear::new(head, None, quantize)?;
         let position_scale = match cfg.rope_scaling {
@@ -413,7 +434,12 @@ impl Transformer {
         }
         let total = ids.len();
         let dev = Device::Cpu;
-        let mut x = self.embed.index_select(&Tensor::from_vec(ids, total, &dev)?, 0)?;
+        let h = cfg.hidden_size;
+        let mut rows = vec![0f32; total * h];
+        for (&t, row) in ids.iter().zip(rows.chunks_exact_mut(h)) {
+            self.embed.row_into(t as usize, row);
+        }
+        let mut x = Tensor::from_vec(rows, (total, h), &dev)?;
         let (cos, sin) = self.rope_tables(&positions)?;
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {

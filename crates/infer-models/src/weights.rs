@@ -1,9 +1,11 @@
 //! Memory-mapped safetensors (one file, or shards listed in `model.safetensors.index.json`): headers are checked
-//! up front, tensors are read one at a time into f32 compute tensors with their shapes checked.
+//! up front; matrices are used in place from the map ([`DenseWeight`]), small tensors (norms, biases, routers)
+//! are read into f32 compute tensors; every shape is checked.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
@@ -11,6 +13,7 @@ use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorView};
 
 use crate::Error;
+use crate::dense::{DenseWeight, Stored};
 
 struct Entry {
     file: usize,
@@ -22,7 +25,7 @@ struct Entry {
 
 /// The tensors of a model folder, memory-mapped.
 pub(crate) struct Weights {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Arc<Mmap>)>,
     entries: HashMap<String, Entry>,
 }
 
@@ -32,7 +35,8 @@ fn map(path: &Path) -> Result<Mmap, Error> {
         source,
     })?;
     // SAFETY: the model files are not modified while the engine loads them (a folder being rewritten under a
-    // running load is unsupported, as for every mmap-based loader); the map is dropped once the tensors are read.
+    // running engine is unsupported, as for every mmap-based loader). The local Bedrock replaces files by rename,
+    // which leaves a mapped file intact.
     #[allow(unsafe_code)]
     let mmap = unsafe { Mmap::map(&file) };
     mmap.map_err(|source| Error::Io {
@@ -98,7 +102,7 @@ impl Weights {
                     },
                 );
             }
-            files.push((path, mmap));
+            files.push((path, Arc::new(mmap)));
         }
         Ok(Weights { files, entries })
     }
@@ -108,8 +112,8 @@ impl Weights {
         self.entries.contains_key(name)
     }
 
-    /// Reads `name` as an f32 tensor of exactly `shape`.
-    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
+    /// The entry of `name`, checked to have exactly `shape` and a float dtype.
+    fn entry(&self, name: &str, shape: &[usize]) -> Result<&Entry, Error> {
         let Some(e) = self.entries.get(name) else {
             let files: Vec<String> = self.files.iter().map(|(p, _)| p.display().to_string()).collect();
             return Err(Error::MissingTensor {
@@ -135,6 +139,41 @@ impl Weights {
                 });
             }
         }
+        let want = shape.iter().product::<usize>() * e.dtype.bitsize() / 8;
+        if e.end - e.start != want {
+            return Err(Error::Safetensors {
+                path: path.clone(),
+                message: format!(
+                    "tensor `{name}` has {} data bytes, expected {want} for shape {shape:?} in {:?}",
+                    e.end - e.start,
+                    e.dtype
+                ),
+            });
+        }
+        Ok(e)
+    }
+
+    /// The matrix `name` (`[rows, cols]`), used in place from the map.
+    pub(crate) fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<DenseWeight, Error> {
+        let e = self.entry(name, &[rows, cols])?;
+        let stored = match e.dtype {
+            safetensors::Dtype::F16 => Stored::F16,
+            safetensors::Dtype::BF16 => Stored::Bf16,
+            _ => Stored::F32,
+        };
+        Ok(DenseWeight::mapped(
+            self.files[e.file].1.clone(),
+            e.start,
+            stored,
+            rows,
+            cols,
+        ))
+    }
+
+    /// Reads `name` as an f32 tensor of exactly `shape`.
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
+        let e = self.entry(name, shape)?;
+        let path = &self.files[e.file].0;
         let bytes = &self.files[e.file].1[e.start..e.end];
         let view = TensorView::new(e.dtype, e.shape.clone(), bytes).map_err(|err| Error::Safetensors {
             path: path.clone(),
