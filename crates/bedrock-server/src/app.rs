@@ -74,7 +74,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         return Err(Error::Config {
             field: "quantize",
             value: q.clone(),
-            expected: "q8_0 or q4k",
+            expected: "q8_0, q4k or q4_0",
         });
     }
     let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;

@@ -252,6 +252,9 @@ fn resolve(app: &App, model_id: &str) -> Result<ModelRow, ApiError> {
 }
 
 pub(crate) async fn handle(app: &Arc<App>, model_id: &str, op: &str, headers: &HeaderMap, body: Bytes) -> Response {
+    // Which API a client used, for whoever watches the log (the end-to-end tests check that models without Converse
+    // are called only through InvokeModel).
+    tracing::debug!(model = %model_id, operation = %op, "runtime request");
     let result = match op {
         "converse" => converse(app, model_id, &body, false).await,
         "converse-stream" => converse(app, model_id, &body, true).await,

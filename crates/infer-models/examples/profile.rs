@@ -1,17 +1,23 @@
-//! Times prefill and batched decode steps of a model folder: `cargo run -p infer-models --example profile -- DIR [q8_0|q4k]`.
+//! Times prefill and batched decode steps of a model folder: `cargo run -p infer-models --example profile -- DIR [q8_0|q4k|q4_0]`.
 
 use std::time::Instant;
 
 use infer_models::{CausalLm, SeqInput};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // On a worker of a pool, as the engine's scheduler runs.
+    let pool = rayon::ThreadPoolBuilder::new().build()?;
+    pool.install(run).map_err(|e| e.to_string().into())
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // SAFETY: first thing in main, before any thread starts.
     #[allow(unsafe_code)]
     unsafe {
         infer_models::pin_thread_count()
     };
     let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or("usage: profile DIR [q8_0|q4k]")?);
+    let dir = std::path::PathBuf::from(args.next().ok_or("usage: profile DIR [q8_0|q4k|q4_0]")?);
     let quantize = args.next().map(|q| q.parse()).transpose()?;
     let t = Instant::now();
     let model = infer_models::load(&dir, quantize)?;

@@ -1,49 +1,80 @@
-//! Dense weight matrices used straight from the memory-mapped safetensors files, in the dtype they were stored in
-//! (bf16, f16 or f32), and the product `x·Wᵀ` over them.
+//! Weight matrices used straight from the memory-mapped safetensors files, in the dtype they were stored in
+//! (bf16, f16 or f32) — or quantised at load into GGML's Q8_0 / Q4_0 blocks — and the product `x·Wᵀ` over them.
 //!
 //! Hand-rolled because no library does this job: candle's and gemm's kernels want f32 (or f16) tensors they own,
 //! so bf16 weights would have to be widened into a second, twice-as-large copy, and their half-precision paths are
 //! several times slower than f32 for the few rows of a decode step (`examples/qmm.rs`). A decode step is bound by
 //! reading the weights once, so the kernel here streams each weight row once per step, widens eight values at a
 //! time in registers (exact: bf16 and f16 are subsets of f32) and multiplies them with up to eight activation rows.
-//! The weights are never copied: resident memory is the weight bytes.
+//! The weights are never copied: resident memory is the weight bytes. Quantised blocks are widened the same way
+//! (candle's own Q8_0/Q4_0 kernels quantise the activations too and run one activation row at a time, so eight
+//! rows cost eight passes over the weights).
 
 use std::sync::Arc;
 
-use std::sync::Mutex;
+use rayon::prelude::*;
 
 use memmap2::Mmap;
 
-/// How dense weights are stored.
+/// Bytes a matrix's rows live in: a mapped file, or blocks quantised at load.
+type Bytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// How the values of a matrix are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stored {
     F32,
     F16,
     Bf16,
+    /// GGML blocks of 32: an f16 scale and 32 signed bytes (34 bytes).
+    Q8_0,
+    /// GGML blocks of 32: an f16 scale and 16 bytes of 4-bit values biased by 8, low nibbles first (18 bytes).
+    Q4_0,
+}
+
+/// Values per quantised block.
+pub(crate) const BLOCK: usize = 32;
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
 }
 
 impl Stored {
-    pub(crate) fn size(self) -> usize {
+    /// Bytes of a row of `cols` values (`cols` is a multiple of [`BLOCK`] for the quantised kinds).
+    pub(crate) fn row_bytes(self, cols: usize) -> usize {
         match self {
-            Stored::F32 => 4,
-            Stored::F16 | Stored::Bf16 => 2,
+            Stored::F32 => cols * 4,
+            Stored::F16 | Stored::Bf16 => cols * 2,
+            Stored::Q8_0 => cols / BLOCK * 34,
+            Stored::Q4_0 => cols / BLOCK * 18,
         }
     }
 
-    /// The value at element `i` of `bytes`, widened to f32.
-    fn at(self, bytes: &[u8], i: usize) -> f32 {
+    /// The value at column `i` of the row `row`, widened to f32.
+    fn at(self, row: &[u8], i: usize) -> f32 {
         match self {
-            Stored::F32 => f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]),
-            Stored::F16 => half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32(),
-            Stored::Bf16 => half::bf16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32(),
+            Stored::F32 => f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]),
+            Stored::F16 => f16_at(row, 2 * i),
+            Stored::Bf16 => f32::from_bits(u32::from(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])) << 16),
+            Stored::Q8_0 => {
+                let b = i / BLOCK * 34;
+                f16_at(row, b) * f32::from(row[b + 2 + i % BLOCK] as i8)
+            }
+            Stored::Q4_0 => {
+                let (b, j) = (i / BLOCK * 18, i % BLOCK);
+                let byte = row[b + 2 + j % 16];
+                let nibble = if j < 16 { byte & 15 } else { byte >> 4 };
+                f16_at(row, b) * (f32::from(nibble) - 8.0)
+            }
         }
     }
 }
 
-/// Whole rows of one stored tensor: `rows × cols` values at byte `start` of a mapped file.
+/// Whole rows of one stored tensor: `rows × cols` values at byte `start` of `map`.
 #[derive(Clone)]
 struct Segment {
-    map: Arc<Mmap>,
+    map: Bytes,
+    /// The file mapping, when the rows are read from one (for [`DenseWeight::release_pages`]).
+    file: Option<Arc<Mmap>>,
     start: usize,
     rows: usize,
 }
@@ -66,8 +97,44 @@ impl DenseWeight {
         DenseWeight {
             stored,
             cols,
-            segments: vec![Segment { map, start, rows }],
+            segments: vec![Segment {
+                map: map.clone(),
+                file: Some(map),
+                start,
+                rows,
+            }],
         }
+    }
+
+    /// This matrix quantised into `to` (Q8_0 or Q4_0; `cols` must be a multiple of [`BLOCK`]) with candle's
+    /// quantiser.
+    pub(crate) fn quantize(&self, to: Stored) -> candle_core::Result<DenseWeight> {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dtype = match to {
+            Stored::Q8_0 => GgmlDType::Q8_0,
+            Stored::Q4_0 => GgmlDType::Q4_0,
+            other => candle_core::bail!("{other:?} is not a quantised kind"),
+        };
+        let (rows, cols) = (self.rows(), self.cols);
+        let wide = candle_core::Tensor::from_vec(self.to_f32(), (rows, cols), &candle_core::Device::Cpu)?;
+        let blocks = QTensor::quantize(&wide, dtype)?.data()?.into_owned();
+        if blocks.len() != rows * to.row_bytes(cols) {
+            candle_core::bail!("{dtype:?} blocks of a {rows}x{cols} matrix take {} bytes", blocks.len());
+        }
+        Ok(DenseWeight {
+            stored: to,
+            cols,
+            segments: vec![Segment {
+                map: Arc::new(blocks),
+                file: None,
+                start: 0,
+                rows,
+            }],
+        })
+    }
+
+    pub(crate) fn stored(&self) -> Stored {
+        self.stored
     }
 
     /// The rows of `parts` one after another; `None` when their widths or dtypes differ.
@@ -92,11 +159,17 @@ impl DenseWeight {
     }
 
     fn row_bytes(&self) -> usize {
-        self.cols * self.stored.size()
+        self.stored.row_bytes(self.cols)
     }
 
     fn segment_bytes<'a>(&self, s: &'a Segment) -> &'a [u8] {
-        &s.map[s.start..s.start + s.rows * self.row_bytes()]
+        &(*s.map).as_ref()[s.start..s.start + s.rows * self.row_bytes()]
+    }
+
+    /// Bytes the values take.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.rows() * self.row_bytes()
     }
 
     /// Row `r`, widened to f32 into `out` (`cols` values).
@@ -105,7 +178,7 @@ impl DenseWeight {
             if r < s.rows {
                 let rb = self.row_bytes();
                 let bytes = &self.segment_bytes(s)[r * rb..(r + 1) * rb];
-                widen(self.stored, bytes, out);
+                widen(self.stored, bytes, self.cols, out);
                 return;
             }
             r -= s.rows;
@@ -119,7 +192,7 @@ impl DenseWeight {
         let mut at = 0;
         for s in &self.segments {
             let n = s.rows * self.cols;
-            widen(self.stored, self.segment_bytes(s), &mut out[at..at + n]);
+            widen(self.stored, self.segment_bytes(s), self.cols, &mut out[at..at + n]);
             at += n;
         }
         out
@@ -129,14 +202,12 @@ impl DenseWeight {
     /// they are read back from the file if they are.
     pub(crate) fn release_pages(&self) {
         for s in &self.segments {
+            let Some(map) = &s.file else { continue };
             let len = s.rows * self.row_bytes();
             // SAFETY: the map is a private read-only file mapping: dropping its pages only makes the next access
             // read them from the file again, so no reference into it can observe a change.
             #[allow(unsafe_code)]
-            let r = unsafe {
-                s.map
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s.start, len)
-            };
+            let r = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s.start, len) };
             if let Err(e) = r {
                 tracing::debug!(error = %e, "madvise(DONTNEED) on weight pages failed");
             }
@@ -148,8 +219,7 @@ impl DenseWeight {
         let (n, k) = (self.rows(), self.cols);
         assert_eq!(x.len(), m * k, "activations are not {m} rows of {k}");
         let mut y = vec![0f32; m * n];
-        let pool = candle_core::utils::barrier_pool();
-        let threads = pool.n_workers() + 1;
+        let threads = rayon::current_num_threads();
         // Tasks of whole rows, a few per thread so an unevenly scheduled thread does not hold up the step.
         let task_rows = n.div_ceil(threads * 4).max(16);
         let rb = self.row_bytes();
@@ -159,29 +229,19 @@ impl DenseWeight {
             let xs = &x[r0 * k..(r0 + mc) * k];
             // Output for this block transposed, `[n, mc]`, so every task writes one contiguous range.
             let out: &mut [f32] = if m == 1 { &mut y } else { &mut yt[..n * mc] };
-            let mut jobs: Vec<Mutex<(&[u8], &mut [f32])>> = Vec::new();
+            let mut jobs: Vec<(&[u8], &mut [f32])> = Vec::new();
             let mut rest = out;
             for s in &self.segments {
                 let (mine, tail) = rest.split_at_mut(s.rows * mc);
                 rest = tail;
                 let w = self.segment_bytes(s);
-                jobs.extend(
-                    w.chunks(task_rows * rb)
-                        .zip(mine.chunks_mut(task_rows * mc))
-                        .map(Mutex::new),
-                );
+                jobs.extend(w.chunks(task_rows * rb).zip(mine.chunks_mut(task_rows * mc)));
             }
             let stored = self.stored;
-            // candle's pool of spinning workers (the one its quantised kernels use): waking sleeping rayon
-            // workers for each of the ~120 products of a step cost more than the products of small layers.
-            // Every job is taken by exactly one thread, so its lock is never contended.
-            pool.execute_chunked(jobs.len(), |range| {
-                for job in &jobs[range] {
-                    let mut job = job.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let (w, o) = &mut *job;
-                    rows_dot(stored, w, k, xs, mc, o);
-                }
-            });
+            // Run from a worker of a rayon pool (the engine's scheduler is one), this thread starts on the jobs at
+            // once and idle workers steal the rest; a busy machine slows the product down but never stalls it.
+            jobs.into_par_iter()
+                .for_each(|(w, o)| rows_dot(stored, w, k, xs, mc, o));
             if m > 1 {
                 for (j, v) in yt[..n * mc].chunks_exact(mc).enumerate() {
                     for (r, &val) in v.iter().enumerate() {
@@ -194,9 +254,9 @@ impl DenseWeight {
     }
 }
 
-/// Widens stored values to f32.
-fn widen(stored: Stored, bytes: &[u8], out: &mut [f32]) {
-    debug_assert_eq!(bytes.len(), out.len() * stored.size());
+/// Widens whole rows of `cols` stored values to f32.
+fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
+    debug_assert_eq!(bytes.len() * cols, out.len() * stored.row_bytes(cols));
     match stored {
         Stored::F32 => {
             for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -213,16 +273,26 @@ fn widen(stored: Stored, bytes: &[u8], out: &mut [f32]) {
                 *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
             }
         }
+        Stored::Q8_0 | Stored::Q4_0 => {
+            let rb = stored.row_bytes(cols);
+            for (o, row) in out.chunks_exact_mut(cols).zip(bytes.chunks_exact(rb)) {
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = stored.at(row, i);
+                }
+            }
+        }
     }
 }
 
 /// `out[j * mc + r] = dot(w row j, x row r)` for the `out.len() / mc` rows of `w`.
 fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
     let rows = out.len() / mc;
-    assert!(w.len() == rows * k * stored.size() && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
+    let quantised = matches!(stored, Stored::Q8_0 | Stored::Q4_0);
+    assert!(w.len() == rows * stored.row_bytes(k) && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
+    assert!(!quantised || k.is_multiple_of(BLOCK), "quantised rows are whole blocks");
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked above), and the lengths are checked above.
+        // SAFETY: the CPU has the kernel's features (checked above), and the lengths are checked above.
         #[allow(unsafe_code)]
         unsafe {
             simd::rows_dot(stored, w, k, x, mc, out)
@@ -233,7 +303,7 @@ fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut 
 }
 
 fn rows_dot_scalar(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
-    let rb = k * stored.size();
+    let rb = stored.row_bytes(k);
     for (j, o) in out.chunks_exact_mut(mc).enumerate() {
         let row = &w[j * rb..(j + 1) * rb];
         for (r, o) in o.iter_mut().enumerate() {
@@ -246,139 +316,341 @@ fn rows_dot_scalar(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod simd {
-    //! The AVX2 kernel: `R` weight rows × `M` activation rows of accumulators, eight columns at a time.
-    use std::arch::x86_64::*;
+    //! The x86 kernels: `R` weight rows × `M` activation rows of accumulators, one vector of columns at a time,
+    //! prefetching the next block's rows. One body (`kernel!`) over two instruction sets: AVX-512 (16 lanes,
+    //! 32 registers) where the CPU has it, else AVX2 with FMA and F16C (8 lanes, 16 registers).
 
     use super::Stored;
-
-    pub(super) fn available() -> bool {
-        std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-    }
 
     const F32: u8 = 0;
     const F16: u8 = 1;
     const BF16: u8 = 2;
+    const Q8_0: u8 = 3;
+    const Q4_0: u8 = 4;
 
-    /// Eight stored values at `p`, widened.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load8<const D: u8>(p: *const u8) -> __m256 {
-        // SAFETY: the caller guarantees 8 values are readable at `p`; unaligned loads.
-        unsafe {
-            match D {
-                F32 => _mm256_loadu_ps(p.cast()),
-                F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-                _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(
-                    p.cast(),
-                )))),
-            }
+    /// Byte offset of column `i` in a row (the start of its block, for the quantised kinds).
+    #[inline(always)]
+    fn col_bytes<const D: u8>(i: usize) -> usize {
+        match D {
+            F32 => 4 * i,
+            F16 | BF16 => 2 * i,
+            Q8_0 => i / 32 * 34,
+            _ => i / 32 * 18,
         }
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-        _mm_cvtss_f32(s)
+    #[derive(Clone, Copy)]
+    enum Level {
+        Avx512,
+        Avx2,
     }
 
-    /// Rows `[j, j + R)` of `w` against the `M` rows of `x`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block<const D: u8, const R: usize, const M: usize>(
-        stored: Stored,
-        w: &[u8],
-        j: usize,
-        k: usize,
-        x: &[f32],
-        out: &mut [f32],
-    ) {
-        let size = stored.size();
-        let rb = k * size;
-        let main = k & !7;
-        let mut acc = [[_mm256_setzero_ps(); M]; R];
-        let wp = w.as_ptr();
-        let xp = x.as_ptr();
-        let mut i = 0;
-        while i < main {
-            for (q, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: row j + q < rows and i + 8 <= k, so the 8 values are inside `w` and `x`.
-                let wv = unsafe { load8::<D>(wp.add((j + q) * rb + i * size)) };
-                _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add((j + q + R) * rb + i * size).cast());
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let xv = unsafe { _mm256_loadu_ps(xp.add(r * k + i)) };
-                    *a = _mm256_fmadd_ps(wv, xv, *a);
-                }
+    fn level() -> Option<Level> {
+        static LEVEL: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let avx2 = std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c");
+            if avx2 && std::is_x86_feature_detected!("avx512f") {
+                Some(Level::Avx512)
+            } else if avx2 {
+                Some(Level::Avx2)
+            } else {
+                None
             }
-            i += 8;
-        }
-        for (q, acc) in acc.iter().enumerate() {
-            let row = &w[(j + q) * rb..(j + q + 1) * rb];
-            for (r, a) in acc.iter().enumerate() {
-                let xr = &x[r * k..(r + 1) * k];
-                let mut s = hsum(*a);
-                for t in main..k {
-                    s += stored.at(row, t) * xr[t];
-                }
-                out[(j + q) * M + r] = s;
-            }
-        }
+        })
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn run<const D: u8, const R: usize, const M: usize>(
-        stored: Stored,
-        w: &[u8],
-        k: usize,
-        x: &[f32],
-        out: &mut [f32],
-    ) {
-        let rows = out.len() / M;
-        let mut j = 0;
-        // SAFETY (both loops): blocks stay inside the `rows` rows the caller checked.
-        while j + R <= rows {
-            unsafe { block::<D, R, M>(stored, w, j, k, x, out) };
-            j += R;
-        }
-        while j < rows {
-            unsafe { block::<D, 1, M>(stored, w, j, k, x, out) };
-            j += 1;
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn by_rows<const D: u8>(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
-        // Accumulators R × M stay within 12 registers, leaving room for the loads.
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match mc {
-                1 => run::<D, 8, 1>(stored, w, k, x, out),
-                2 => run::<D, 4, 2>(stored, w, k, x, out),
-                3 => run::<D, 3, 3>(stored, w, k, x, out),
-                4 => run::<D, 2, 4>(stored, w, k, x, out),
-                5 => run::<D, 2, 5>(stored, w, k, x, out),
-                6 => run::<D, 1, 6>(stored, w, k, x, out),
-                7 => run::<D, 1, 7>(stored, w, k, x, out),
-                _ => run::<D, 1, 8>(stored, w, k, x, out),
-            }
-        }
+    pub(super) fn available() -> bool {
+        level().is_some()
     }
 
     /// # Safety
-    /// The CPU has AVX2, FMA and F16C; `w` holds `out.len() / mc` rows of `k` values and `x` holds `mc` rows.
+    /// [`available`] is true; `w` holds `out.len() / mc` rows of `k` values and `x` holds `mc` rows.
     pub(super) unsafe fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
-        // SAFETY: forwarded from the caller.
+        // SAFETY: forwarded from the caller; the level was detected on this CPU.
         unsafe {
-            match stored {
-                Stored::F32 => by_rows::<F32>(stored, w, k, x, mc, out),
-                Stored::F16 => by_rows::<F16>(stored, w, k, x, mc, out),
-                Stored::Bf16 => by_rows::<BF16>(stored, w, k, x, mc, out),
+            match level() {
+                Some(Level::Avx512) => avx512::rows_dot(stored, w, k, x, mc, out),
+                _ => avx2::rows_dot(stored, w, k, x, mc, out),
             }
         }
+    }
+
+    /// The shared body; the including module defines `Vector`, `LANES`, `load::<D>`, `zero`, `fma`, `loadx`
+    /// and `hsum` for its instruction set, and the accumulator shapes per activation-row count.
+    macro_rules! kernel {
+        ($features:literal, [$(($mc:literal, $r:literal)),*]) => {
+            /// Rows `[j, j + R)` of `w` against the `M` rows of `x`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn block<const D: u8, const R: usize, const M: usize>(
+                stored: Stored,
+                w: &[u8],
+                j: usize,
+                k: usize,
+                x: &[f32],
+                out: &mut [f32],
+            ) {
+                let rb = stored.row_bytes(k);
+                // Columns per step: one vector, or a whole quantised block (its scale read once).
+                let n = if D >= Q8_0 { 32 / LANES } else { 1 };
+                let step = n * LANES;
+                let main = k / step * step;
+                let mut acc = [[zero(); M]; R];
+                let wp = w.as_ptr();
+                let xp = x.as_ptr();
+                let mut i = 0;
+                while i < main {
+                    for (q, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: row j + q < rows and i + step <= k, so the values are inside `w` and `x`.
+                        let wv = unsafe { load::<D>(wp.add((j + q) * rb), i) };
+                        // A hint only: an address past the end is never dereferenced.
+                        prefetch(wp.wrapping_add((j + q + R) * rb + col_bytes::<D>(i)));
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            for (v, wv) in wv.iter().enumerate().take(n) {
+                                let xv = unsafe { loadx(xp.add(r * k + i + v * LANES)) };
+                                *a = fma(*wv, xv, *a);
+                            }
+                        }
+                    }
+                    i += step;
+                }
+                for (q, acc) in acc.iter().enumerate() {
+                    let row = &w[(j + q) * rb..(j + q + 1) * rb];
+                    for (r, a) in acc.iter().enumerate() {
+                        let xr = &x[r * k..(r + 1) * k];
+                        let mut s = hsum(*a);
+                        for t in main..k {
+                            s += stored.at(row, t) * xr[t];
+                        }
+                        out[(j + q) * M + r] = s;
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn run<const D: u8, const R: usize, const M: usize>(
+                stored: Stored,
+                w: &[u8],
+                k: usize,
+                x: &[f32],
+                out: &mut [f32],
+            ) {
+                let rows = out.len() / M;
+                let mut j = 0;
+                // SAFETY (both loops): blocks stay inside the `rows` rows the caller checked.
+                while j + R <= rows {
+                    unsafe { block::<D, R, M>(stored, w, j, k, x, out) };
+                    j += R;
+                }
+                while j < rows {
+                    unsafe { block::<D, 1, M>(stored, w, j, k, x, out) };
+                    j += 1;
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn by_rows<const D: u8>(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    match mc {
+                        $($mc => run::<D, $r, $mc>(stored, w, k, x, out),)*
+                        _ => unreachable!("at most 8 activation rows per pass"),
+                    }
+                }
+            }
+
+            /// # Safety
+            /// The CPU has this module's features; `w` holds `out.len() / mc` rows of `k` values and `x` holds
+            /// `mc` rows.
+            pub(super) unsafe fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    match stored {
+                        Stored::F32 => by_rows::<F32>(stored, w, k, x, mc, out),
+                        Stored::F16 => by_rows::<F16>(stored, w, k, x, mc, out),
+                        Stored::Bf16 => by_rows::<BF16>(stored, w, k, x, mc, out),
+                        Stored::Q8_0 => by_rows::<Q8_0>(stored, w, k, x, mc, out),
+                        Stored::Q4_0 => by_rows::<Q4_0>(stored, w, k, x, mc, out),
+                    }
+                }
+            }
+        };
+    }
+
+    mod avx2 {
+        use std::arch::x86_64::*;
+
+        use super::{BF16, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
+
+        const LANES: usize = 8;
+
+        /// The values from column `i` of the row at `row`, widened: one vector of 8, or for the quantised kinds
+        /// the four vectors of the block starting at `i`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn load<const D: u8>(row: *const u8, i: usize) -> [__m256; 4] {
+            // SAFETY: the caller guarantees the columns are inside the row; unaligned loads.
+            unsafe {
+                let p = row.add(col_bytes::<D>(i));
+                let z = _mm256_setzero_ps();
+                match D {
+                    F32 => [_mm256_loadu_ps(p.cast()), z, z, z],
+                    F16 => [_mm256_cvtph_ps(_mm_loadu_si128(p.cast())), z, z, z],
+                    BF16 => {
+                        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+                        [_mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide)), z, z, z]
+                    }
+                    Q8_0 => {
+                        let d = _mm256_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned()));
+                        let q = |g: usize| {
+                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(2 + 8 * g).cast())))
+                        };
+                        [
+                            _mm256_mul_ps(d, q(0)),
+                            _mm256_mul_ps(d, q(1)),
+                            _mm256_mul_ps(d, q(2)),
+                            _mm256_mul_ps(d, q(3)),
+                        ]
+                    }
+                    _ => {
+                        // (q - 8) · d as q · d + (-8 · d).
+                        let d = _mm256_cvtph_ps(_mm_set1_epi16(p.cast::<i16>().read_unaligned()));
+                        let m8d = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
+                        let bytes = _mm_loadu_si128(p.add(2).cast());
+                        let mask = _mm_set1_epi8(15);
+                        let lo = _mm_and_si128(bytes, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(bytes), mask);
+                        let f = |b: __m128i| _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), d, m8d);
+                        [f(lo), f(_mm_srli_si128::<8>(lo)), f(hi), f(_mm_srli_si128::<8>(hi))]
+                    }
+                }
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn loadx(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 values are readable at `p`.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn prefetch(p: *const u8) {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn hsum(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+            _mm_cvtss_f32(s)
+        }
+
+        // Accumulators R × M within 12 of the 16 registers, leaving room for the loads.
+        kernel!(
+            "avx2,fma,f16c",
+            [(1, 8), (2, 4), (3, 3), (4, 2), (5, 2), (6, 1), (7, 1), (8, 1)]
+        );
+    }
+
+    mod avx512 {
+        use std::arch::x86_64::*;
+
+        use super::{BF16, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
+
+        const LANES: usize = 16;
+
+        /// The values from column `i` of the row at `row`, widened: one vector of 16, or for the quantised kinds
+        /// the two vectors of the block starting at `i`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        unsafe fn load<const D: u8>(row: *const u8, i: usize) -> [__m512; 4] {
+            // SAFETY: the caller guarantees the columns are inside the row; unaligned loads.
+            unsafe {
+                let p = row.add(col_bytes::<D>(i));
+                let z = _mm512_setzero_ps();
+                match D {
+                    F32 => [_mm512_loadu_ps(p.cast()), z, z, z],
+                    F16 => [_mm512_cvtph_ps(_mm256_loadu_si256(p.cast())), z, z, z],
+                    BF16 => {
+                        let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()));
+                        [_mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide)), z, z, z]
+                    }
+                    Q8_0 => {
+                        let d = _mm512_cvtph_ps(_mm256_set1_epi16(p.cast::<i16>().read_unaligned()));
+                        let q = |g: usize| {
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2 + 16 * g).cast())))
+                        };
+                        [_mm512_mul_ps(d, q(0)), _mm512_mul_ps(d, q(1)), z, z]
+                    }
+                    _ => {
+                        // (q - 8) · d as q · d + (-8 · d).
+                        let d = _mm512_cvtph_ps(_mm256_set1_epi16(p.cast::<i16>().read_unaligned()));
+                        let m8d = _mm512_mul_ps(d, _mm512_set1_ps(-8.0));
+                        let bytes = _mm_loadu_si128(p.add(2).cast());
+                        let mask = _mm_set1_epi8(15);
+                        let lo = _mm_and_si128(bytes, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(bytes), mask);
+                        let f = |b: __m128i| _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)), d, m8d);
+                        [f(lo), f(hi), z, z]
+                    }
+                }
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        unsafe fn loadx(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 values are readable at `p`.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn prefetch(p: *const u8) {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+        fn hsum(v: __m512) -> f32 {
+            _mm512_reduce_add_ps(v)
+        }
+
+        // Accumulators R × M within 24 of the 32 registers.
+        kernel!(
+            "avx512f,avx2,fma,f16c",
+            [(1, 8), (2, 8), (3, 6), (4, 4), (5, 4), (6, 3), (7, 3), (8, 2)]
+        );
     }
 }
 
@@ -395,6 +667,7 @@ mod tests {
                 Stored::F32 => bytes.extend(v.to_le_bytes()),
                 Stored::F16 => bytes.extend(half::f16::from_f32(v).to_le_bytes()),
                 Stored::Bf16 => bytes.extend(half::bf16::from_f32(v).to_le_bytes()),
+                Stored::Q8_0 | Stored::Q4_0 => unreachable!("quantised matrices are made by `quantize`"),
             }
         }
         f.write_all(&bytes).unwrap();
@@ -410,15 +683,35 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        for stored in [Stored::F32, Stored::F16, Stored::Bf16] {
-            // Widths with and without a tail past the last 8 columns; row counts around the block sizes.
-            for (n, k) in [(37usize, 64usize), (45, 21), (5, 8), (130, 77)] {
+        let kinds = [Stored::F32, Stored::F16, Stored::Bf16, Stored::Q8_0, Stored::Q4_0];
+        for stored in kinds {
+            let quantised = matches!(stored, Stored::Q8_0 | Stored::Q4_0);
+            // Widths with and without a tail past the last vector; row counts around the block sizes.
+            let shapes: &[(usize, usize)] = if quantised {
+                &[(37, 64), (130, 96), (5, 32)]
+            } else {
+                &[(37, 64), (45, 21), (5, 8), (130, 77)]
+            };
+            for &(n, k) in shapes {
                 let w: Vec<f32> = (0..n * k).map(|_| rand()).collect();
-                let (_f, map) = mapped(stored, &w);
-                let a = DenseWeight::mapped(map.clone(), 3, stored, n / 2, k);
-                let b = DenseWeight::mapped(map, 3 + (n / 2) * k * stored.size(), stored, n - n / 2, k);
-                let dw = DenseWeight::concat(&[a, b]).unwrap();
+                let source = if quantised { Stored::F32 } else { stored };
+                let (_f, map) = mapped(source, &w);
+                let a = DenseWeight::mapped(map.clone(), 3, source, n / 2, k);
+                let b = DenseWeight::mapped(map, 3 + (n / 2) * source.row_bytes(k), source, n - n / 2, k);
+                let mut dw = DenseWeight::concat(&[a, b]).unwrap();
+                if quantised {
+                    dw = dw.quantize(stored).unwrap();
+                    assert_eq!(dw.bytes(), n * stored.row_bytes(k));
+                }
                 let wide = dw.to_f32();
+                if quantised {
+                    // The blocks hold the weights to within their step (1/127 or 1/7 of the block's largest value).
+                    let step = if stored == Stored::Q8_0 { 0.5 / 127.0 } else { 0.5 / 7.0 };
+                    assert!(
+                        w.iter().zip(&wide).all(|(a, b)| (a - b).abs() <= step + 1e-3),
+                        "{stored:?}"
+                    );
+                }
                 for m in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 17] {
                     let x: Vec<f32> = (0..m * k).map(|_| rand()).collect();
                     let y = dw.matmul_t(&x, m);

@@ -62,13 +62,16 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
-/// Weight quantisation applied at load time (candle's GGML kernels).
+/// Weight quantisation applied at load time, into GGML's block formats (quantised by candle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantize {
     /// 8-bit blocks of 32.
     Q8_0,
-    /// 4-bit k-quant super-blocks of 256 (matrices whose input width is not a multiple of 256 use Q8_0).
+    /// 4-bit k-quant super-blocks of 256, run by candle's kernels (matrices whose input width is not a multiple of
+    /// 256 use Q4_0, as llama.cpp falls back for such rows).
     Q4K,
+    /// 4-bit blocks of 32.
+    Q4_0,
 }
 
 impl std::str::FromStr for Quantize {
@@ -78,7 +81,8 @@ impl std::str::FromStr for Quantize {
         match s.to_ascii_lowercase().as_str() {
             "q8_0" | "q8" => Ok(Quantize::Q8_0),
             "q4k" | "q4_k" | "q4_k_m" => Ok(Quantize::Q4K),
-            _ => Err(format!("unknown quantisation `{s}`: expected q8_0 or q4k")),
+            "q4_0" | "q4" => Ok(Quantize::Q4_0),
+            _ => Err(format!("unknown quantisation `{s}`: expected q8_0, q4k or q4_0")),
         }
     }
 }
@@ -88,6 +92,7 @@ impl std::fmt::Display for Quantize {
         f.write_str(match self {
             Quantize::Q8_0 => "q8_0",
             Quantize::Q4K => "q4k",
+            Quantize::Q4_0 => "q4_0",
         })
     }
 }

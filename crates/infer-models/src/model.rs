@@ -9,7 +9,7 @@ use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 
 use crate::config::{Arch, ModelConfig, RopeScaling};
-use crate::dense::DenseWeight;
+use crate::dense::{BLOCK, DenseWeight, Stored};
 use crate::weights::Weights;
 use crate::{CausalLm, Error, Quantize, SeqInput};
 
@@ -17,7 +17,8 @@ use crate::{CausalLm, Error, Quantize, SeqInput};
 /// candle's gemm multiply: it reuses each weight across many rows, which the decode kernel does not.
 const GEMM_ROWS: usize = 128;
 
-/// A linear layer `y = x Wᵀ + b`: dense weights as stored, or quantised at load.
+/// A linear layer `y = x Wᵀ + b`: weights as stored or quantised into blocks of 32 (our kernel), or quantised
+/// into k-quant super-blocks (candle's).
 enum Linear {
     Dense { w: DenseWeight, b: Option<Tensor> },
     Quant { w: QMatMul, b: Option<Tensor> },
@@ -29,24 +30,30 @@ impl Linear {
             return Ok(Linear::Dense { w, b });
         };
         let (rows, cols) = (w.rows(), w.cols());
-        // k-quants need rows that are whole super-blocks of 256; otherwise fall back to Q8_0 (blocks of 32).
-        let dtype = match q {
-            Quantize::Q4K if cols % 256 == 0 => GgmlDType::Q4K,
-            _ if cols % 32 == 0 => GgmlDType::Q8_0,
-            _ => return Ok(Linear::Dense { w, b }),
+        // Q4_K needs rows of whole super-blocks of 256 (candle's kernel); Q8_0 and Q4_0 blocks of 32 (ours).
+        let to = match q {
+            Quantize::Q4K if cols % 256 == 0 => {
+                let wide = Tensor::from_vec(w.to_f32(), (rows, cols), &Device::Cpu)?;
+                let qt = QTensor::quantize(&wide, GgmlDType::Q4K)?;
+                w.release_pages();
+                return Ok(Linear::Quant {
+                    w: QMatMul::from_qtensor(qt)?,
+                    b,
+                });
+            }
+            _ if !cols.is_multiple_of(BLOCK) => return Ok(Linear::Dense { w, b }),
+            Quantize::Q8_0 => Stored::Q8_0,
+            Quantize::Q4K | Quantize::Q4_0 => Stored::Q4_0,
         };
-        let qt = QTensor::quantize(&Tensor::from_vec(w.to_f32(), (rows, cols), &Device::Cpu)?, dtype)?;
+        let quantised = w.quantize(to)?;
         w.release_pages();
-        Ok(Linear::Quant {
-            w: QMatMul::from_qtensor(qt)?,
-            b,
-        })
+        Ok(Linear::Dense { w: quantised, b })
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
         let (y, b) = match self {
-            Linear::Dense { w, b } if x.dim(0)? >= GEMM_ROWS => {
+            Linear::Dense { w, b } if x.dim(0)? >= GEMM_ROWS && !matches!(w.stored(), Stored::Q8_0 | Stored::Q4_0) => {
                 let wide = Tensor::from_vec(w.to_f32(), (w.rows(), w.cols()), &Device::Cpu)?;
                 (x.matmul(&wide.t()?)?, b)
             }

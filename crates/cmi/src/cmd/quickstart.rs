@@ -33,7 +33,7 @@ pub(crate) struct Args {
     /// Ask this instead of the demo question (it is still sent with `toolChoice: any`).
     #[arg(short = 'p', long)]
     prompt: Option<String>,
-    /// Quantise the model when the local Bedrock loads it (`q8_0`, `q4k`).
+    /// Quantise the model when the local Bedrock loads it (`q8_0`, `q4k`, `q4_0`).
     #[arg(long)]
     quantize: Option<String>,
 }

@@ -30,7 +30,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     idle_unload: Duration,
     /// Quantise models at load.
-    #[arg(long, value_parser = ["q8_0", "q4k"])]
+    #[arg(long, value_parser = ["q8_0", "q4k", "q4_0"])]
     quantize: Option<String>,
     /// Per-model ConverseStream-with-tools switch, `NAME=false` to refuse streaming with tools (repeatable).
     #[arg(long = "model-stream-tools", value_name = "NAME=BOOL", value_parser = parse_model_flag)]

@@ -31,7 +31,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 8)]
     streams: usize,
     /// Load-time quantisations measured besides full precision (comma separated; empty for none).
-    #[arg(long, value_delimiter = ',', default_value = "q8_0,q4k")]
+    #[arg(long, value_delimiter = ',', default_value = "q8_0,q4k,q4_0")]
     quantize: Vec<String>,
     /// Measure only this engine, not the Python peers.
     #[arg(long)]
@@ -195,15 +195,22 @@ fn run_json(mut cmd: Command, what: &str) -> Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-fn peer(ctx: &Ctx, args: &Args, mode: &str, venv: &str, path: &Path) -> Result<Value> {
-    let python = [
-        ctx.paths.cache_dir.join(venv),
-        dirs::home_dir().unwrap_or_default().join(".cache/cmi").join(venv),
-    ]
-    .into_iter()
-    .map(|v| v.join("bin/python"))
-    .find(|p| p.exists())
-    .with_context(|| format!("no venv {venv} under the cache dir (see `cmi bench engine --help`)"))?;
+/// A Python peer, in its venv under the cache dir (installed on first use).
+fn peer(ctx: &Ctx, args: &Args, mode: &str, path: &Path) -> Result<Value> {
+    let python = match mode {
+        "llamacpp" => super::ensure_venv(
+            &ctx.paths.cache_dir.join("venv-llamacpp"),
+            "llama_cpp",
+            &["llama-cpp-python==0.3.36"],
+            "; pip builds llama.cpp from source, about 10 minutes on 2 cores, once",
+        )?,
+        _ => super::ensure_venv(
+            &ctx.paths.cache_dir.join("venv-transformers"),
+            "torch, transformers, safetensors",
+            &["torch", "transformers", "safetensors"],
+            "; about 3 GB of wheels, once",
+        )?,
+    };
     let script = std::env::temp_dir().join(format!("cmi-bench-engine-{}.py", std::process::id()));
     std::fs::write(&script, PEER_PY)?;
     let mut cmd = Command::new(python);
@@ -251,13 +258,13 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     if !args.no_peers {
         if let Some(gguf) = &args.gguf {
             eprintln!("measuring llama.cpp ...");
-            match peer(ctx, &args, "llamacpp", "venv-llamacpp", gguf) {
+            match peer(ctx, &args, "llamacpp", gguf) {
                 Ok(v) => rows.push(v),
                 Err(e) => eprintln!("llama.cpp peer skipped: {e:#}"),
             }
         }
         eprintln!("measuring transformers ...");
-        match peer(ctx, &args, "transformers", "venv-fixtures", &args.model) {
+        match peer(ctx, &args, "transformers", &args.model) {
             Ok(v) => rows.push(v),
             Err(e) => eprintln!("transformers peer skipped: {e:#}"),
         }

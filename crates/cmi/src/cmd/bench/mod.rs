@@ -5,9 +5,10 @@ pub(crate) mod server;
 pub(crate) mod templates;
 pub(crate) mod upload;
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use crate::ctx::Ctx;
@@ -38,4 +39,46 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         Bench::Server(a) => server::run(a, ctx).await,
         Bench::Upload(a) => upload::run(a, ctx).await,
     }
+}
+
+/// The Python of the venv `venv`, created with `packages` from PyPI unless it already imports `modules`
+/// (comma separated). `note` tells what the first install costs.
+pub(crate) fn ensure_venv(venv: &Path, modules: &str, packages: &[&str], note: &str) -> Result<PathBuf> {
+    let python = venv.join("bin/python");
+    let works = |p: &Path| {
+        Command::new(p)
+            .args(["-c", &format!("import {modules}")])
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if python.is_file() && works(&python) {
+        return Ok(python);
+    }
+    eprintln!(
+        "setting up {} (pip install {}{note})...",
+        venv.display(),
+        packages.join(" ")
+    );
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv)
+        .status()
+        .context("run python3 -m venv (is python3 installed?)")?;
+    if !status.success() {
+        bail!("python3 -m venv {} failed", venv.display());
+    }
+    let status = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet"])
+        .args(packages)
+        .status()
+        .context("run pip")?;
+    if !status.success() || !works(&python) {
+        bail!(
+            "pip install {} into {} failed\n\nhint: needs python3 with venv and access to PyPI",
+            packages.join(" "),
+            venv.display()
+        );
+    }
+    Ok(python)
 }

@@ -136,7 +136,12 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         None
     } else {
         let venv = ctx.paths.cache_dir.join("venv-templates");
-        let python = ensure_venv(&venv)?;
+        let python = super::ensure_venv(
+            &venv,
+            "transformers, jinja2, tokenizers",
+            &["transformers", "jinja2"],
+            "; no torch",
+        )?;
         let script = ctx.paths.cache_dir.join("transformers_bench.py");
         std::fs::write(&script, PY_BENCH).with_context(|| format!("write {}", script.display()))?;
         let peer = PyBench::start(&python, &script, &corpus)?;
@@ -405,39 +410,4 @@ impl Timing {
                 .collect(),
         }
     }
-}
-
-/// Creates `venv` with transformers and jinja2 (no torch) unless it already imports them; returns its python.
-fn ensure_venv(venv: &Path) -> Result<PathBuf> {
-    let python = venv.join("bin/python");
-    let works = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import transformers, jinja2, tokenizers"])
-            .env("TRANSFORMERS_VERBOSITY", "error")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if python.is_file() && works(&python) {
-        return Ok(python);
-    }
-    eprintln!(
-        "setting up {} (pip install transformers jinja2; no torch)...",
-        venv.display()
-    );
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(venv)
-        .status()
-        .context("run python3 -m venv (is python3 installed?)")?;
-    if !status.success() {
-        bail!("python3 -m venv {} failed", venv.display());
-    }
-    let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "transformers", "jinja2"])
-        .status()
-        .context("run pip")?;
-    if !status.success() || !works(&python) {
-        bail!("pip install transformers jinja2 into {} failed", venv.display());
-    }
-    Ok(python)
 }

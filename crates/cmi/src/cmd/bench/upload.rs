@@ -93,7 +93,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 
     let mut peer = None;
     if !args.no_peer {
-        let aws = ensure_awscli(&ctx.paths.cache_dir).await?;
+        let aws = ensure_awscli(&ctx.paths.cache_dir)?;
         let dest = format!("s3://{bucket}/aws-{stamp}/");
         let t = Instant::now();
         let status = tokio::process::Command::new(&aws)
@@ -181,32 +181,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 }
 
 /// The AWS CLI from PyPI in `cache/venv-awscli`, installed on first use.
-async fn ensure_awscli(cache_dir: &Path) -> Result<PathBuf> {
+fn ensure_awscli(cache_dir: &Path) -> Result<PathBuf> {
     let venv = cache_dir.join("venv-awscli");
-    let aws = venv.join("bin").join("aws");
-    if aws.exists() {
-        return Ok(aws);
-    }
-    eprintln!("installing the AWS CLI from PyPI into {} …", venv.display());
-    let ok = tokio::process::Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()
-        .await?
-        .success()
-        && tokio::process::Command::new(venv.join("bin").join("pip"))
-            .args(["install", "-q", "awscli"])
-            .status()
-            .await?
-            .success();
-    if !ok || !aws.exists() {
-        bail!(
-            "could not install the AWS CLI into {}\n\nhint: needs python3 with venv and access to PyPI",
-            venv.display()
-        );
-    }
-    Ok(aws)
+    super::ensure_venv(&venv, "awscli", &["awscli"], "")?;
+    Ok(venv.join("bin").join("aws"))
 }
 
 /// A tiny Llama folder plus noise weight files (256 MiB each) up to `size` bytes; reused when already there.
