@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 
@@ -157,13 +157,15 @@ struct Layer {
     mlp: Mlp,
 }
 
-/// The KV cache of one sequence: per layer, keys and values `[kv_heads, capacity, head_dim]`, grown by doubling
-/// (never re-allocated per token).
+/// The KV cache of one sequence: per layer, keys and values `[kv_heads, capacity, head_dim]` (f32, row-major),
+/// grown by doubling (never re-allocated per token).
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
     len: usize,
     cap: usize,
     max: usize,
+    kv_heads: usize,
+    head_dim: usize,
 }
 
 impl KvCache {
@@ -179,15 +181,11 @@ impl KvCache {
 
     /// Bytes currently allocated.
     pub fn allocated_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * 4)
-            .sum()
+        self.layers.iter().map(|(k, v)| (k.len() + v.len()) * 4).sum()
     }
 
     /// Makes room for `n` more tokens in every layer.
-    fn reserve(&mut self, n: usize, kv_heads: usize, head_dim: usize) -> Result<(), Error> {
+    fn reserve(&mut self, n: usize) -> Result<(), Error> {
         let need = self.len + n;
         if need > self.max {
             return Err(Error::ContextOverflow {
@@ -195,37 +193,98 @@ impl KvCache {
                 context_length: self.max,
             });
         }
-        if need <= self.cap && self.layers.iter().all(Option::is_some) {
+        if need <= self.cap {
             return Ok(());
         }
         let new_cap = need.max(self.cap * 2).max(64).min(self.max);
-        for slot in &mut self.layers {
-            let k = Tensor::zeros((kv_heads, new_cap, head_dim), DType::F32, &Device::Cpu)?;
-            let v = Tensor::zeros((kv_heads, new_cap, head_dim), DType::F32, &Device::Cpu)?;
-            if let Some((ok, ov)) = slot.take()
-                && self.len > 0
-            {
-                k.slice_set(&ok.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
-                v.slice_set(&ov.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+        let (hd, used) = (self.head_dim, self.len * self.head_dim);
+        for (k, v) in &mut self.layers {
+            for buf in [k, v] {
+                let mut grown = vec![0f32; self.kv_heads * new_cap * hd];
+                for h in 0..self.kv_heads {
+                    grown[h * new_cap * hd..][..used].copy_from_slice(&buf[h * self.cap * hd..][..used]);
+                }
+                *buf = grown;
             }
-            *slot = Some((k, v));
         }
         self.cap = new_cap;
         Ok(())
     }
 
-    /// Writes `k`, `v` (`[kv_heads, n, head_dim]`) at the current length of `layer`; returns all keys and values.
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), Error> {
-        let n = k.dim(1)?;
-        let Some((kc, vc)) = self.layers.get(layer).and_then(Option::as_ref) else {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "kv cache layer {layer} not reserved"
-            ))));
-        };
-        kc.slice_set(&k.contiguous()?, 1, self.len)?;
-        vc.slice_set(&v.contiguous()?, 1, self.len)?;
-        Ok((kc.narrow(1, 0, self.len + n)?, vc.narrow(1, 0, self.len + n)?))
+    /// Writes `n` new keys and values of `layer`, given as `[kv_heads, n, head_dim]`, at the current length.
+    fn append(&mut self, layer: usize, k: &[f32], v: &[f32], n: usize) {
+        let (hd, cap, at) = (self.head_dim, self.cap, self.len);
+        let (kc, vc) = &mut self.layers[layer];
+        for h in 0..self.kv_heads {
+            let dst = (h * cap + at) * hd;
+            kc[dst..dst + n * hd].copy_from_slice(&k[h * n * hd..(h + 1) * n * hd]);
+            vc[dst..dst + n * hd].copy_from_slice(&v[h * n * hd..(h + 1) * n * hd]);
+        }
     }
+
+    /// Keys and values of `layer` for the first `len` positions, as `[kv_heads, len, head_dim]` tensors.
+    fn tensors(&self, layer: usize, len: usize) -> Result<(Tensor, Tensor), Error> {
+        let (kc, vc) = &self.layers[layer];
+        let shape = (self.kv_heads, self.cap, self.head_dim);
+        let k = Tensor::from_slice(kc, shape, &Device::Cpu)?.narrow(1, 0, len)?;
+        let v = Tensor::from_slice(vc, shape, &Device::Cpu)?.narrow(1, 0, len)?;
+        Ok((k, v))
+    }
+}
+
+/// Attention rows computed directly (per head: scores, softmax, weighted values) rather than with candle's
+/// tensor ops, up to this many new tokens of a sequence: for decode steps the dozen small ops per sequence and
+/// layer cost more than the arithmetic.
+const DIRECT_ATTENTION_ROWS: usize = 8;
+
+/// `a · b` with eight independent partial sums, which the compiler vectorises (a plain `sum()` of f32 products
+/// must keep its order and runs one lane at a time).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Causal attention of `n` new query rows of one sequence against its cache (already holding them).
+/// `q` is `[heads, n, head_dim]`; returns `[n, heads * head_dim]`. Hand-rolled (see [`DIRECT_ATTENTION_ROWS`]).
+fn direct_attention(cache: &KvCache, layer: usize, q: &[f32], heads: usize, n: usize, scale: f32) -> Vec<f32> {
+    let (hd, cap, kvh) = (cache.head_dim, cache.cap, cache.kv_heads);
+    let groups = heads / kvh;
+    let past = cache.len;
+    let (kc, vc) = &cache.layers[layer];
+    let mut out = vec![0f32; n * heads * hd];
+    let mut scores = Vec::with_capacity(past + n);
+    for h in 0..heads {
+        let g = h / groups;
+        let keys = &kc[g * cap * hd..];
+        let values = &vc[g * cap * hd..];
+        for i in 0..n {
+            let qv = &q[(h * n + i) * hd..][..hd];
+            let len = past + i + 1;
+            scores.clear();
+            scores.extend((0..len).map(|t| dot(qv, &keys[t * hd..][..hd]) * scale));
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in &mut scores {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let o = &mut out[(i * heads + h) * hd..][..hd];
+            for (t, p) in scores.iter().enumerate() {
+                let p = p / sum;
+                for (o, v) in o.iter_mut().zip(&values[t * hd..][..hd]) {
+                    *o += p * v;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A loaded decoder-only transformer.
@@ -425,7 +484,7 @@ impl Transformer {
                     "empty token list in batch".into(),
                 )));
             }
-            item.cache.reserve(item.tokens.len(), nkv, hd)?;
+            item.cache.reserve(item.tokens.len())?;
             let start = ids.len();
             for (i, &t) in item.tokens.iter().enumerate() {
                 if t as usize >= cfg.vocab_size {
@@ -461,29 +520,61 @@ impl Transformer {
             }
             let q = rope(&q.transpose(0, 1)?.contiguous()?.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?;
             let k = rope(&k.transpose(0, 1)?.contiguous()?.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?;
-            let v = v.transpose(0, 1)?;
-            let mut outs = Vec::with_capacity(batch.len());
+            let v = v.transpose(0, 1)?.contiguous()?;
+            // [heads, total, head_dim], every sequence's rows side by side.
+            let (qs, ks, vs) = (
+                q.flatten_all()?.to_vec1::<f32>()?,
+                k.flatten_all()?.to_vec1::<f32>()?,
+                v.flatten_all()?.to_vec1::<f32>()?,
+            );
+            let rows = |data: &[f32], heads: usize, start: usize, n: usize| -> Vec<f32> {
+                let mut out = Vec::with_capacity(heads * n * hd);
+                for h in 0..heads {
+                    out.extend_from_slice(&data[(h * total + start) * hd..(h * total + start + n) * hd]);
+                }
+                out
+            };
             for (item, &(start, n)) in batch.iter_mut().zip(&spans) {
+                item.cache
+                    .append(li, &rows(&ks, nkv, start, n), &rows(&vs, nkv, start, n), n);
+            }
+            let small = |&(_, n): &(usize, usize)| n <= DIRECT_ATTENTION_ROWS;
+            // Decode rows of all sequences at once, a sequence per task.
+            let direct: Vec<Option<Vec<f32>>> = {
+                use rayon::prelude::*;
+                batch
+                    .par_iter()
+                    .zip(spans.par_iter())
+                    .map(|(item, span)| {
+                        small(span).then(|| {
+                            let q = rows(&qs, nh, span.0, span.1);
+                            direct_attention(item.cache, li, &q, nh, span.1, scale as f32)
+                        })
+                    })
+                    .collect()
+            };
+            let mut outs = Vec::with_capacity(batch.len());
+            for ((item, &(start, n)), direct) in batch.iter_mut().zip(&spans).zip(direct) {
+                if let Some(o) = direct {
+                    outs.push(Tensor::from_vec(o, (n, nh * hd), &dev)?);
+                    continue;
+                }
                 let past = item.cache.len();
-                let (kall, vall) = item
-                    .cache
-                    .append(li, &k.narrow(1, start, n)?, &v.narrow(1, start, n)?)?;
                 let len = past + n;
+                let (kall, vall) = item.cache.tensors(li, len)?;
                 // Heads sharing a KV head are stacked: [kv_heads, groups * n, head_dim] against [kv_heads, len, hd].
                 let qi = q.narrow(1, start, n)?.contiguous()?.reshape((nkv, groups * n, hd))?;
                 let mut scores = (qi.matmul(&kall.t()?)? * scale)?;
-                if n > 1 {
-                    let mut mask = vec![0f32; groups * n * len];
-                    for r in 0..groups * n {
-                        let pos = past + r % n;
-                        for m in &mut mask[r * len + pos + 1..(r + 1) * len] {
-                            *m = f32::NEG_INFINITY;
-                        }
+                let mut mask = vec![0f32; groups * n * len];
+                for r in 0..groups * n {
+                    let pos = past + r % n;
+                    for m in &mut mask[r * len + pos + 1..(r + 1) * len] {
+                        *m = f32::NEG_INFINITY;
                     }
-                    scores = scores.broadcast_add(&Tensor::from_vec(mask, (groups * n, len), &dev)?)?;
                 }
+                scores = scores.broadcast_add(&Tensor::from_vec(mask, (groups * n, len), &dev)?)?;
                 let probs = softmax_last_dim(&scores)?;
-                let o = probs.matmul(&vall)?; // [nkv, groups*n, hd]
+                let o = probs.matmul(&vall.contiguous()?)?; // [nkv, groups*n, hd]
                 let o = o.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
                 outs.push(o);
             }
@@ -516,10 +607,14 @@ impl CausalLm for Transformer {
 
     fn new_cache(&self) -> KvCache {
         KvCache {
-            layers: (0..self.cfg.num_hidden_layers).map(|_| None).collect(),
+            layers: (0..self.cfg.num_hidden_layers)
+                .map(|_| (Vec::new(), Vec::new()))
+                .collect(),
             len: 0,
             cap: 0,
             max: self.cfg.max_position_embeddings,
+            kv_heads: self.cfg.num_key_value_heads,
+            head_dim: self.cfg.head_dim,
         }
     }
 
