@@ -10,7 +10,7 @@ use test_support::hub::{FakeHub, HubRepo};
 
 mod common;
 
-use common::{Child, cmi_command, text, wait_for_file};
+use common::{cmi_command, start_serve, text};
 
 fn cmi(home: &Path, hub: &FakeHub, args: &[&str]) -> Output {
     command(home, hub, args).output().expect("cmi runs")
@@ -137,13 +137,11 @@ fn no_wait_returns_the_job_and_status_registers_the_model_when_it_completes() {
     let hub = FakeHub::start([]);
     let model = tempfile::tempdir().expect("model");
     test_support::tiny_model(model.path(), test_support::Family::Llama).expect("tiny model");
-    let serve = command(home.path(), &hub, &["serve", "--port", "0", "--warm"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("cmi serve starts");
-    let _serve = Child(serve);
-    wait_for_file(&home.path().join("data/cmi/server/endpoint.json"));
+    let _serve = start_serve(
+        command(home.path(), &hub, &["serve", "--port", "0", "--warm"]),
+        std::process::Stdio::null(),
+        &home.path().join("data/cmi/server/endpoint.json"),
+    );
 
     let dir = model.path().to_str().expect("utf-8 path");
     let out = cmi(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Child, cmi_command, shared_cache, text, wait_for_file};
+use common::{cmi_command, shared_cache, start_serve, text};
 
 fn command_with_cache(home: &Path, cache: &Path, args: &[&str]) -> Command {
     let mut c = cmi_command(home, cache, args);
@@ -56,13 +56,11 @@ fn a_killed_import_resumes_without_resending_acknowledged_parts() {
     .expect("cmi convert demo runs");
     assert!(out.status.success(), "convert demo failed\n{}", text(&out));
 
-    let serve = command(home.path(), &["serve", "--port", "0", "--warm"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cmi serve starts");
-    let _serve = Child(serve);
-    wait_for_file(&home.path().join("server/endpoint.json"));
+    let _serve = start_serve(
+        command(home.path(), &["serve", "--port", "0", "--warm"]),
+        Stdio::null(),
+        &home.path().join("server/endpoint.json"),
+    );
 
     // Small parts, one at a time: the upload takes long enough to be killed in the middle.
     let args = [

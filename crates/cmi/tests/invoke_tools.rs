@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Child, cmi_command, shared_cache, text, wait_for_file};
+use common::{cmi_command, shared_cache, start_serve, text};
 
 /// ChatML with Hermes-style tools, in the shape the agent renders its conversation for chat templates (OpenAI
 /// messages: `tool_calls` with object arguments, results as `tool` messages). Without tools it renders as
@@ -218,15 +218,10 @@ fn a_model_without_converse_calls_list_files_through_invoke_model_and_answers_fr
 
     // The local Bedrock, logging which runtime operation every request used.
     let server_log = home.join("serve.log");
-    let serve = command(home, &["serve", "--port", "0", "--warm"])
-        .env("CMI_LOG", "warn,bedrock_server::runtime=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&server_log).expect("create serve.log"))
-        .spawn()
-        .expect("cmi serve starts");
-    let _serve = Child(serve);
-    wait_for_file(&home.join("server/endpoint.json"));
+    let mut serve = command(home, &["serve", "--port", "0", "--warm"]);
+    serve.env("CMI_LOG", "warn,bedrock_server::runtime=debug");
+    let log = std::fs::File::create(&server_log).expect("create serve.log");
+    let _serve = start_serve(serve, log.into(), &home.join("server/endpoint.json"));
 
     run(
         &mut command(home, &["import", model.to_str().expect("utf-8"), "--name", MODEL]),

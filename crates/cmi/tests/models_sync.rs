@@ -8,7 +8,7 @@ use std::process::Output;
 
 mod common;
 
-use common::{Child, cmi_command, text, wait_for_file};
+use common::{cmi_command, start_serve, text};
 
 fn cmi(home: &Path, args: &[&str]) -> Output {
     cmi_command(home, &home.join("cache"), args).output().expect("cmi runs")
@@ -29,13 +29,11 @@ fn entries(home: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn sync_adds_imported_models_keeps_user_fields_and_is_idempotent() {
     let home = tempfile::tempdir().expect("home");
-    let serve: std::process::Child = cmi_command(home.path(), &home.path().join("cache"), &["serve", "--port", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("cmi serve starts");
-    let _serve = Child(serve);
-    wait_for_file(&home.path().join("data/cmi/server/endpoint.json"));
+    let _serve = start_serve(
+        cmi_command(home.path(), &home.path().join("cache"), &["serve", "--port", "0"]),
+        std::process::Stdio::null(),
+        &home.path().join("data/cmi/server/endpoint.json"),
+    );
 
     // Two models imported (and registered by the import), then forgotten by the registry.
     let mut arns = Vec::new();

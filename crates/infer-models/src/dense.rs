@@ -4,8 +4,8 @@
 //! Hand-rolled because no library does this job: candle's and gemm's kernels want f32 (or f16) tensors they own,
 //! so bf16 weights would have to be widened into a second, twice-as-large copy, and their half-precision paths are
 //! several times slower than f32 for the few rows of a decode step (`examples/qmm.rs`). A decode step is bound by
-//! reading the weights once, so the kernel here streams each weight row once per step, widens eight values at a
-//! time in registers (exact: bf16 and f16 are subsets of f32) and multiplies them with up to eight activation rows.
+//! reading the weights once, so the kernel here streams each weight row once per step, widens a vector of values
+//! at a time in registers (exact: bf16 and f16 are subsets of f32) and multiplies them with up to eight activation rows.
 //! The weights are never copied: resident memory is the weight bytes. Quantised blocks are widened the same way
 //! (candle's own Q8_0/Q4_0 kernels quantise the activations too and run one activation row at a time, so eight
 //! rows cost eight passes over the weights).
@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use candle_core::quantized::{GgmlDType, QTensor};
 use memmap2::Mmap;
 
 /// Bytes a matrix's rows live in: a mapped file, or blocks quantised at load.
@@ -33,6 +34,10 @@ pub(crate) enum Stored {
 
 /// Values per quantised block.
 pub(crate) const BLOCK: usize = 32;
+/// Bytes of a Q8_0 block: the f16 scale and 32 signed bytes.
+const Q8_0_BYTES: usize = 34;
+/// Bytes of a Q4_0 block: the f16 scale and 16 bytes of nibbles.
+const Q4_0_BYTES: usize = 18;
 
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
@@ -44,9 +49,14 @@ impl Stored {
         match self {
             Stored::F32 => cols * 4,
             Stored::F16 | Stored::Bf16 => cols * 2,
-            Stored::Q8_0 => cols / BLOCK * 34,
-            Stored::Q4_0 => cols / BLOCK * 18,
+            Stored::Q8_0 => cols / BLOCK * Q8_0_BYTES,
+            Stored::Q4_0 => cols / BLOCK * Q4_0_BYTES,
         }
+    }
+
+    /// Whether the values are quantised blocks (rows are whole blocks, and only our kernel reads them).
+    pub(crate) fn is_quantised(self) -> bool {
+        matches!(self, Stored::Q8_0 | Stored::Q4_0)
     }
 
     /// The value at column `i` of the row `row`, widened to f32.
@@ -56,11 +66,11 @@ impl Stored {
             Stored::F16 => f16_at(row, 2 * i),
             Stored::Bf16 => f32::from_bits(u32::from(u16::from_le_bytes([row[2 * i], row[2 * i + 1]])) << 16),
             Stored::Q8_0 => {
-                let b = i / BLOCK * 34;
+                let b = i / BLOCK * Q8_0_BYTES;
                 f16_at(row, b) * f32::from(row[b + 2 + i % BLOCK] as i8)
             }
             Stored::Q4_0 => {
-                let (b, j) = (i / BLOCK * 18, i % BLOCK);
+                let (b, j) = (i / BLOCK * Q4_0_BYTES, i % BLOCK);
                 let byte = row[b + 2 + j % 16];
                 let nibble = if j < 16 { byte & 15 } else { byte >> 4 };
                 f16_at(row, b) * (f32::from(nibble) - 8.0)
@@ -106,18 +116,21 @@ impl DenseWeight {
         }
     }
 
-    /// This matrix quantised into `to` (Q8_0 or Q4_0; `cols` must be a multiple of [`BLOCK`]) with candle's
-    /// quantiser.
+    /// This matrix quantised by candle's quantiser into `dtype`.
+    pub(crate) fn qtensor(&self, dtype: GgmlDType) -> candle_core::Result<QTensor> {
+        let wide = candle_core::Tensor::from_vec(self.to_f32(), (self.rows(), self.cols), &candle_core::Device::Cpu)?;
+        QTensor::quantize(&wide, dtype)
+    }
+
+    /// This matrix quantised into `to` (Q8_0 or Q4_0; `cols` must be a multiple of [`BLOCK`]), for our kernel.
     pub(crate) fn quantize(&self, to: Stored) -> candle_core::Result<DenseWeight> {
-        use candle_core::quantized::{GgmlDType, QTensor};
         let dtype = match to {
             Stored::Q8_0 => GgmlDType::Q8_0,
             Stored::Q4_0 => GgmlDType::Q4_0,
             other => candle_core::bail!("{other:?} is not a quantised kind"),
         };
         let (rows, cols) = (self.rows(), self.cols);
-        let wide = candle_core::Tensor::from_vec(self.to_f32(), (rows, cols), &candle_core::Device::Cpu)?;
-        let blocks = QTensor::quantize(&wide, dtype)?.data()?.into_owned();
+        let blocks = self.qtensor(dtype)?.data()?.into_owned();
         if blocks.len() != rows * to.row_bytes(cols) {
             candle_core::bail!("{dtype:?} blocks of a {rows}x{cols} matrix take {} bytes", blocks.len());
         }
@@ -287,9 +300,11 @@ fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
 /// `out[j * mc + r] = dot(w row j, x row r)` for the `out.len() / mc` rows of `w`.
 fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
     let rows = out.len() / mc;
-    let quantised = matches!(stored, Stored::Q8_0 | Stored::Q4_0);
     assert!(w.len() == rows * stored.row_bytes(k) && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
-    assert!(!quantised || k.is_multiple_of(BLOCK), "quantised rows are whole blocks");
+    assert!(
+        !stored.is_quantised() || k.is_multiple_of(BLOCK),
+        "quantised rows are whole blocks"
+    );
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
         // SAFETY: the CPU has the kernel's features (checked above), and the lengths are checked above.
@@ -320,7 +335,7 @@ mod simd {
     //! prefetching the next block's rows. One body (`kernel!`) over two instruction sets: AVX-512 (16 lanes,
     //! 32 registers) where the CPU has it, else AVX2 with FMA and F16C (8 lanes, 16 registers).
 
-    use super::Stored;
+    use super::{BLOCK, Q4_0_BYTES, Q8_0_BYTES, Stored};
 
     const F32: u8 = 0;
     const F16: u8 = 1;
@@ -334,8 +349,8 @@ mod simd {
         match D {
             F32 => 4 * i,
             F16 | BF16 => 2 * i,
-            Q8_0 => i / 32 * 34,
-            _ => i / 32 * 18,
+            Q8_0 => i / BLOCK * Q8_0_BYTES,
+            _ => i / BLOCK * Q4_0_BYTES,
         }
     }
 
@@ -377,8 +392,8 @@ mod simd {
         }
     }
 
-    /// The shared body; the including module defines `Vector`, `LANES`, `load::<D>`, `zero`, `fma`, `loadx`
-    /// and `hsum` for its instruction set, and the accumulator shapes per activation-row count.
+    /// The shared body; the including module defines `LANES`, `load::<D>`, `loadx`, `zero`, `fma`, `prefetch`
+    /// and `hsum` for its instruction set, and passes the accumulator shape `(M, R)` per activation-row count.
     macro_rules! kernel {
         ($features:literal, [$(($mc:literal, $r:literal)),*]) => {
             /// Rows `[j, j + R)` of `w` against the `M` rows of `x`.
@@ -394,7 +409,7 @@ mod simd {
             ) {
                 let rb = stored.row_bytes(k);
                 // Columns per step: one vector, or a whole quantised block (its scale read once).
-                let n = if D >= Q8_0 { 32 / LANES } else { 1 };
+                let n = if D >= Q8_0 { BLOCK / LANES } else { 1 };
                 let step = n * LANES;
                 let main = k / step * step;
                 let mut acc = [[zero(); M]; R];
@@ -482,7 +497,7 @@ mod simd {
     mod avx2 {
         use std::arch::x86_64::*;
 
-        use super::{BF16, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
+        use super::{BF16, BLOCK, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
 
         const LANES: usize = 8;
 
@@ -573,7 +588,7 @@ mod simd {
     mod avx512 {
         use std::arch::x86_64::*;
 
-        use super::{BF16, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
+        use super::{BF16, BLOCK, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
 
         const LANES: usize = 16;
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
@@ -29,12 +29,11 @@ impl Linear {
         let Some(q) = quantize else {
             return Ok(Linear::Dense { w, b });
         };
-        let (rows, cols) = (w.rows(), w.cols());
+        let cols = w.cols();
         // Q4_K needs rows of whole super-blocks of 256 (candle's kernel); Q8_0 and Q4_0 blocks of 32 (ours).
         let to = match q {
-            Quantize::Q4K if cols % 256 == 0 => {
-                let wide = Tensor::from_vec(w.to_f32(), (rows, cols), &Device::Cpu)?;
-                let qt = QTensor::quantize(&wide, GgmlDType::Q4K)?;
+            Quantize::Q4K if cols.is_multiple_of(256) => {
+                let qt = w.qtensor(GgmlDType::Q4K)?;
                 w.release_pages();
                 return Ok(Linear::Quant {
                     w: QMatMul::from_qtensor(qt)?,
@@ -53,7 +52,7 @@ impl Linear {
     /// `x`: `[tokens, in]` → `[tokens, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
         let (y, b) = match self {
-            Linear::Dense { w, b } if x.dim(0)? >= GEMM_ROWS && !matches!(w.stored(), Stored::Q8_0 | Stored::Q4_0) => {
+            Linear::Dense { w, b } if x.dim(0)? >= GEMM_ROWS && !w.stored().is_quantised() => {
                 let wide = Tensor::from_vec(w.to_f32(), (w.rows(), w.cols()), &Device::Cpu)?;
                 (x.matmul(&wide.t()?)?, b)
             }
@@ -211,14 +210,15 @@ impl KvCache {
         Ok(())
     }
 
-    /// Writes `n` new keys and values of `layer`, given as `[kv_heads, n, head_dim]`, at the current length.
-    fn append(&mut self, layer: usize, k: &[f32], v: &[f32], n: usize) {
+    /// Writes the keys and values of `layer` for rows `start..start + n` of a batch of `total` rows, given as
+    /// `[kv_heads, total, head_dim]`, at the current length.
+    fn append(&mut self, layer: usize, k: &[f32], v: &[f32], total: usize, start: usize, n: usize) {
         let (hd, cap, at) = (self.head_dim, self.cap, self.len);
         let (kc, vc) = &mut self.layers[layer];
         for h in 0..self.kv_heads {
-            let dst = (h * cap + at) * hd;
-            kc[dst..dst + n * hd].copy_from_slice(&k[h * n * hd..(h + 1) * n * hd]);
-            vc[dst..dst + n * hd].copy_from_slice(&v[h * n * hd..(h + 1) * n * hd]);
+            let (dst, src) = ((h * cap + at) * hd, (h * total + start) * hd);
+            kc[dst..dst + n * hd].copy_from_slice(&k[src..src + n * hd]);
+            vc[dst..dst + n * hd].copy_from_slice(&v[src..src + n * hd]);
         }
     }
 
@@ -251,9 +251,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Causal attention of `n` new query rows of one sequence against its cache (already holding them).
-/// `q` is `[heads, n, head_dim]`; returns `[n, heads * head_dim]`. Hand-rolled (see [`DIRECT_ATTENTION_ROWS`]).
-fn direct_attention(cache: &KvCache, layer: usize, q: &[f32], heads: usize, n: usize, scale: f32) -> Vec<f32> {
+/// Causal attention of one sequence's `n` new query rows, rows `start..start + n` of the batch's `q`
+/// (`[heads, total, head_dim]`), against its cache (already holding them); returns `[n, heads * head_dim]`.
+/// Hand-rolled (see [`DIRECT_ATTENTION_ROWS`]).
+fn direct_attention(
+    cache: &KvCache,
+    layer: usize,
+    q: &[f32],
+    heads: usize,
+    rows: (usize, usize, usize),
+    scale: f32,
+) -> Vec<f32> {
+    let (total, start, n) = rows;
     let (hd, cap, kvh) = (cache.head_dim, cache.cap, cache.kv_heads);
     let groups = heads / kvh;
     let past = cache.len;
@@ -265,7 +274,7 @@ fn direct_attention(cache: &KvCache, layer: usize, q: &[f32], heads: usize, n: u
         let keys = &kc[g * cap * hd..];
         let values = &vc[g * cap * hd..];
         for i in 0..n {
-            let qv = &q[(h * n + i) * hd..][..hd];
+            let qv = &q[(h * total + start + i) * hd..][..hd];
             let len = past + i + 1;
             scores.clear();
             scores.extend((0..len).map(|t| dot(qv, &keys[t * hd..][..hd]) * scale));
@@ -527,16 +536,8 @@ impl Transformer {
                 k.flatten_all()?.to_vec1::<f32>()?,
                 v.flatten_all()?.to_vec1::<f32>()?,
             );
-            let rows = |data: &[f32], heads: usize, start: usize, n: usize| -> Vec<f32> {
-                let mut out = Vec::with_capacity(heads * n * hd);
-                for h in 0..heads {
-                    out.extend_from_slice(&data[(h * total + start) * hd..(h * total + start + n) * hd]);
-                }
-                out
-            };
             for (item, &(start, n)) in batch.iter_mut().zip(&spans) {
-                item.cache
-                    .append(li, &rows(&ks, nkv, start, n), &rows(&vs, nkv, start, n), n);
+                item.cache.append(li, &ks, &vs, total, start, n);
             }
             let small = |&(_, n): &(usize, usize)| n <= DIRECT_ATTENTION_ROWS;
             // Decode rows of all sequences at once, a sequence per task.
@@ -546,10 +547,8 @@ impl Transformer {
                     .par_iter()
                     .zip(spans.par_iter())
                     .map(|(item, span)| {
-                        small(span).then(|| {
-                            let q = rows(&qs, nh, span.0, span.1);
-                            direct_attention(item.cache, li, &q, nh, span.1, scale as f32)
-                        })
+                        small(span)
+                            .then(|| direct_attention(item.cache, li, &qs, nh, (total, span.0, span.1), scale as f32))
                     })
                     .collect()
             };

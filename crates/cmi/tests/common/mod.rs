@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// `cmi ARGS` isolated in `home` (config, data), with `cache` as the cache directory and no AWS configured. `HOME`
 /// itself is left alone: every path `cmi` uses follows the `XDG_*` variables, and pip (the demo model) keeps working.
@@ -49,6 +49,20 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `cmd` (a `cmi serve`) with no stdin or stdout and `stderr` as given, and waits for the `endpoint.json`
+/// it writes at `endpoint`; the server is killed when the returned guard drops.
+pub fn start_serve(mut cmd: Command, stderr: Stdio, endpoint: &Path) -> Child {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("cmi serve starts");
+    let guard = Child(child);
+    wait_for_file(endpoint);
+    guard
 }
 
 /// Waits up to a minute for `file` (e.g. the `endpoint.json` a starting `cmi serve` writes).
