@@ -12,25 +12,35 @@ pub fn crc32c_base64(crc: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
-/// Reads `len` bytes at `offset` into a new buffer, returning it with its CRC32C.
-pub(crate) fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<(Vec<u8>, u32)> {
+/// Fills `buf` from `offset`, returning the CRC32C of what was read.
+pub(crate) fn read_range(path: &Path, offset: u64, buf: &mut [u8]) -> std::io::Result<u32> {
     let file = File::open(path)?;
-    // `len` is at most the part size (≤ 5 GiB), which fits a usize on the 64-bit targets we build for.
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, offset)?;
-    let crc = crc32c::crc32c(&buf);
-    Ok((buf, crc))
+    file.read_exact_at(buf, offset)?;
+    Ok(crc32c::crc32c(buf))
 }
 
 /// CRC32C of `len` bytes at `offset`, streamed through a small buffer; `on_bytes` sees progress.
 pub(crate) fn crc_range(path: &Path, offset: u64, len: u64, on_bytes: &dyn Fn(u64)) -> std::io::Result<u32> {
-    const BUF: u64 = 4 << 20;
+    thread_local! {
+        // One buffer per blocking-pool thread, reused across ranges: a fresh one per range costs page faults and
+        // page clears comparable to the hashing itself.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let file = File::open(path)?;
-    let mut buf = vec![0u8; BUF.min(len.max(1)) as usize];
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.resize(CRC_BUF, 0);
+        crc_with(&file, offset, len, buf, on_bytes)
+    })
+}
+
+/// The streaming buffer of [`crc_range`].
+const CRC_BUF: usize = 4 << 20;
+
+fn crc_with(file: &File, offset: u64, len: u64, buf: &mut [u8], on_bytes: &dyn Fn(u64)) -> std::io::Result<u32> {
     let mut crc = 0u32;
     let mut done = 0u64;
     while done < len {
-        let n = (len - done).min(BUF) as usize;
+        let n = (len - done).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], offset + done)?;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         done += n as u64;

@@ -78,8 +78,8 @@ fn job_names_and_tokens() {
 #[test]
 fn part_sizes_respect_s3_limits() {
     let s = UploadSettings::default();
-    assert_eq!(part_size_for(&s, 100), 16 << 20);
-    // 1 TiB would need 65536 parts of 16 MiB: the part size grows so that 10000 suffice.
+    assert_eq!(part_size_for(&s, 100), 32 << 20);
+    // 1 TiB would need 32768 parts of 32 MiB: the part size grows so that 10000 suffice.
     let big = 1u64 << 40;
     let p = part_size_for(&s, big);
     assert!(big.div_ceil(p) <= 10_000, "{p}");

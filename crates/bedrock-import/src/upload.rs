@@ -33,6 +33,10 @@ const MIB: u64 = 1024 * 1024;
 const MIN_PART: u64 = 5 * MIB;
 const MAX_PART: u64 = 5 * 1024 * MIB;
 const MAX_PARTS: u64 = 10_000;
+/// Files uploaded at once. Two keep the pipe full across file boundaries; with more, every file finishes near the end
+/// and their completions (the store assembles and syncs each object) pile up there instead of overlapping the
+/// transfer of the next file.
+const FILES_AT_ONCE: usize = 2;
 /// Chunk size for parallel checksumming of local files.
 const HASH_CHUNK: u64 = 64 * MIB;
 
@@ -51,10 +55,12 @@ pub struct UploadSettings {
 }
 
 impl Default for UploadSettings {
-    /// 16 MiB parts, 256 MiB of buffers, 16 requests in flight, no journal.
+    /// 32 MiB parts, 256 MiB of buffers, 16 requests in flight, no journal. Measured with `cmi bench upload` on a
+    /// 2-core machine against the local store: 32 MiB parts went about 8% faster than 16 MiB and 15% faster than
+    /// 8 MiB (fewer requests, each with its own hashing and bookkeeping on both sides).
     fn default() -> Self {
         UploadSettings {
-            part_size: 16 * MIB,
+            part_size: 32 * MIB,
             max_memory: 256 * MIB,
             max_concurrency: 16,
             journal: None,
@@ -188,6 +194,63 @@ struct Run<'a> {
     /// Requests in flight.
     requests: Semaphore,
     stats: Mutex<Stats>,
+    /// Part buffers to reuse.
+    buffers: BufferPool,
+}
+
+/// Part buffers handed back when the request that sent them is done, so that each part is read into memory that is
+/// already mapped: fresh 16 MiB allocations cost a page fault and a page clear per 4 KiB (a tenth of the upload's
+/// CPU time when measured). Holds at most as many buffers as the memory budget has room for.
+#[derive(Clone)]
+struct BufferPool {
+    free: std::sync::Arc<Mutex<Vec<Vec<u8>>>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    /// A buffer of at least `len` initialised bytes.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut free = lock(&self.free);
+        match free.iter().position(|b| b.len() >= len) {
+            Some(i) => free.swap_remove(i),
+            None => {
+                // Buffers too small for this length (a larger part size) are of no further use.
+                free.clear();
+                drop(free);
+                vec![0u8; len]
+            }
+        }
+    }
+
+    /// `buf[..len]` as `Bytes`; the buffer comes back to the pool when the last reference goes.
+    fn bytes(&self, buf: Vec<u8>, len: usize) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            len,
+            pool: self.clone(),
+        })
+    }
+}
+
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: BufferPool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut free = lock(&self.pool.free);
+        if free.len() < self.pool.keep {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 #[derive(Default)]
@@ -220,6 +283,10 @@ impl Uploader {
             memory: Semaphore::new(memory_units as usize),
             requests: Semaphore::new(self.settings.max_concurrency.max(1)),
             stats: Mutex::new(Stats::default()),
+            buffers: BufferPool {
+                free: Default::default(),
+                keep: (self.settings.max_memory / self.settings.part_size.max(MIN_PART)).max(1) as usize,
+            },
         };
         let locals = run.checksum_all(&plan.files).await?;
         lock(&run.journal).save()?;
@@ -263,7 +330,7 @@ impl Uploader {
             .collect();
         let uploads: Vec<_> = todo.into_iter().map(|l| run.upload_file(l)).collect();
         stream::iter(uploads)
-            .buffer_unordered(4)
+            .buffer_unordered(FILES_AT_ONCE)
             .try_collect::<Vec<()>>()
             .await?;
 
@@ -486,11 +553,16 @@ impl Run<'_> {
             .await
             .expect("semaphore never closed");
         let p = path.to_path_buf();
-        let (buf, crc) = tokio::task::spawn_blocking(move || checksum::read_range(&p, offset, len))
-            .await
-            .map_err(|e| blocking_err(path, e))?
-            .map_err(|e| Error::io(path, e))?;
-        Ok((Bytes::from(buf), crc, permit))
+        // `len` is at most the part size (≤ 5 GiB), which fits a usize on the 64-bit targets we build for.
+        let len = len as usize;
+        let mut buf = self.buffers.take(len);
+        let (buf, crc) = tokio::task::spawn_blocking(move || {
+            checksum::read_range(&p, offset, &mut buf[..len]).map(|crc| (buf, crc))
+        })
+        .await
+        .map_err(|e| blocking_err(path, e))?
+        .map_err(|e| Error::io(path, e))?;
+        Ok((self.buffers.bytes(buf, len), crc, permit))
     }
 
     async fn put_whole(&self, l: &Local) -> Result<(), Error> {

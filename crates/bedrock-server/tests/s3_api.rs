@@ -580,3 +580,103 @@ async fn a_failed_complete_multipart_upload_changes_nothing() {
     assert_eq!(failure(e), (404, "NoSuchUpload".to_string()));
     assert_eq!(root_litter(local.dir.path()), Vec::<String>::new());
 }
+
+/// The multipart ETag S3 computes: the MD5 of the parts' binary MD5s, then `-N`.
+fn multipart_etag(parts: &[&[u8]]) -> String {
+    use s3s::crypto::{Checksum as _, Md5};
+    let mut all = Md5::new();
+    for p in parts {
+        let mut one = Md5::new();
+        one.update(p);
+        all.update(&one.finalize());
+    }
+    format!("\"{}-{}\"", hex::encode(all.finalize()), parts.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_uploaded_again_or_copied_over_counts_with_its_new_bytes() {
+    // The store records each part's MD5 when it arrives and completes from those records; a part replaced by a second
+    // UploadPart or by UploadPartCopy must never be completed with the first one's MD5.
+    let local = start(false).await;
+    let c = s3(&local.server);
+    c.create_bucket().bucket("redo").send().await.expect("bucket");
+    let source: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    c.put_object()
+        .bucket("redo")
+        .key("source")
+        .body(ByteStream::from(source.clone()))
+        .send()
+        .await
+        .expect("put source");
+    let up = c
+        .create_multipart_upload()
+        .bucket("redo")
+        .key("obj")
+        .send()
+        .await
+        .expect("create mpu");
+    let id = up.upload_id().expect("upload id");
+    let first = vec![1u8; 5 * 1024 * 1024];
+    let second = vec![2u8; 5 * 1024 * 1024];
+    let tail = b"tail".to_vec();
+    let put = |n: i32, data: Vec<u8>| {
+        c.upload_part()
+            .bucket("redo")
+            .key("obj")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(data))
+            .send()
+    };
+    put(1, first.clone()).await.expect("part 1");
+    let p1 = put(1, second.clone()).await.expect("part 1 again");
+    put(2, first.clone()).await.expect("part 2");
+    let p2 = c
+        .upload_part_copy()
+        .bucket("redo")
+        .key("obj")
+        .upload_id(id)
+        .part_number(2)
+        .copy_source("redo/source")
+        .send()
+        .await
+        .expect("part 2 copied over");
+    let p3 = put(3, tail.clone()).await.expect("part 3");
+    let etag2 = p2.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
+    let parts = vec![
+        CompletedPart::builder()
+            .part_number(1)
+            .set_e_tag(p1.e_tag().map(str::to_string))
+            .build(),
+        CompletedPart::builder().part_number(2).set_e_tag(etag2).build(),
+        CompletedPart::builder()
+            .part_number(3)
+            .set_e_tag(p3.e_tag().map(str::to_string))
+            .build(),
+    ];
+    let done = c
+        .complete_multipart_upload()
+        .bucket("redo")
+        .key("obj")
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .expect("complete");
+    assert_eq!(done.e_tag(), Some(multipart_etag(&[&second, &source, &tail]).as_str()));
+    let got = c.get_object().bucket("redo").key("obj").send().await.expect("get");
+    let bytes = got.body.collect().await.expect("body").into_bytes();
+    assert_eq!(bytes.len(), second.len() + source.len() + tail.len());
+    assert!(bytes[..second.len()] == second[..], "part 1 is the second upload");
+    assert!(
+        bytes[second.len()..second.len() + source.len()] == source[..],
+        "part 2 is the copy"
+    );
+    // Nothing of the upload is left in the store: no part, no MD5 record.
+    let litter: Vec<String> = std::fs::read_dir(local.dir.path().join("s3"))
+        .expect("store root")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".upload"))
+        .collect();
+    assert!(litter.is_empty(), "{litter:?}");
+}

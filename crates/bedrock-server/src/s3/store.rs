@@ -113,6 +113,13 @@ impl Store {
         self.root.join(format!("{}{part}", Self::part_prefix(upload)))
     }
 
+    /// The MD5 of a part (its ETag), recorded when the part arrived so that completing the upload need not hash the
+    /// data again. Named so that s3s-fs's ListParts (which parses every `.part-N` name) skips it and its
+    /// AbortMultipartUpload (which removes every `.upload_id-ID*` file) removes it.
+    fn part_md5_path(&self, upload: &uuid::Uuid, part: i32) -> PathBuf {
+        self.root.join(format!(".upload_id-{upload}.md5-{part}"))
+    }
+
     async fn read_record(
         &self,
         bucket: &str,
@@ -407,7 +414,15 @@ impl Store {
         let checksum = expect.verify(&received, trailing_headers.and_then(|t| t.take()))?;
         // No fsync: a part is not an object. CompleteMultipartUpload syncs the assembled object before it renames it,
         // and checks every part against the ETag the client was given, so a part lost in a crash is refused, not used.
-        staged.place(&self.part_path(&id, part_number)).await?;
+        // The MD5 goes first: a part file present is always one whose recorded MD5 (if any) is its own, because a
+        // re-upload of the same part number replaces the record before the data.
+        let md5_path = self.part_md5_path(&id, part_number);
+        remove_if_present(&md5_path).await?;
+        let part_path = self.part_path(&id, part_number);
+        staged.place(&part_path).await?;
+        let mut record = Staged::create(&self.root).await?;
+        record.write(&part_record(&received.md5, received.size)).await?;
+        record.place(&md5_path).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(received.md5_hex())),
             checksum_crc32: checksum.checksum_crc32,
@@ -489,10 +504,30 @@ impl Store {
         let mut staged = Staged::create(&self.root).await?;
         let mut part_md5s = Vec::with_capacity(plan.len());
         for (n, path, listed) in &plan {
-            let mut f = tokio::fs::File::open(path)
+            let size = tokio::fs::metadata(path)
                 .await
-                .map_err(|e| io_error("opening", path, e))?;
-            let md5 = md5_of(&mut f, path, Some(&mut staged)).await?;
+                .map_err(|e| io_error("reading the size of", path, e))?
+                .len();
+            // The record counts only for a part of the size it was written with (parts are not synced, so a crash
+            // can leave a short one).
+            let recorded = read_if_present(&self.part_md5_path(&id, *n))
+                .await?
+                .and_then(|b| parse_part_record(&b))
+                .filter(|(_, recorded_size)| *recorded_size == size)
+                .map(|(md5, _)| md5);
+            let md5 = match recorded {
+                Some(md5) => {
+                    staged.append_file(path).await?;
+                    md5
+                }
+                // A part stored without its record (by an older version): hash it on the way.
+                None => {
+                    let mut f = tokio::fs::File::open(path)
+                        .await
+                        .map_err(|e| io_error("opening", path, e))?;
+                    md5_of(&mut f, path, Some(&mut staged)).await?
+                }
+            };
             let actual = hex::encode(md5);
             if let Some(listed) = listed {
                 let listed = listed.value().trim_matches('"');
@@ -525,7 +560,8 @@ impl Store {
         // The object is durable; now the upload goes (a crash here leaves parts to be aborted, never a bad object).
         remove_if_present(&self.upload_info_path(&id)).await?;
         remove_if_present(&upload_metadata).await?;
-        let prefix = Self::part_prefix(&id);
+        // Parts and their MD5 records.
+        let prefix = format!(".upload_id-{id}.");
         let mut dir = tokio::fs::read_dir(&self.root)
             .await
             .map_err(|e| io_error("listing", &self.root, e))?;
@@ -733,6 +769,20 @@ fn copy_conditions(input: &CopyObjectInput, src_etag: &str, src_modified: Timest
     Ok(())
 }
 
+/// A part's MD5 record: the 16 digest bytes, then its size (8 bytes, little-endian).
+fn part_record(md5: &[u8; 16], size: u64) -> [u8; 24] {
+    let mut r = [0u8; 24];
+    r[..16].copy_from_slice(md5);
+    r[16..].copy_from_slice(&size.to_le_bytes());
+    r
+}
+
+fn parse_part_record(b: &[u8]) -> Option<([u8; 16], u64)> {
+    let md5 = <[u8; 16]>::try_from(b.get(..16)?).ok()?;
+    let size = u64::from_le_bytes(<[u8; 8]>::try_from(b.get(16..24)?).ok()?);
+    (b.len() == 24).then_some((md5, size))
+}
+
 /// Reads `f` to its end, returning its MD5 and appending its bytes to `copy_to` when given.
 async fn md5_of(f: &mut tokio::fs::File, path: &Path, mut copy_to: Option<&mut Staged>) -> S3Result<[u8; 16]> {
     let mut md5 = Md5::new();
@@ -776,7 +826,6 @@ impl S3 for Store {
         list_objects: ListObjectsInput -> ListObjectsOutput;
         list_objects_v2: ListObjectsV2Input -> ListObjectsV2Output;
         list_parts: ListPartsInput -> ListPartsOutput;
-        upload_part_copy: UploadPartCopyInput -> UploadPartCopyOutput;
         abort_multipart_upload: AbortMultipartUploadInput -> AbortMultipartUploadOutput;
     }
 
@@ -842,6 +891,21 @@ impl S3 for Store {
         Self: 'b,
     {
         Box::pin(self.upload_part_impl(req))
+    }
+
+    fn upload_part_copy<'a, 'b>(&'a self, req: S3Request<UploadPartCopyInput>) -> Fut<'b, UploadPartCopyOutput>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            // s3s-fs writes the part itself: drop any MD5 record of an earlier part with this number first, so that
+            // completing the upload hashes the copied data.
+            if let Ok(id) = uuid::Uuid::parse_str(&req.input.upload_id) {
+                remove_if_present(&self.part_md5_path(&id, req.input.part_number)).await?;
+            }
+            self.fs.upload_part_copy(req).await
+        })
     }
 
     fn complete_multipart_upload<'a, 'b>(

@@ -6,6 +6,7 @@
 //! files there at startup, so a crash leaves no litter. A temporary file in the object's own directory would show up
 //! in ListObjects (s3s-fs lists every file under the bucket) and in the folder an import job copies.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -16,7 +17,6 @@ use s3s::checksum::ChecksumHasher;
 use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::{Checksum, ChecksumAlgorithm};
 use s3s::{S3Error, S3ErrorCode, StdError, s3_error};
-use tokio::io::AsyncWriteExt as _;
 
 /// An I/O failure on a file of the store, as the `InternalError` the client sees (the path and cause are logged).
 pub(crate) fn io_error(what: &str, path: &Path, e: std::io::Error) -> S3Error {
@@ -53,10 +53,18 @@ pub(crate) async fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, S3Er
     }
 }
 
+/// Bytes gathered before they go to the file in one blocking call.
+const WRITE_BATCH: usize = 1 << 20;
+
 /// A temporary file in the store root; removed when dropped unless it was renamed into place.
+///
+/// Received chunks are kept as they came (`Bytes`, no copy) and written in batches of about 1 MiB on the blocking
+/// pool, straight from those buffers: a `tokio::fs::File` behind a `BufWriter` copied every byte twice on the way.
 pub(crate) struct Staged {
     path: PathBuf,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    file: Option<std::fs::File>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
     placed: bool,
 }
 
@@ -71,50 +79,89 @@ impl Staged {
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|e| io_error("creating", &path, e))?;
+            .map_err(|e| io_error("creating", &path, e))?
+            .into_std()
+            .await;
         Ok(Staged {
             path,
-            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            file: Some(file),
+            pending: Vec::new(),
+            pending_len: 0,
             placed: false,
         })
     }
 
-    fn writer(&mut self) -> Result<&mut tokio::io::BufWriter<tokio::fs::File>, S3Error> {
-        let path = self.path.clone();
-        self.file.as_mut().ok_or_else(|| {
-            io_error(
-                "writing",
-                &path,
-                std::io::Error::other("the staged file was already closed"),
-            )
+    fn closed(&self) -> S3Error {
+        io_error(
+            "writing",
+            &self.path,
+            std::io::Error::other("the staged file was already closed"),
+        )
+    }
+
+    /// Runs `op` on the file on the blocking pool, after the pending chunks are written.
+    async fn with_file<T: Send + 'static>(
+        &mut self,
+        what: &'static str,
+        op: impl FnOnce(&mut std::fs::File) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, S3Error> {
+        let mut file = self.file.take().ok_or_else(|| self.closed())?;
+        let chunks = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let r = (|| {
+                for c in &chunks {
+                    file.write_all(c)?;
+                }
+                op(&mut file)
+            })();
+            (file, r)
         })
+        .await
+        .map_err(|e| io_error(what, &self.path, std::io::Error::other(e)))?;
+        self.file = Some(file);
+        result.map_err(|e| io_error(what, &self.path, e))
     }
 
-    /// Appends bytes.
+    /// Appends bytes (kept without copying until the next batch is written).
+    pub(crate) async fn write_bytes(&mut self, data: Bytes) -> Result<(), S3Error> {
+        if self.file.is_none() {
+            return Err(self.closed());
+        }
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if self.pending_len >= WRITE_BATCH {
+            self.with_file("writing", |_| Ok(())).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a copy of `data`.
     pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), S3Error> {
-        let path = self.path.clone();
-        self.writer()?
-            .write_all(data)
-            .await
-            .map_err(|e| io_error("writing", &path, e))
+        self.write_bytes(Bytes::copy_from_slice(data)).await
     }
 
-    /// Flushes and fsyncs the data: after this the bytes are on disk, whatever happens to the process.
+    /// Appends the whole of the file at `src` (in the kernel where the filesystem can: `std::io::copy` between files
+    /// uses `copy_file_range` on Linux); returns the number of bytes appended.
+    pub(crate) async fn append_file(&mut self, src: &Path) -> Result<u64, S3Error> {
+        let mut from = std::fs::File::open(src).map_err(|e| io_error("opening", src, e))?;
+        let src_path = src.to_path_buf();
+        self.with_file("appending", move |to| {
+            std::io::copy(&mut from, to)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("from {}: {e}", src_path.display())))
+        })
+        .await
+    }
+
+    /// Writes what is pending and fsyncs the data: after this the bytes are on disk, whatever happens to the process.
     pub(crate) async fn sync(&mut self) -> Result<(), S3Error> {
-        let path = self.path.clone();
-        let w = self.writer()?;
-        w.flush().await.map_err(|e| io_error("flushing", &path, e))?;
-        w.get_ref().sync_all().await.map_err(|e| io_error("syncing", &path, e))
+        self.with_file("syncing", |f| f.sync_all()).await
     }
 
     /// Renames the staged file to `dest` (same filesystem, so atomically). Call [`Staged::sync`] first when the file
     /// must survive a crash; the caller syncs `dest`'s directory.
     pub(crate) async fn place(mut self, dest: &Path) -> Result<(), S3Error> {
-        let path = self.path.clone();
-        self.writer()?
-            .flush()
-            .await
-            .map_err(|e| io_error("flushing", &path, e))?;
+        self.with_file("writing", |_| Ok(())).await?;
         self.file = None;
         tokio::fs::rename(&self.path, dest)
             .await
@@ -292,8 +339,8 @@ impl Expect {
             let chunk = chunk.map_err(body_error)?;
             md5.update(&chunk);
             hasher.update(&chunk);
-            staged.write(&chunk).await?;
             size += chunk.len() as u64;
+            staged.write_bytes(chunk).await?;
         }
         Ok(Received {
             size,

@@ -70,13 +70,13 @@ struct RunArgs {
     #[arg(long)]
     json: bool,
     /// Multipart part size in MiB.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = bedrock_import::UploadSettings::default().part_size >> 20)]
     part_size_mib: u64,
     /// Upper bound on file data held in memory during the upload, in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = bedrock_import::UploadSettings::default().max_memory >> 20)]
     max_memory_mib: u64,
     /// Upload requests in flight.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = bedrock_import::UploadSettings::default().max_concurrency)]
     concurrency: usize,
 }
 

@@ -24,6 +24,9 @@ pub(crate) struct Args {
     /// Time the preflight on a 16 GB folder of sparse safetensors (Llama-3-8B shapes, bf16); `--check false` skips it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     check: bool,
+    /// Rounds of one cmi upload and one `aws s3 sync`, interleaved; the figures are the medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Skip the AWS CLI run (cmi only).
     #[arg(long)]
     no_peer: bool,
@@ -68,35 +71,57 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     );
     let bucket = "cmi-bench-upload";
     bedrock_import::ensure_bucket(&s3, bucket, &target.region, true).await?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
     let names: Vec<String> = model_folder::import_files(&folder)?;
+    let aws = if args.no_peer {
+        None
+    } else {
+        Some(ensure_awscli(&ctx.paths.cache_dir)?)
+    };
 
-    // cmi: a fresh prefix, so nothing is skipped; no journal, so every byte is checksummed and sent.
-    let plan = UploadPlan::new(&folder, &names, bucket, &format!("cmi-{stamp}"));
-    let t = Instant::now();
-    let summary = Uploader::new(s3.clone(), UploadSettings::default())
-        .upload(&plan, &())
-        .await?;
-    let cmi_secs = t.elapsed().as_secs_f64();
-    if summary.bytes_sent != total {
-        bail!("cmi sent {} of {total} bytes", summary.bytes_sent);
-    }
-    let cmi_mibs = total as f64 / MIB as f64 / cmi_secs;
-    eprintln!(
-        "cmi:            {:>8.1} MiB/s  ({:.2} s for {} MiB)",
-        cmi_mibs,
-        cmi_secs,
-        total / MIB
-    );
+    // Rounds of one cmi upload then one `aws s3 sync`, each to a fresh prefix (so nothing is skipped) that is deleted
+    // afterwards; before every timed run the page cache's dirty data is written out (`sync`), so neither run pays
+    // for the other's writeback.
+    let mut cmi_runs = Vec::new();
+    let mut aws_runs = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis();
 
-    let mut peer = None;
-    if !args.no_peer {
-        let aws = ensure_awscli(&ctx.paths.cache_dir)?;
-        let dest = format!("s3://{bucket}/aws-{stamp}/");
+        // cmi with a fresh resume journal, as `cmi import` keeps one: every byte is checksummed and sent, and every
+        // part is recorded.
+        let prefix = format!("cmi-{stamp}");
+        let plan = UploadPlan::new(&folder, &names, bucket, &prefix);
+        let journal = root.join(format!("journal-{stamp}.json"));
+        let settings = UploadSettings {
+            journal: Some(journal.clone()),
+            ..UploadSettings::default()
+        };
+        flush_disks().await?;
         let t = Instant::now();
-        let status = tokio::process::Command::new(&aws)
+        let summary = Uploader::new(s3.clone(), settings).upload(&plan, &()).await;
+        let secs = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&journal);
+        let summary = summary?;
+        if summary.bytes_sent != total {
+            bail!("cmi sent {} of {total} bytes", summary.bytes_sent);
+        }
+        delete_prefix(&s3, bucket, &prefix).await?;
+        eprintln!(
+            "round {}: cmi          {:>8.1} MiB/s  ({:.2} s for {} MiB)",
+            round + 1,
+            mib(total) / secs,
+            secs,
+            total / MIB
+        );
+        cmi_runs.push(secs);
+
+        let Some(aws) = &aws else { continue };
+        let prefix = format!("aws-{stamp}");
+        let dest = format!("s3://{bucket}/{prefix}/");
+        flush_disks().await?;
+        let t = Instant::now();
+        let status = tokio::process::Command::new(aws)
             .args(["s3", "sync"])
             .arg(&folder)
             .arg(&dest)
@@ -120,9 +145,41 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         if !status.success() {
             bail!("aws s3 sync failed ({status})");
         }
-        let mibs = total as f64 / MIB as f64 / secs;
-        eprintln!("aws s3 sync:    {:>8.1} MiB/s  ({:.2} s)", mibs, secs);
-        eprintln!("ratio:          {:>8.2}x", cmi_mibs / mibs);
+        let sent = delete_prefix(&s3, bucket, &prefix).await?;
+        if sent != total {
+            bail!("aws s3 sync stored {sent} of {total} bytes");
+        }
+        eprintln!(
+            "round {}: aws s3 sync  {:>8.1} MiB/s  ({:.2} s)",
+            round + 1,
+            mib(total) / secs,
+            secs
+        );
+        aws_runs.push(secs);
+    }
+    let cmi_secs = median(&cmi_runs);
+    let cmi_mibs = mib(total) / cmi_secs;
+    eprintln!(
+        "cmi:            {:>8.1} MiB/s median of {} ({:.1} best)",
+        cmi_mibs,
+        cmi_runs.len(),
+        mib(total) / best(&cmi_runs)
+    );
+    let mut peer = None;
+    if !aws_runs.is_empty() {
+        let secs = median(&aws_runs);
+        let mibs = mib(total) / secs;
+        eprintln!(
+            "aws s3 sync:    {:>8.1} MiB/s median of {} ({:.1} best)",
+            mibs,
+            aws_runs.len(),
+            mib(total) / best(&aws_runs)
+        );
+        eprintln!(
+            "ratio:          {:>8.2}x (medians; best against best {:.2}x)",
+            cmi_mibs / mibs,
+            best(&aws_runs) / best(&cmi_runs)
+        );
         peer = Some((secs, mibs));
     }
 
@@ -168,6 +225,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     if args.json {
         let out = json!({
             "bytes": total,
+            "rounds": {"cmi": cmi_runs, "awsCli": aws_runs},
             "cmi": {"seconds": cmi_secs, "mibPerSecond": cmi_mibs},
             "awsCli": peer.map(|(s, m)| json!({"seconds": s, "mibPerSecond": m})),
             "ratio": peer.map(|(_, m)| cmi_mibs / m),
@@ -180,6 +238,52 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+fn median(secs: &[f64]) -> f64 {
+    let mut v = secs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn best(secs: &[f64]) -> f64 {
+    secs.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Writes out every dirty page of the machine (`sync(1)`), so that a timed run starts with no writeback pending.
+async fn flush_disks() -> Result<()> {
+    let status = tokio::process::Command::new("sync")
+        .status()
+        .await
+        .context("running sync")?;
+    if !status.success() {
+        bail!("sync failed ({status})");
+    }
+    Ok(())
+}
+
+/// Deletes every object under `prefix/`; returns their total size.
+async fn delete_prefix(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<u64> {
+    let mut bytes = 0;
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(format!("{prefix}/"))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page?.contents() {
+            bytes += o.size().unwrap_or(0) as u64;
+            if let Some(key) = o.key() {
+                s3.delete_object().bucket(bucket).key(key).send().await?;
+            }
+        }
+    }
+    Ok(bytes)
+}
+
 /// The AWS CLI from PyPI in `cache/venv-awscli`, installed on first use.
 fn ensure_awscli(cache_dir: &Path) -> Result<PathBuf> {
     let venv = cache_dir.join("venv-awscli");
@@ -188,8 +292,12 @@ fn ensure_awscli(cache_dir: &Path) -> Result<PathBuf> {
 }
 
 /// A tiny Llama folder plus noise weight files (256 MiB each) up to `size` bytes; reused when already there.
+///
+/// The marker of a finished folder lies beside it, not in it: `aws s3 sync` would upload a zero-byte file in the
+/// folder with `Expect: 100-continue`, which poisons botocore's pooled connection so that the next PUT on it stalls
+/// for the 60 s read timeout (boto/botocore#3755) — a client bug, not upload speed.
 fn make_upload_folder(dir: &Path, size: u64) -> Result<()> {
-    let marker = dir.join(".complete");
+    let marker = dir.with_extension("complete");
     if marker.exists() {
         return Ok(());
     }
