@@ -382,3 +382,24 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::decode_window_tps;
+
+    #[test]
+    fn the_decode_window_runs_from_the_last_first_token_to_the_first_finish() {
+        // Stream a starts at 0 and decodes a token every 0.1 s until 1.0; b's prefill ends at 0.5, then it decodes
+        // every 0.1 s until 1.5. The window is (0.5, 1.0]: a brings 5 tokens, b 5 (0.6 ... 1.0).
+        let a: Vec<f64> = (0..=10).map(|i| i as f64 / 10.0).collect();
+        let b: Vec<f64> = (5..=15).map(|i| i as f64 / 10.0).collect();
+        let tps = decode_window_tps(&[a, b]).expect("a window");
+        assert!((tps - 20.0).abs() < 1e-6, "{tps}");
+    }
+
+    #[test]
+    fn no_window_when_a_stream_finishes_before_another_starts() {
+        assert_eq!(decode_window_tps(&[vec![0.1, 0.2], vec![0.3, 0.4]]), None);
+        assert_eq!(decode_window_tps(&[vec![0.1, 0.2], vec![]]), None);
+    }
+}
