@@ -68,8 +68,9 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         path: data_dir.clone(),
         source,
     })?;
+    // The engine's own parser decides, so every quantisation it runs is accepted here.
     if let Some(q) = &config.quantize
-        && !matches!(q.as_str(), "q8_0" | "q4k")
+        && q.parse::<infer_engine::Quantize>().is_err()
     {
         return Err(Error::Config {
             field: "quantize",
