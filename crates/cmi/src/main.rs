@@ -32,8 +32,9 @@ const MI_OPTION_PURGE_DELAY: i32 = 15;
 
 /// Makes mimalloc give memory back at once: arenas are committed as they are used rather than up front, and freed
 /// pages are returned to the system immediately rather than after 10 ms. With the defaults, parsing a 49k-token
-/// `tokenizer.json` left 67 MB resident and the demo model's server peaked at 1.42× its weight bytes; with these,
-/// 1.25× (8 streams, KV caches included), with no loss in `cmi bench engine` or `cmi bench templates`. A
+/// `tokenizer.json` left 67 MB resident and the demo model peaked at 382 MB with 8 streams (1.42× its 269 MB of
+/// weights, 47 MB of KV caches included); with these, at 353 MB (1.31×), with no loss in `cmi bench engine` or
+/// `cmi bench templates`. A
 /// `MIMALLOC_ARENA_EAGER_COMMIT` or `MIMALLOC_PURGE_DELAY` in the environment still wins.
 fn tune_allocator() {
     for (option, env, value) in [

@@ -105,8 +105,14 @@ impl Store {
         self.root.join(format!(".upload-{upload}.json"))
     }
 
+    /// The start of the name of every file an upload keeps in the store root besides its record: its parts and
+    /// their MD5 records.
+    fn upload_files_prefix(upload: &uuid::Uuid) -> String {
+        format!(".upload_id-{upload}.")
+    }
+
     fn part_prefix(upload: &uuid::Uuid) -> String {
-        format!(".upload_id-{upload}.part-")
+        format!("{}part-", Self::upload_files_prefix(upload))
     }
 
     fn part_path(&self, upload: &uuid::Uuid, part: i32) -> PathBuf {
@@ -117,7 +123,8 @@ impl Store {
     /// data again. Named so that s3s-fs's ListParts (which parses every `.part-N` name) skips it and its
     /// AbortMultipartUpload (which removes every `.upload_id-ID*` file) removes it.
     fn part_md5_path(&self, upload: &uuid::Uuid, part: i32) -> PathBuf {
-        self.root.join(format!(".upload_id-{upload}.md5-{part}"))
+        self.root
+            .join(format!("{}md5-{part}", Self::upload_files_prefix(upload)))
     }
 
     async fn read_record(
@@ -496,24 +503,20 @@ impl Store {
                     "part {n} is {size} bytes: every part but the last must be at least {MIN_PART_SIZE} bytes (5 MiB)"
                 ));
             }
-            plan.push((n, path, p.e_tag.clone()));
+            plan.push((n, path, size, p.e_tag.clone()));
         }
 
         // Assembly into a staged file; the parts stay until the object is committed, so a failure here leaves the
         // key untouched and the upload complete-able again.
         let mut staged = Staged::create(&self.root).await?;
         let mut part_md5s = Vec::with_capacity(plan.len());
-        for (n, path, listed) in &plan {
-            let size = tokio::fs::metadata(path)
-                .await
-                .map_err(|e| io_error("reading the size of", path, e))?
-                .len();
+        for (n, path, size, listed) in &plan {
             // The record counts only for a part of the size it was written with (parts are not synced, so a crash
             // can leave a short one).
             let recorded = read_if_present(&self.part_md5_path(&id, *n))
                 .await?
                 .and_then(|b| parse_part_record(&b))
-                .filter(|(_, recorded_size)| *recorded_size == size)
+                .filter(|(_, recorded_size)| recorded_size == size)
                 .map(|(md5, _)| md5);
             let md5 = match recorded {
                 Some(md5) => {
@@ -560,8 +563,7 @@ impl Store {
         // The object is durable; now the upload goes (a crash here leaves parts to be aborted, never a bad object).
         remove_if_present(&self.upload_info_path(&id)).await?;
         remove_if_present(&upload_metadata).await?;
-        // Parts and their MD5 records.
-        let prefix = format!(".upload_id-{id}.");
+        let prefix = Self::upload_files_prefix(&id);
         let mut dir = tokio::fs::read_dir(&self.root)
             .await
             .map_err(|e| io_error("listing", &self.root, e))?;

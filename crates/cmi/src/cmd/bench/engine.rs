@@ -136,11 +136,10 @@ fn worker(args: &Args, config: &str) -> Result<Value> {
         .map_err(anyhow::Error::msg)?
         .len();
     timed(&engine, PROMPT, 2)?; // warm-up
-    let mut ttfts: Vec<f64> = (0..3)
+    let ttfts: Vec<f64> = (0..3)
         .map(|_| timed(&engine, PROMPT, 1).map(|r| r.0))
         .collect::<Result<_>>()?;
-    ttfts.sort_by(f64::total_cmp);
-    let ttft = ttfts[1];
+    let ttft = super::median(&ttfts);
     let (_, dt, n) = timed(&engine, PROMPT, args.decode_tokens)?;
     let decode_1 = (n.saturating_sub(1)) as f64 / dt;
     // N concurrent streams, each from its own thread, timed per token against one clock.

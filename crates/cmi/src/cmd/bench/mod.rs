@@ -82,3 +82,10 @@ pub(crate) fn ensure_venv(venv: &Path, modules: &str, packages: &[&str], note: &
     }
     Ok(python)
 }
+
+/// The middle value (the upper middle of an even count) of non-empty measurements.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -157,24 +157,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         );
         aws_runs.push(secs);
     }
-    let cmi_secs = median(&cmi_runs);
-    let cmi_mibs = mib(total) / cmi_secs;
-    eprintln!(
-        "cmi:            {:>8.1} MiB/s median of {} ({:.1} best)",
-        cmi_mibs,
-        cmi_runs.len(),
-        mib(total) / best(&cmi_runs)
-    );
+    let (cmi_secs, cmi_mibs) = report("cmi", &cmi_runs, total);
     let mut peer = None;
     if !aws_runs.is_empty() {
-        let secs = median(&aws_runs);
-        let mibs = mib(total) / secs;
-        eprintln!(
-            "aws s3 sync:    {:>8.1} MiB/s median of {} ({:.1} best)",
-            mibs,
-            aws_runs.len(),
-            mib(total) / best(&aws_runs)
-        );
+        let (secs, mibs) = report("aws s3 sync", &aws_runs, total);
         eprintln!(
             "ratio:          {:>8.2}x (medians; best against best {:.2}x)",
             cmi_mibs / mibs,
@@ -242,14 +228,22 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
-fn median(secs: &[f64]) -> f64 {
-    let mut v = secs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn best(secs: &[f64]) -> f64 {
     secs.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// Prints one contender's median and best throughput; returns the median run's seconds and MiB/s.
+fn report(name: &str, runs: &[f64], bytes: u64) -> (f64, f64) {
+    let secs = super::median(runs);
+    let mibs = mib(bytes) / secs;
+    eprintln!(
+        "{:<15} {:>8.1} MiB/s median of {} ({:.1} best)",
+        format!("{name}:"),
+        mibs,
+        runs.len(),
+        mib(bytes) / best(runs)
+    );
+    (secs, mibs)
 }
 
 /// Writes out every dirty page of the machine (`sync(1)`), so that a timed run starts with no writeback pending.
