@@ -337,8 +337,17 @@ impl Run {
     }
 
     async fn next(&mut self) -> Step {
-        match tokio::time::timeout_at(self.deadline, self.events.next()).await {
-            Err(_) => Step::Failed(ApiError::model_timeout(
+        // The deadline is checked before the events too: `timeout_at` polls its future first, so events the engine
+        // had already queued would otherwise keep coming past the limit (a fast model never timed out).
+        let next = if tokio::time::Instant::now() >= self.deadline {
+            Err(())
+        } else {
+            tokio::time::timeout_at(self.deadline, self.events.next())
+                .await
+                .map_err(drop)
+        };
+        match next {
+            Err(()) => Step::Failed(ApiError::model_timeout(
                 "Model has timed out in processing the request. Try your request again.",
             )),
             Ok(None) => Step::Failed(ApiError::model_error(
