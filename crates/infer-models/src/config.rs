@@ -63,6 +63,19 @@ pub struct ModelConfig {
     pub num_experts_per_tok: usize,
     /// `eos_token_id` of config.json (one or many).
     pub eos_token_ids: Vec<u32>,
+    /// Sliding-window attention: a token sees itself and the `window - 1` tokens before it, in the layers from
+    /// [`ModelConfig::window_from_layer`] on (`None`: every layer sees the whole context).
+    pub sliding_window: Option<usize>,
+    /// The first layer that uses the sliding window (Mistral and Mixtral: 0; Qwen2/Qwen3 with
+    /// `use_sliding_window`: `max_window_layers`, as transformers' and vLLM's per-layer rule).
+    pub window_from_layer: usize,
+}
+
+impl ModelConfig {
+    /// The attention window of layer `layer`, if it has one.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| layer >= self.window_from_layer)
+    }
 }
 
 /// Architectures (or model types) the engine refuses, with the reason shown to the user.
@@ -275,6 +288,28 @@ impl ModelConfig {
             }
         };
         let is_moe = arch == Arch::Mixtral;
+        // Mistral and Mixtral use `sliding_window` whenever it is set (v0.1: 4096; later versions write null);
+        // Qwen2 and Qwen3 only with `use_sliding_window`, and then from layer `max_window_layers` on.
+        let window = || -> Result<Option<usize>, Error> {
+            match config.get("sliding_window") {
+                None | Some(Value::Null) => Ok(None),
+                Some(_) => usize_field("sliding_window").map(Some),
+            }
+        };
+        let (sliding_window, window_from_layer) = match arch {
+            Arch::Mistral | Arch::Mixtral => (window()?, 0),
+            Arch::Qwen2 | Arch::Qwen3 if bool_or("use_sliding_window", false)? => {
+                let from = match config.get("max_window_layers") {
+                    None | Some(Value::Null) => 0,
+                    Some(v) => v
+                        .as_u64()
+                        .map(|n| n as usize)
+                        .ok_or_else(|| field("max_window_layers", "a non-negative integer"))?,
+                };
+                (window()?, from)
+            }
+            _ => (None, 0),
+        };
         Ok(ModelConfig {
             arch,
             arch_name: names.first().cloned().unwrap_or_default(),
@@ -295,6 +330,8 @@ impl ModelConfig {
             num_local_experts: if is_moe { usize_field("num_local_experts")? } else { 0 },
             num_experts_per_tok: if is_moe { usize_field("num_experts_per_tok")? } else { 0 },
             eos_token_ids: eos_ids(config),
+            sliding_window,
+            window_from_layer,
         })
     }
 

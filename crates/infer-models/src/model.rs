@@ -253,7 +253,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Causal attention of one sequence's `n` new query rows, rows `start..start + n` of the batch's `q`
 /// (`[heads, total, head_dim]`), against its cache (already holding them); returns `[n, heads * head_dim]`.
-/// Hand-rolled (see [`DIRECT_ATTENTION_ROWS`]).
+/// With a sliding `window`, a row sees only the last `window` positions up to its own. Hand-rolled (see
+/// [`DIRECT_ATTENTION_ROWS`]).
 fn direct_attention(
     cache: &KvCache,
     layer: usize,
@@ -261,6 +262,7 @@ fn direct_attention(
     heads: usize,
     rows: (usize, usize, usize),
     scale: f32,
+    window: Option<usize>,
 ) -> Vec<f32> {
     let (total, start, n) = rows;
     let (hd, cap, kvh) = (cache.head_dim, cache.cap, cache.kv_heads);
@@ -276,8 +278,9 @@ fn direct_attention(
         for i in 0..n {
             let qv = &q[(h * total + start + i) * hd..][..hd];
             let len = past + i + 1;
+            let first = window.map_or(0, |w| len.saturating_sub(w));
             scores.clear();
-            scores.extend((0..len).map(|t| dot(qv, &keys[t * hd..][..hd]) * scale));
+            scores.extend((first..len).map(|t| dot(qv, &keys[t * hd..][..hd]) * scale));
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
             for s in &mut scores {
@@ -285,7 +288,7 @@ fn direct_attention(
                 sum += *s;
             }
             let o = &mut out[(i * heads + h) * hd..][..hd];
-            for (t, p) in scores.iter().enumerate() {
+            for (t, p) in (first..).zip(&scores) {
                 let p = p / sum;
                 for (o, v) in o.iter_mut().zip(&values[t * hd..][..hd]) {
                     *o += p * v;
@@ -518,6 +521,7 @@ impl Transformer {
         let (cos, sin) = self.rope_tables(&positions)?;
         let scale = 1.0 / (hd as f64).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
+            let window = cfg.window(li);
             let h = rms_norm(&x, &layer.input_norm, eps)?;
             let qkv = layer.qkv.forward(&h)?;
             let mut q = qkv.narrow(1, 0, nh * hd)?.reshape((total, nh, hd))?;
@@ -547,8 +551,9 @@ impl Transformer {
                     .par_iter()
                     .zip(spans.par_iter())
                     .map(|(item, span)| {
-                        small(span)
-                            .then(|| direct_attention(item.cache, li, &qs, nh, (total, span.0, span.1), scale as f32))
+                        small(span).then(|| {
+                            direct_attention(item.cache, li, &qs, nh, (total, span.0, span.1), scale as f32, window)
+                        })
                     })
                     .collect()
             };
@@ -567,7 +572,11 @@ impl Transformer {
                 let mut mask = vec![0f32; groups * n * len];
                 for r in 0..groups * n {
                     let pos = past + r % n;
-                    for m in &mut mask[r * len + pos + 1..(r + 1) * len] {
+                    let row = &mut mask[r * len..(r + 1) * len];
+                    // Future positions, and with a window the positions it has slid past.
+                    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    let (seen, future) = row.split_at_mut(pos + 1);
+                    for m in future.iter_mut().chain(&mut seen[..first]) {
                         *m = f32::NEG_INFINITY;
                     }
                 }

@@ -261,3 +261,35 @@ fn a_sequence_longer_than_the_context_is_an_error() {
         .to_string();
     assert!(e.contains('9') && e.contains('8'), "{e}");
 }
+
+#[test]
+fn sliding_windows_follow_each_familys_rule() {
+    let cfg = |family: Family, f: &dyn Fn(&mut serde_json::Value)| {
+        let dir = tiny(family);
+        edit_config(dir.path(), f);
+        ModelConfig::from_dir(dir.path())
+    };
+    // Mistral v0.1: every layer; v0.2 and later write null.
+    let c = cfg(Family::Mistral, &|v| v["sliding_window"] = serde_json::json!(4096)).expect("config");
+    assert_eq!((c.window(0), c.window(1)), (Some(4096), Some(4096)));
+    let c = cfg(Family::Mistral, &|_| {}).expect("config");
+    assert_eq!(c.window(0), None);
+    // Qwen2: only with use_sliding_window, from max_window_layers on.
+    let c = cfg(Family::Qwen2, &|v| v["sliding_window"] = serde_json::json!(64)).expect("config");
+    assert_eq!(c.window(1), None, "use_sliding_window is false");
+    let c = cfg(Family::Qwen2, &|v| {
+        v["sliding_window"] = serde_json::json!(64);
+        v["use_sliding_window"] = serde_json::json!(true);
+        v["max_window_layers"] = serde_json::json!(1);
+    })
+    .expect("config");
+    assert_eq!((c.window(0), c.window(1)), (None, Some(64)));
+    // Llama has no window, whatever the config says.
+    let c = cfg(Family::Llama, &|v| v["sliding_window"] = serde_json::json!(4)).expect("config");
+    assert_eq!(c.window(0), None);
+    // A bad value is named.
+    let e = cfg(Family::Mistral, &|v| v["sliding_window"] = serde_json::json!("4k"))
+        .expect_err("bad window")
+        .to_string();
+    assert!(e.contains("sliding_window") && e.contains("4k"), "{e}");
+}

@@ -10,11 +10,24 @@ use test_support::Family;
 const TOLERANCE: f32 = 1e-4;
 
 fn check(family: Family) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/logits-{family}.json"));
+    check_variant(family, &family.to_string(), &[]);
+}
+
+/// `variant` names the fixture; `config` holds the `config.json` fields gen.py changed for it.
+fn check_variant(family: Family, variant: &str, config: &[(&str, serde_json::Value)]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/logits-{variant}.json"));
     let fixture: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture json");
     let dir = tempfile::tempdir().expect("tempdir");
     test_support::tiny_model(dir.path(), family).expect("tiny model");
+    if !config.is_empty() {
+        let path = dir.path().join("config.json");
+        let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+        for (k, v) in config {
+            c[*k] = v.clone();
+        }
+        std::fs::write(&path, serde_json::to_vec(&c).expect("json")).expect("write config");
+    }
     let weights = std::fs::read(dir.path().join("model.safetensors")).expect("weights");
     assert_eq!(
         hex::encode(sha2::Sha256::digest(&weights)),
@@ -78,4 +91,46 @@ fn qwen2_logits_match_transformers() {
 #[test]
 fn qwen3_logits_match_transformers() {
     check(Family::Qwen3);
+}
+
+/// Mistral-7B-v0.1 attends over a sliding window of 4096 tokens; a window of 4 on the 30-odd-token prompt checks
+/// the mask in the prefill and that decode steps see the same window.
+#[test]
+fn mistral_sliding_window_logits_match_transformers() {
+    check_variant(
+        Family::Mistral,
+        "mistral-window",
+        &[("sliding_window", serde_json::json!(4))],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(dir.path(), Family::Mistral).expect("tiny model");
+    let path = dir.path().join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    c["sliding_window"] = serde_json::json!(4);
+    std::fs::write(&path, serde_json::to_vec(&c).expect("json")).expect("write config");
+    let model = infer_models::load(dir.path(), None).expect("load");
+    let ids: Vec<u32> = (40..60).collect();
+    let full: Vec<Vec<f32>> = model
+        .forward_all(&ids, &mut model.new_cache())
+        .expect("forward")
+        .to_vec2()
+        .expect("vec");
+    let mut cache = model.new_cache();
+    model.forward_all(&ids[..3], &mut cache).expect("prefill");
+    for (i, t) in ids.iter().enumerate().skip(3) {
+        let step: Vec<Vec<f32>> = model
+            .forward_last(&mut [infer_models::SeqInput {
+                tokens: std::slice::from_ref(t),
+                cache: &mut cache,
+            }])
+            .expect("step")
+            .to_vec2()
+            .expect("vec");
+        let worst = step[0]
+            .iter()
+            .zip(&full[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < TOLERANCE, "decode step at {i}: {worst}");
+    }
 }
