@@ -88,6 +88,7 @@ impl Engine {
             quantize,
             max_batch: settings.max_batch,
             max_queue: settings.max_queue,
+            ..infer_engine::LoadOptions::default()
         };
         let inner = infer_engine::Engine::load(dir, opts).map_err(|e| e.to_string())?;
         Ok(Engine { inner })

@@ -72,7 +72,14 @@ pub struct LoadOptions {
     pub max_batch: usize,
     /// Requests that may wait for a slot before [`Error::QueueFull`].
     pub max_queue: usize,
+    /// Tokens one step feeds at most: longer prompts are fed in chunks (chunked prefill), so that running
+    /// streams keep receiving tokens while a long prompt is read, and a step's attention scores stay small.
+    pub step_tokens: usize,
 }
+
+/// Default of [`LoadOptions::step_tokens`]: prompts of this size run at the batched speed (prefill throughput is
+/// flat from about 128 rows on), and a 2-core step of 512 rows of SmolLM2-135M takes about 0.3 s.
+pub const DEFAULT_STEP_TOKENS: usize = 512;
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -80,6 +87,7 @@ impl Default for LoadOptions {
             quantize: None,
             max_batch: 8,
             max_queue: 64,
+            step_tokens: DEFAULT_STEP_TOKENS,
         }
     }
 }
@@ -268,7 +276,12 @@ impl Engine {
             constraints: std::sync::OnceLock::new(),
             active: Default::default(),
         });
-        let tx = scheduler::start(inner.clone(), opts.max_batch.max(1), opts.max_queue)?;
+        let tx = scheduler::start(
+            inner.clone(),
+            opts.max_batch.max(1),
+            opts.max_queue,
+            opts.step_tokens.max(1),
+        )?;
         Ok(Engine {
             inner,
             tx,

@@ -1,6 +1,7 @@
-//! The scheduler thread: continuous batching. Each step runs one forward pass over every active sequence (new
-//! ones with their whole prompt, the others with their last token), samples one token for each, streams text and
-//! retires finished or cancelled sequences; waiting requests join between steps.
+//! The scheduler thread: continuous batching. Each step runs one forward pass over every active sequence (the
+//! decoding ones with their last token, new ones with the next chunk of their prompt, within a budget of tokens
+//! per step), samples one token for each sequence whose prompt is all in, streams text and retires finished or
+//! cancelled sequences; waiting requests join between steps.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,11 +23,13 @@ pub(crate) struct Job {
     pub(crate) events: UnboundedSender<EngineEvent>,
 }
 
-struct Seq {
+pub(crate) struct Seq {
     events: UnboundedSender<EngineEvent>,
     cache: KvCache,
-    /// Tokens to feed in the next step (the prompt, then the last sampled token).
+    /// Tokens still to feed (the rest of the prompt, then the last sampled token).
     pending: Vec<u32>,
+    /// Whether the whole prompt is in the cache (the sequence samples a token every step).
+    pub(crate) decoding: bool,
     completion: Vec<u32>,
     prompt_tokens: usize,
     max_tokens: usize,
@@ -35,7 +38,12 @@ struct Seq {
     constraint: Option<TokenConstraint>,
 }
 
-pub(crate) fn start(inner: Arc<Inner>, max_batch: usize, max_queue: usize) -> Result<SyncSender<Job>, Error> {
+pub(crate) fn start(
+    inner: Arc<Inner>,
+    max_batch: usize,
+    max_queue: usize,
+    step_tokens: usize,
+) -> Result<SyncSender<Job>, Error> {
     // Hand-rolled on std channels: a bounded queue (try_send gives QueueFull) and one thread that owns the batch.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(max_queue.max(1));
     // The loop runs on a worker of the model's own thread pool, so the kernels' parallel loops start on this
@@ -49,9 +57,25 @@ pub(crate) fn start(inner: Arc<Inner>, max_batch: usize, max_queue: usize) -> Re
         .map_err(|_| Error::Stopped)?;
     std::thread::Builder::new()
         .name("infer-scheduler".into())
-        .spawn(move || pool.install(|| run(inner, rx, max_batch)))
+        .spawn(move || pool.install(|| run(inner, rx, max_batch, step_tokens)))
         .map_err(|_| Error::Stopped)?;
     Ok(tx)
+}
+
+/// A sequence for the scheduler's tests.
+#[cfg(test)]
+pub(crate) fn tests_seq(inner: &Inner, tokens: Vec<u32>, events: UnboundedSender<EngineEvent>) -> Seq {
+    let req = crate::GenerateRequest::new(String::new());
+    admit(
+        inner,
+        Job {
+            tokens,
+            req,
+            constraint: None,
+            events,
+        },
+    )
+    .expect("max_tokens > 0")
 }
 
 fn admit(inner: &Inner, job: Job) -> Option<Seq> {
@@ -68,6 +92,7 @@ fn admit(inner: &Inner, job: Job) -> Option<Seq> {
         events: job.events,
         cache: inner.model.new_cache(),
         pending: job.tokens,
+        decoding: false,
         completion: Vec::new(),
         prompt_tokens,
         max_tokens: job.req.max_tokens,
@@ -77,7 +102,26 @@ fn admit(inner: &Inner, job: Job) -> Option<Seq> {
     })
 }
 
-fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize) {
+/// How many pending tokens each sequence feeds this step: every decoding sequence its one token, then prompts in
+/// order of arrival, each as much as the rest of the budget allows (at least one prompt token a step, so that
+/// prompts move on even when decoding sequences fill the budget).
+pub(crate) fn plan(active: &[Seq], step_tokens: usize) -> Vec<usize> {
+    let decoding = active.iter().filter(|s| s.decoding).count();
+    let mut budget = step_tokens.saturating_sub(decoding).max(1);
+    active
+        .iter()
+        .map(|s| {
+            if s.decoding {
+                return s.pending.len();
+            }
+            let n = s.pending.len().min(budget);
+            budget -= n;
+            n
+        })
+        .collect()
+}
+
+fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize, step_tokens: usize) {
     let mut active: Vec<Seq> = Vec::new();
     loop {
         if active.is_empty() {
@@ -99,11 +143,14 @@ fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize) {
         if active.is_empty() {
             continue;
         }
+        let fed = plan(&active, step_tokens);
         let logits = {
             let mut batch: Vec<SeqInput<'_>> = active
                 .iter_mut()
-                .map(|s| SeqInput {
-                    tokens: &s.pending,
+                .zip(&fed)
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, &n)| SeqInput {
+                    tokens: &s.pending[..n],
                     cache: &mut s.cache,
                 })
                 .collect();
@@ -122,8 +169,24 @@ fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize) {
                 continue;
             }
         };
+        let mut rows = logits.into_iter();
         let mut keep = Vec::with_capacity(active.len());
-        for (mut s, mut row) in active.drain(..).zip(logits) {
+        for (mut s, n) in active.drain(..).zip(fed) {
+            if n == 0 {
+                keep.push(s);
+                continue;
+            }
+            let Some(mut row) = rows.next() else {
+                keep.push(s);
+                continue;
+            };
+            s.pending.drain(..n);
+            if !s.pending.is_empty() {
+                // A chunk of the prompt: its logits predict nothing anyone asked for.
+                keep.push(s);
+                continue;
+            }
+            s.decoding = true;
             if step(&inner, &mut s, &mut row) {
                 keep.push(s);
             }

@@ -141,6 +141,79 @@ fn eight_concurrent_streams_give_the_same_text_as_one_at_a_time() {
     );
 }
 
+/// Long prompts fed in chunks of a few tokens, beside streams already decoding, give the text of unchunked runs.
+#[test]
+fn chunked_prefill_beside_running_streams_gives_the_same_text() {
+    let dir = tiny(Family::Qwen2);
+    let load = |step_tokens| {
+        Engine::load(
+            dir.path(),
+            LoadOptions {
+                max_batch: 4,
+                step_tokens,
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load")
+    };
+    let prompts: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "{} request {i}",
+                "a long shared preamble that takes many steps; ".repeat(1 + i * 2)
+            )
+        })
+        .collect();
+    let request = |p: &String| {
+        let mut r = GenerateRequest::new(p.clone());
+        r.max_tokens = 16;
+        r
+    };
+    let whole = load(DEFAULT_STEP_TOKENS);
+    let expected: Vec<String> = prompts
+        .iter()
+        .map(|p| collect(whole.generate(request(p)).expect("generate")).0)
+        .collect();
+    let chunked = load(7);
+    let gens: Vec<Generation> = prompts
+        .iter()
+        .map(|p| chunked.generate(request(p)).expect("generate"))
+        .collect();
+    let got: Vec<(String, usize)> = gens
+        .into_iter()
+        .map(|g| {
+            let (text, _, prompt_tokens, _) = collect(g);
+            (text, prompt_tokens)
+        })
+        .collect();
+    assert!(got.iter().all(|(_, n)| *n > 7), "every prompt needs several chunks");
+    let got: Vec<String> = got.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_step_feeds_decoding_streams_first_then_prompts_within_the_budget() {
+    let dir = tiny(Family::Llama);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let seq = |tokens: usize, decoding: bool| {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut s = crate::scheduler::tests_seq(&engine.inner, vec![1; tokens], tx);
+        s.decoding = decoding;
+        s
+    };
+    let active = vec![
+        seq(300, false),
+        seq(1, true),
+        seq(100, false),
+        seq(1, true),
+        seq(5, false),
+    ];
+    assert_eq!(crate::scheduler::plan(&active, 256), [254, 1, 0, 1, 0]);
+    assert_eq!(crate::scheduler::plan(&active, 1024), [300, 1, 100, 1, 5]);
+    // Decoding streams over the budget still leave one prompt token a step.
+    assert_eq!(crate::scheduler::plan(&active, 2), [1, 1, 0, 1, 0]);
+}
+
 #[test]
 fn seeded_sampling_is_reproducible_and_seeds_differ() {
     let dir = tiny(Family::Qwen2);

@@ -127,6 +127,7 @@ fn worker(args: &Args, config: &str) -> Result<Value> {
             quantize,
             max_batch: args.streams.max(1),
             max_queue: 64,
+            ..LoadOptions::default()
         },
     )?;
     let load_s = t.elapsed().as_secs_f64();
