@@ -330,7 +330,7 @@ fn rows_dot_scalar(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod simd {
+pub(crate) mod simd {
     //! The x86 kernels: `R` weight rows × `M` activation rows of accumulators, one vector of columns at a time,
     //! prefetching the next block's rows. One body (`kernel!`) over two instruction sets: AVX-512 (16 lanes,
     //! 32 registers) where the CPU has it, else AVX2 with FMA and F16C (8 lanes, 16 registers).
@@ -354,13 +354,14 @@ mod simd {
         }
     }
 
-    #[derive(Clone, Copy)]
-    enum Level {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Level {
         Avx512,
         Avx2,
     }
 
-    fn level() -> Option<Level> {
+    /// The widest instruction set of this CPU that the kernels use (detected once).
+    pub(crate) fn level() -> Option<Level> {
         static LEVEL: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
         *LEVEL.get_or_init(|| {
             let avx2 = std::is_x86_feature_detected!("avx2")
