@@ -187,4 +187,28 @@ impl<'a> Meta<'a> {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+
+    /// An array of numbers (`tokenizer.ggml.scores`), as f64.
+    pub(crate) fn f64_array_opt(&self, key: &str) -> Result<Option<Vec<f64>>, Error> {
+        const EXPECTED: &str = "an array of numbers";
+        let Some(v) = self.map.get(key) else { return Ok(None) };
+        let Value::Array(items) = v else {
+            return Err(Self::bad(key, EXPECTED, v));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match *item {
+                Value::F32(x) => Ok(f64::from(x)),
+                Value::F64(x) => Ok(x),
+                #[allow(clippy::cast_precision_loss)]
+                _ => as_i64(item).map(|x| x as f64).ok_or_else(|| Error::BadKey {
+                    key: format!("{key}[{i}]"),
+                    expected: "a number",
+                    found: describe(item),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
 }

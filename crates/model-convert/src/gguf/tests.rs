@@ -105,6 +105,8 @@ struct TinyOpts {
     quant: GgmlDType,
     pre: &'static str,
     arch: &'static str,
+    /// A sentencepiece vocabulary (`tokenizer.ggml.model = llama`, scores, no merges) from spm_reference.json.
+    spm: bool,
 }
 
 impl Default for TinyOpts {
@@ -114,12 +116,36 @@ impl Default for TinyOpts {
             quant: GgmlDType::F32,
             pre: "smollm",
             arch: "llama",
+            spm: false,
         }
     }
 }
 
+/// transformers' tokenization of a sentencepiece GGUF vocabulary (fixtures/gen_spm.py).
+fn spm_reference() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../fixtures/spm_reference.json")).unwrap()
+}
+
 fn tiny_gguf(opts: TinyOpts) -> Tiny {
-    let (tokens, types, merges) = vocab();
+    let reference = opts.spm.then(spm_reference);
+    let (tokens, types, merges) = match &reference {
+        None => vocab(),
+        Some(r) => (
+            r["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect(),
+            r["token_type"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_i64().unwrap() as i32)
+                .collect(),
+            Vec::new(),
+        ),
+    };
     let vocab_size = tokens.len();
     let mut hf = HashMap::new();
     let mut gguf_tensors: Vec<(String, QTensor)> = Vec::new();
@@ -303,6 +329,23 @@ fn tiny_gguf(opts: TinyOpts) -> Tiny {
             s("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"),
         ),
     ];
+    let mut meta = meta;
+    if let Some(r) = &reference {
+        // The vocabulary as gen_spm.py wrote it: scores instead of merges, BOS added, no pad token.
+        meta.retain(|(k, _)| !k.ends_with(".merges") && !k.ends_with(".pre") && !k.ends_with("padding_token_id"));
+        for (k, v) in &mut meta {
+            match k.as_str() {
+                "tokenizer.ggml.model" => *v = s("llama"),
+                "tokenizer.ggml.add_bos_token" => *v = Value::Bool(true),
+                _ => {}
+            }
+        }
+        let scores = r["scores"].as_array().unwrap();
+        meta.push((
+            "tokenizer.ggml.scores".into(),
+            Value::Array(scores.iter().map(|x| Value::F32(x.as_f64().unwrap() as f32)).collect()),
+        ));
+    }
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = gguf_tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut cursor = std::io::Cursor::new(Vec::new());
@@ -552,6 +595,50 @@ fn tokenizer_json_loads_and_encodes_with_merges_control_tokens_and_single_digits
     assert!(tc["chat_template"].as_str().unwrap().contains("<|im_start|>"));
     assert_eq!(tc["added_tokens_decoder"]["2"]["special"], true);
     assert_eq!(tc["added_tokens_decoder"][id("<think>").to_string()]["special"], false);
+}
+
+/// A sentencepiece vocabulary (Llama 2, Mistral, CodeLlama GGUFs): merges rebuilt from the scores, `▁` spaces,
+/// byte fallback, BOS; every text encodes and decodes exactly as transformers' GGUF loader does.
+#[test]
+fn sentencepiece_vocabularies_tokenize_like_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = write_tiny(
+        dir.path(),
+        TinyOpts {
+            spm: true,
+            ..TinyOpts::default()
+        },
+    );
+    let out = dir.path().join("hf");
+    convert(&gguf, &out, DType::BF16).unwrap();
+    let tok = Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
+    let reference = spm_reference();
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let enc = tok.encode(text, true).unwrap();
+        assert_eq!(enc.get_ids(), want.as_slice(), "ids of {text:?}");
+        assert_eq!(
+            tok.decode(&want, false).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "decode of {text:?}"
+        );
+        assert_eq!(
+            tok.decode(&want, true).unwrap(),
+            case["decoded_skip_special"].as_str().unwrap(),
+            "decode of {text:?} without special tokens"
+        );
+    }
+    let tc = read_json(&out.join("tokenizer_config.json"));
+    assert_eq!(tc["add_bos_token"], true);
+    assert_eq!(tc["bos_token"], "<s>");
+    assert_eq!(tc["tokenizer_class"], "LlamaTokenizer");
+    assert!(tc.get("add_prefix_space").is_none());
 }
 
 #[test]

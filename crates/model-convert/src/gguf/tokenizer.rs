@@ -1,17 +1,26 @@
-//! `tokenizer.json` (byte-level BPE, built with the `tokenizers` crate) and `tokenizer_config.json` from GGUF metadata.
+//! `tokenizer.json` (byte-level BPE, or sentencepiece-style BPE with byte fallback, built with the `tokenizers`
+//! crate) and `tokenizer_config.json` from GGUF metadata.
 
 use std::path::Path;
 
 use serde_json::{Map, Value as Json, json};
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::{BPE, Merges, Vocab};
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::sequence::Sequence as PostSequence;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, PostProcessorWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
 
 use super::config::SpecialIds;
 use super::meta::Meta;
@@ -81,12 +90,23 @@ impl PreKind {
     }
 }
 
+/// Which tokenizer model the GGUF describes (`tokenizer.ggml.model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelKind {
+    /// `gpt2`: byte-level BPE with merges.
+    ByteLevel,
+    /// `llama`: sentencepiece BPE (Llama 2, Mistral, CodeLlama, ...): `▁` for spaces, byte-fallback tokens, merges
+    /// recovered from the scores when the file has none.
+    SentencePiece,
+}
+
 /// The GGUF vocabulary and special tokens, read once.
 #[derive(Debug)]
 pub(crate) struct GgufVocab {
     pub(crate) tokens: Vec<String>,
     token_types: Vec<i64>,
     merges: Vec<(String, String)>,
+    kind: ModelKind,
     pre: PreKind,
     pub(crate) bos: Option<u32>,
     pub(crate) eos: Option<u32>,
@@ -102,14 +122,22 @@ pub(crate) struct GgufVocab {
 impl GgufVocab {
     pub(crate) fn read(meta: &Meta<'_>) -> Result<GgufVocab, Error> {
         let model = meta.str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::UnsupportedTokenizer {
-                key: "tokenizer.ggml.model",
-                value: model.to_owned(),
-                expected: "gpt2 (byte-level BPE)",
-            });
-        }
-        let pre = PreKind::from_gguf(meta.str_opt("tokenizer.ggml.pre")?)?;
+        let kind = match model {
+            "gpt2" => ModelKind::ByteLevel,
+            "llama" => ModelKind::SentencePiece,
+            other => {
+                return Err(Error::UnsupportedTokenizer {
+                    key: "tokenizer.ggml.model",
+                    value: other.to_owned(),
+                    expected: "gpt2 (byte-level BPE) or llama (sentencepiece BPE)",
+                });
+            }
+        };
+        let pre = match kind {
+            ModelKind::ByteLevel => PreKind::from_gguf(meta.str_opt("tokenizer.ggml.pre")?)?,
+            // Sentencepiece has no split regex: `pre` is `default` or absent.
+            ModelKind::SentencePiece => PreKind::Gpt2,
+        };
         let tokens: Vec<String> = meta
             .str_array("tokenizer.ggml.tokens")?
             .into_iter()
@@ -133,19 +161,37 @@ impl GgufVocab {
             Some(t) => t,
             None => vec![1; tokens.len()],
         };
-        let merges = meta
-            .str_array("tokenizer.ggml.merges")?
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| match m.split_once(' ') {
-                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_owned(), b.to_owned())),
-                _ => Err(Error::BadKey {
-                    key: format!("tokenizer.ggml.merges[{i}]"),
-                    expected: "two tokens separated by one space",
-                    found: format!("the string {m:?}"),
-                }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let merges = if kind == ModelKind::SentencePiece && !meta.contains("tokenizer.ggml.merges") {
+            let scores = meta
+                .f64_array_opt("tokenizer.ggml.scores")?
+                .ok_or_else(|| Error::MissingKey {
+                    key: "tokenizer.ggml.scores".into(),
+                    expected: "the piece scores a sentencepiece vocabulary without merges is rebuilt from",
+                })?;
+            if scores.len() != tokens.len() {
+                return Err(Error::BadKey {
+                    key: "tokenizer.ggml.scores".into(),
+                    expected: "one score per token",
+                    found: format!("{} scores for {} tokens", scores.len(), tokens.len()),
+                });
+            }
+            merges_from_scores(&tokens, &scores)
+        } else {
+            meta.str_array("tokenizer.ggml.merges")?
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| match m.split_once(' ') {
+                    Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                        Ok((a.to_owned(), b.to_owned()))
+                    }
+                    _ => Err(Error::BadKey {
+                        key: format!("tokenizer.ggml.merges[{i}]"),
+                        expected: "two tokens separated by one space",
+                        found: format!("the string {m:?}"),
+                    }),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let id = |key: &str| -> Result<Option<u32>, Error> {
             match meta.u64_opt(key)? {
                 None => Ok(None),
@@ -164,12 +210,16 @@ impl GgufVocab {
             pad: id("tokenizer.ggml.padding_token_id")?,
             eot: id("tokenizer.ggml.eot_token_id")?,
             eom: id("tokenizer.ggml.eom_token_id")?,
-            add_bos: meta.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            // llama.cpp (and transformers' GGUF loader) add BOS to a sentencepiece vocabulary that does not say.
+            add_bos: meta
+                .bool_opt("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(kind == ModelKind::SentencePiece),
             add_eos: meta.bool_opt("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
             chat_template: meta.str_opt("tokenizer.chat_template")?.map(str::to_owned),
             tokens,
             token_types,
             merges,
+            kind,
             pre,
         })
     }
@@ -212,15 +262,33 @@ impl GgufVocab {
                 tracing::warn!(token = %t, first = prev, second = i, "duplicate token in the GGUF vocabulary; the last id wins");
             }
         }
+        let spm = self.kind == ModelKind::SentencePiece;
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, self.merges.clone())
-            .ignore_merges(self.pre == PreKind::Llama3)
+            .ignore_merges(self.pre == PreKind::Llama3 && !spm)
+            .fuse_unk(spm)
+            .byte_fallback(spm)
             .build()
             .map_err(|e| err("BPE model from tokenizer.ggml.tokens and tokenizer.ggml.merges", e))?;
         let mut tok = Tokenizer::new(bpe);
-        tok.with_pre_tokenizer(Some(self.pre.pre_tokenizer()?));
-        tok.with_decoder(Some(ByteLevelDecoder::default()));
-        let byte_level_post: PostProcessorWrapper = ByteLevel::new(true, false, true).into();
+        let byte_level_post: Option<PostProcessorWrapper> = if spm {
+            // transformers' LlamaTokenizer: `▁` for spaces and one before the text, bytes for unknown characters;
+            // decoding undoes both.
+            tok.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::First, false)));
+            let space = Replace::new("▁", " ").map_err(|e| err("decoder", e))?;
+            let decoders: Vec<DecoderWrapper> = vec![
+                space.into(),
+                ByteFallback::default().into(),
+                Fuse::default().into(),
+                Strip::new(' ', 1, 0).into(),
+            ];
+            tok.with_decoder(Some(DecoderSequence::new(decoders)));
+            None
+        } else {
+            tok.with_pre_tokenizer(Some(self.pre.pre_tokenizer()?));
+            tok.with_decoder(Some(ByteLevelDecoder::default()));
+            Some(ByteLevel::new(true, false, true).into())
+        };
         let post = match (self.add_bos, self.token(self.bos)) {
             (true, Some(bos)) => {
                 let bos_id = self.bos.unwrap_or_default();
@@ -235,11 +303,14 @@ impl GgufVocab {
                     .map_err(|e| Error::Tokenizer {
                         message: format!("BOS template: {e}"),
                     })?;
-                PostSequence::new(vec![byte_level_post, template.into()]).into()
+                match byte_level_post {
+                    Some(b) => Some(PostSequence::new(vec![b, template.into()]).into()),
+                    None => Some(template.into()),
+                }
             }
             _ => byte_level_post,
         };
-        tok.with_post_processor(Some(post));
+        tok.with_post_processor(post);
 
         let mut special = Vec::new();
         let mut plain = Vec::new();
@@ -281,7 +352,10 @@ impl GgufVocab {
         let mut c = Map::new();
         c.insert("add_bos_token".into(), json!(self.add_bos));
         c.insert("add_eos_token".into(), json!(self.add_eos));
-        c.insert("add_prefix_space".into(), json!(false));
+        if self.kind == ModelKind::ByteLevel {
+            // For LlamaTokenizerFast this key would force a conversion from a sentencepiece file we do not have.
+            c.insert("add_prefix_space".into(), json!(false));
+        }
         let mut decoder = Map::new();
         for (id, t) in self.tokens.iter().enumerate() {
             let special = self.is_special(id);
@@ -304,9 +378,10 @@ impl GgufVocab {
         if let Some(pad) = self.token(self.pad) {
             c.insert("pad_token".into(), json!(pad));
         }
-        let class = match self.pre {
-            PreKind::Gpt2 | PreKind::SmolLm => "GPT2Tokenizer",
-            PreKind::Llama3 | PreKind::Qwen2 => "PreTrainedTokenizerFast",
+        let class = match (self.kind, self.pre) {
+            (ModelKind::SentencePiece, _) => "LlamaTokenizer",
+            (_, PreKind::Gpt2 | PreKind::SmolLm) => "GPT2Tokenizer",
+            (_, PreKind::Llama3 | PreKind::Qwen2) => "PreTrainedTokenizerFast",
         };
         c.insert("tokenizer_class".into(), json!(class));
         if let Some(unk) = self.token(self.unk) {
@@ -314,4 +389,44 @@ impl GgufVocab {
         }
         Json::Object(c)
     }
+}
+
+/// The merges a sentencepiece vocabulary implies, as transformers' `generate_merges` recovers them for a GGUF
+/// without `tokenizer.ggml.merges`: every split of a token into two tokens of the vocabulary, ordered by the score
+/// of the token they make (best first), then by the lengths of the two halves (longer first), ties in vocabulary
+/// order. Hand-rolled: the `tokenizers` crate builds BPE from merges but has no way to derive them.
+fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Merges {
+    use std::collections::HashMap;
+    // As Python dicts: the last id of a duplicated token, its first place, its last score.
+    let mut id: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+    let mut order: Vec<&str> = Vec::with_capacity(tokens.len());
+    let mut score: HashMap<&str, f64> = HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if id.insert(t, i).is_none() {
+            order.push(t);
+        }
+        score.insert(t, scores[i]);
+    }
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    for t in order {
+        let start = merges.len();
+        for (at, _) in t.char_indices().skip(1) {
+            let (l, r) = t.split_at(at);
+            if id.contains_key(l) && id.contains_key(r) {
+                merges.push((l, r, score[t]));
+            }
+        }
+        merges[start..].sort_by_key(|(l, r, _)| (id[l], id[r]));
+    }
+    // Python's stable `sorted(..., reverse=True)`: descending keys, equal keys in their first order.
+    let chars = |s: &str| s.chars().count();
+    merges.sort_by(|a, b| {
+        (b.2, chars(b.0), chars(b.1))
+            .partial_cmp(&(a.2, chars(a.0), chars(a.1)))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    merges
+        .into_iter()
+        .map(|(l, r, _)| (l.to_owned(), r.to_owned()))
+        .collect()
 }
