@@ -639,6 +639,40 @@ fn sentencepiece_vocabularies_tokenize_like_transformers() {
     assert_eq!(tc["bos_token"], "<s>");
     assert_eq!(tc["tokenizer_class"], "LlamaTokenizer");
     assert!(tc.get("add_prefix_space").is_none());
+
+    // Without merges the scores are required; another tokenizer model is named.
+    let rewrite = |edit: &dyn Fn(&mut HashMap<String, Value>)| {
+        let bytes = std::fs::read(&gguf).unwrap();
+        let mut content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes)).unwrap();
+        edit(&mut content.metadata);
+        let mut reader = std::io::Cursor::new(&bytes);
+        let tensors: Vec<(String, QTensor)> = content
+            .tensor_infos
+            .iter()
+            .map(|(k, info)| {
+                (
+                    k.clone(),
+                    info.read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let meta: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let path = dir.path().join("edited.gguf");
+        gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &meta, &t).unwrap();
+        convert(&path, &dir.path().join("edited"), DType::BF16)
+            .unwrap_err()
+            .to_string()
+    };
+    let msg = rewrite(&|m| {
+        m.remove("tokenizer.ggml.scores");
+    });
+    assert!(msg.contains("tokenizer.ggml.scores"), "{msg}");
+    let msg = rewrite(&|m| {
+        m.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
+    });
+    assert!(msg.contains("bert") && msg.contains("sentencepiece"), "{msg}");
 }
 
 #[test]
