@@ -98,8 +98,9 @@ pub(crate) struct DenseWeight {
     segments: Vec<Segment>,
 }
 
-/// Activation rows multiplied per pass over the weights (eight accumulators fit the 16 AVX registers).
-const ROW_BLOCK: usize = 8;
+/// Activation rows multiplied per pass over the weights (eight accumulators fit the 16 AVX registers); the most
+/// [`rows_dot`] takes at once.
+pub(crate) const ROW_BLOCK: usize = 8;
 
 impl DenseWeight {
     /// `rows × cols` values of `stored` at `start` in `map`; the caller has checked the range.
@@ -298,7 +299,7 @@ fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
 }
 
 /// `out[j * mc + r] = dot(w row j, x row r)` for the `out.len() / mc` rows of `w`.
-fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
+pub(crate) fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
     let rows = out.len() / mc;
     assert!(w.len() == rows * stored.row_bytes(k) && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
     assert!(

@@ -9,7 +9,7 @@ use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::rope;
 
 use crate::config::{Arch, ModelConfig, RopeScaling};
-use crate::dense::{BLOCK, DenseWeight, Stored};
+use crate::dense::{BLOCK, DenseWeight, ROW_BLOCK, Stored, rows_dot};
 use crate::weights::Weights;
 use crate::{CausalLm, Error, Quantize, SeqInput};
 
@@ -237,21 +237,6 @@ impl KvCache {
 /// layer cost more than the arithmetic.
 const DIRECT_ATTENTION_ROWS: usize = 8;
 
-/// `a · b` with sixteen independent partial sums, which the compiler vectorises to the width the caller is
-/// compiled for (a plain `sum()` of f32 products must keep its order and runs one lane at a time).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// `e^x` in straight-line f32 arithmetic so that a loop of it vectorises (libm's `expf` is a call per value, a
 /// third of decode attention). Cephes' `expf`: x = n·ln 2 + r, a degree-6 polynomial for e^r, 2^n from the
 /// exponent bits; relative error about 2e-7 on the softmax range (x ≤ 0). Hand-rolled: candle has no scalar form.
@@ -273,58 +258,10 @@ fn exp(x: f32) -> f32 {
 /// Causal attention of one sequence's `n` new query rows, rows `start..start + n` of the batch's `q`
 /// (`[heads, total, head_dim]`), against its cache (already holding them); returns `[n, heads * head_dim]`.
 /// With a sliding `window`, a row sees only the last `window` positions up to its own. Hand-rolled (see
-/// [`DIRECT_ATTENTION_ROWS`]); compiled for AVX-512 and AVX2 as well, chosen at run time.
+/// [`DIRECT_ATTENTION_ROWS`]): the scores of the query heads sharing a KV head come from the matmul kernel (their
+/// keys are read once, no horizontal sum per score), the softmax and the weighted sum of values are loops compiled
+/// for AVX-512 and AVX2 as well, chosen at run time.
 fn direct_attention(
-    cache: &KvCache,
-    layer: usize,
-    q: &[f32],
-    heads: usize,
-    rows: (usize, usize, usize),
-    scale: f32,
-    window: Option<usize>,
-) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    {
-        use crate::dense::simd::{Level, level};
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn avx512(
-            c: &KvCache,
-            l: usize,
-            q: &[f32],
-            h: usize,
-            r: (usize, usize, usize),
-            s: f32,
-            w: Option<usize>,
-        ) -> Vec<f32> {
-            attention_rows(c, l, q, h, r, s, w)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(
-            c: &KvCache,
-            l: usize,
-            q: &[f32],
-            h: usize,
-            r: (usize, usize, usize),
-            s: f32,
-            w: Option<usize>,
-        ) -> Vec<f32> {
-            attention_rows(c, l, q, h, r, s, w)
-        }
-        match level() {
-            // SAFETY: the CPU has the features (detected).
-            Some(Level::Avx512) => return unsafe { avx512(cache, layer, q, heads, rows, scale, window) },
-            // SAFETY: as above.
-            Some(Level::Avx2) => return unsafe { avx2(cache, layer, q, heads, rows, scale, window) },
-            None => {}
-        }
-    }
-    attention_rows(cache, layer, q, heads, rows, scale, window)
-}
-
-/// The body of [`direct_attention`], inlined into each instruction-set variant.
-#[inline(always)]
-fn attention_rows(
     cache: &KvCache,
     layer: usize,
     q: &[f32],
@@ -339,40 +276,110 @@ fn attention_rows(
     let past = cache.len;
     let (kc, vc) = &cache.layers[layer];
     let mut out = vec![0f32; n * heads * hd];
-    let mut scores = Vec::with_capacity(past + n);
-    for h in 0..heads {
-        let g = h / groups;
-        let keys = &kc[g * cap * hd..];
-        let values = &vc[g * cap * hd..];
+    let mut queries = vec![0f32; ROW_BLOCK * hd];
+    let mut scores = vec![0f32; (past + n) * ROW_BLOCK];
+    let mut probs = vec![0f32; past + n];
+    for g in 0..kvh {
+        let keys = &kc[g * cap * hd..(g + 1) * cap * hd];
+        let values = &vc[g * cap * hd..(g + 1) * cap * hd];
         for i in 0..n {
-            let qv = &q[(h * total + start + i) * hd..][..hd];
             let len = past + i + 1;
             let first = window.map_or(0, |w| len.saturating_sub(w));
-            scores.clear();
-            scores.extend((first..len).map(|t| dot(qv, &keys[t * hd..][..hd]) * scale));
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for s in &mut scores {
-                *s = exp(*s - max);
-            }
-            let mut sums = [0f32; 16];
-            let chunks = scores.chunks_exact(16);
-            let tail: f32 = chunks.remainder().iter().sum();
-            for c in chunks {
-                for (a, v) in sums.iter_mut().zip(c) {
-                    *a += v;
+            let seen = len - first;
+            // The group's heads, at most ROW_BLOCK at a time.
+            for h0 in (g * groups..(g + 1) * groups).step_by(ROW_BLOCK) {
+                let mc = ROW_BLOCK.min((g + 1) * groups - h0);
+                for (r, h) in (h0..h0 + mc).enumerate() {
+                    queries[r * hd..(r + 1) * hd].copy_from_slice(&q[(h * total + start + i) * hd..][..hd]);
                 }
-            }
-            let inv = 1.0 / (sums.iter().sum::<f32>() + tail);
-            let o = &mut out[(i * heads + h) * hd..][..hd];
-            for (t, p) in (first..).zip(&scores) {
-                let p = p * inv;
-                for (o, v) in o.iter_mut().zip(&values[t * hd..][..hd]) {
-                    *o += p * v;
+                // scores[t * mc + r] = key t · query r.
+                let s = &mut scores[..seen * mc];
+                rows_dot(
+                    Stored::F32,
+                    bytemuck::cast_slice(&keys[first * hd..len * hd]),
+                    hd,
+                    &queries[..mc * hd],
+                    mc,
+                    s,
+                );
+                for r in 0..mc {
+                    for t in 0..seen {
+                        probs[t] = s[t * mc + r];
+                    }
+                    let o = &mut out[(i * heads + h0 + r) * hd..][..hd];
+                    softmax_weighted_sum(&mut probs[..seen], scale, &values[first * hd..len * hd], o);
                 }
             }
         }
     }
     out
+}
+
+/// `o += Σ_t softmax(scale · scores)_t · values[t]`: one query's probabilities over its `scores.len()` positions
+/// and the weighted sum of their value rows (`values` holds `scores.len()` rows of `o.len()`).
+fn softmax_weighted_sum(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    {
+        use crate::dense::simd::{Level, level};
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
+            softmax_body(scores, scale, values, o);
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
+            softmax_body(scores, scale, values, o);
+        }
+        match level() {
+            // SAFETY: the CPU has the features (detected).
+            Some(Level::Avx512) => return unsafe { avx512(scores, scale, values, o) },
+            // SAFETY: as above.
+            Some(Level::Avx2) => return unsafe { avx2(scores, scale, values, o) },
+            None => {}
+        }
+    }
+    softmax_body(scores, scale, values, o);
+}
+
+/// The body of [`softmax_weighted_sum`], inlined into each instruction-set variant. Plain loops, not iterator
+/// adapters (an adapter's `fold` is a function of its own, compiled without the caller's target features), and
+/// sixteen partial sums (an f32 sum in order cannot be vectorised).
+#[inline(always)]
+fn softmax_body(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
+    let hd = o.len();
+    let mut max = f32::NEG_INFINITY;
+    for s in scores.iter_mut() {
+        *s *= scale;
+        max = max.max(*s);
+    }
+    for s in scores.iter_mut() {
+        *s = exp(*s - max);
+    }
+    let mut acc = [0f32; 16];
+    let main = scores.len() / 16 * 16;
+    let mut t = 0;
+    while t < main {
+        let c = &scores[t..t + 16];
+        for j in 0..16 {
+            acc[j] += c[j];
+        }
+        t += 16;
+    }
+    let mut sum = 0f32;
+    for a in acc {
+        sum += a;
+    }
+    for s in &scores[main..] {
+        sum += s;
+    }
+    let inv = 1.0 / sum;
+    for (t, p) in scores.iter().enumerate() {
+        let p = p * inv;
+        let v = &values[t * hd..(t + 1) * hd];
+        for d in 0..hd {
+            o[d] += p * v[d];
+        }
+    }
 }
 
 /// A loaded decoder-only transformer.
