@@ -168,47 +168,43 @@ impl<'a> Meta<'a> {
             .collect()
     }
 
-    pub(crate) fn int_array_opt(&self, key: &str) -> Result<Option<Vec<i64>>, Error> {
-        const EXPECTED: &str = "an array of integers";
+    /// An array whose items `item` converts (`None`: the item is not what `expected_item` says).
+    fn array_opt<T>(
+        &self,
+        key: &str,
+        expected: &'static str,
+        expected_item: &'static str,
+        item: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Option<Vec<T>>, Error> {
         let Some(v) = self.map.get(key) else { return Ok(None) };
         let Value::Array(items) = v else {
-            return Err(Self::bad(key, EXPECTED, v));
+            return Err(Self::bad(key, expected, v));
         };
         items
             .iter()
             .enumerate()
-            .map(|(i, item)| {
-                as_i64(item).ok_or_else(|| Error::BadKey {
+            .map(|(i, v)| {
+                item(v).ok_or_else(|| Error::BadKey {
                     key: format!("{key}[{i}]"),
-                    expected: "an integer",
-                    found: describe(item),
+                    expected: expected_item,
+                    found: describe(v),
                 })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
 
+    pub(crate) fn int_array_opt(&self, key: &str) -> Result<Option<Vec<i64>>, Error> {
+        self.array_opt(key, "an array of integers", "an integer", as_i64)
+    }
+
     /// An array of numbers (`tokenizer.ggml.scores`), as f64.
     pub(crate) fn f64_array_opt(&self, key: &str) -> Result<Option<Vec<f64>>, Error> {
-        const EXPECTED: &str = "an array of numbers";
-        let Some(v) = self.map.get(key) else { return Ok(None) };
-        let Value::Array(items) = v else {
-            return Err(Self::bad(key, EXPECTED, v));
-        };
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match *item {
-                Value::F32(x) => Ok(f64::from(x)),
-                Value::F64(x) => Ok(x),
-                #[allow(clippy::cast_precision_loss)]
-                _ => as_i64(item).map(|x| x as f64).ok_or_else(|| Error::BadKey {
-                    key: format!("{key}[{i}]"),
-                    expected: "a number",
-                    found: describe(item),
-                }),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        self.array_opt(key, "an array of numbers", "a number", |v| match *v {
+            Value::F32(x) => Some(f64::from(x)),
+            Value::F64(x) => Some(x),
+            #[allow(clippy::cast_precision_loss)]
+            _ => as_i64(v).map(|x| x as f64),
+        })
     }
 }

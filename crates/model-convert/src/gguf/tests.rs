@@ -356,6 +356,21 @@ fn tiny_gguf(opts: TinyOpts) -> Tiny {
     }
 }
 
+/// Every tensor of a GGUF file's bytes, as `content` (read from them) describes it.
+fn read_tensors(bytes: &[u8], content: &gguf_file::Content) -> Vec<(String, QTensor)> {
+    let mut reader = std::io::Cursor::new(bytes);
+    content
+        .tensor_infos
+        .iter()
+        .map(|(k, info)| {
+            let t = info
+                .read(&mut reader, content.tensor_data_offset, &Device::Cpu)
+                .unwrap();
+            (k.clone(), t)
+        })
+        .collect()
+}
+
 fn write_tiny(dir: &Path, opts: TinyOpts) -> (PathBuf, Tiny) {
     let tiny = tiny_gguf(opts);
     let path = dir.join("tiny.gguf");
@@ -645,18 +660,7 @@ fn sentencepiece_vocabularies_tokenize_like_transformers() {
         let bytes = std::fs::read(&gguf).unwrap();
         let mut content = gguf_file::Content::read(&mut std::io::Cursor::new(&bytes)).unwrap();
         edit(&mut content.metadata);
-        let mut reader = std::io::Cursor::new(&bytes);
-        let tensors: Vec<(String, QTensor)> = content
-            .tensor_infos
-            .iter()
-            .map(|(k, info)| {
-                (
-                    k.clone(),
-                    info.read(&mut reader, content.tensor_data_offset, &Device::Cpu)
-                        .unwrap(),
-                )
-            })
-            .collect();
+        let tensors = read_tensors(&bytes, &content);
         let meta: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let path = dir.path().join("edited.gguf");
@@ -829,20 +833,9 @@ fn errors_name_the_missing_key_or_tensor() {
     let tiny = tiny_gguf(TinyOpts::default());
     let mut content = gguf_file::Content::read(&mut std::io::Cursor::new(&tiny.bytes)).unwrap();
     content.tensor_infos.get_mut("blk.1.ffn_up.weight").unwrap().shape = candle_core::Shape::from((HIDDEN, FFN));
-    let meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
+    let meta: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
     let meta: Vec<(&str, Value)> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let mut reader = std::io::Cursor::new(&tiny.bytes);
-    let tensors: Vec<(String, QTensor)> = content
-        .tensor_infos
-        .iter()
-        .map(|(k, info)| {
-            (
-                k.clone(),
-                info.read(&mut reader, content.tensor_data_offset, &Device::Cpu)
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let tensors = read_tensors(&tiny.bytes, &content);
     write(
         meta,
         tensors
