@@ -174,21 +174,27 @@ fn chunked_prefill_beside_running_streams_gives_the_same_text() {
         .iter()
         .map(|p| collect(whole.generate(request(p)).expect("generate")).0)
         .collect();
-    let chunked = load(7);
-    let gens: Vec<Generation> = prompts
-        .iter()
-        .map(|p| chunked.generate(request(p)).expect("generate"))
-        .collect();
-    let got: Vec<(String, usize)> = gens
-        .into_iter()
-        .map(|g| {
-            let (text, _, prompt_tokens, _) = collect(g);
-            (text, prompt_tokens)
-        })
-        .collect();
-    assert!(got.iter().all(|(_, n)| *n > 7), "every prompt needs several chunks");
-    let got: Vec<String> = got.into_iter().map(|(t, _)| t).collect();
-    assert_eq!(got, expected);
+    // Chunks of 7 rows take the direct attention path, chunks of 12 the masked one.
+    for step_tokens in [7, 12] {
+        let chunked = load(step_tokens);
+        let gens: Vec<Generation> = prompts
+            .iter()
+            .map(|p| chunked.generate(request(p)).expect("generate"))
+            .collect();
+        let got: Vec<(String, usize)> = gens
+            .into_iter()
+            .map(|g| {
+                let (text, _, prompt_tokens, _) = collect(g);
+                (text, prompt_tokens)
+            })
+            .collect();
+        assert!(
+            got.iter().all(|(_, n)| *n > 2 * step_tokens),
+            "every prompt needs several chunks"
+        );
+        let got: Vec<String> = got.into_iter().map(|(t, _)| t).collect();
+        assert_eq!(got, expected, "chunks of {step_tokens}");
+    }
 }
 
 #[test]
