@@ -394,7 +394,7 @@ pub(crate) mod simd {
         }
     }
 
-    /// The shared body; the including module defines `LANES`, `load::<D>`, `loadx`, `zero`, `fma`, `prefetch`
+    /// The shared body; the including module defines `LANES`, `REGISTERS`, `load::<D>`, `loadx`, `zero`, `fma`, `prefetch`
     /// and `hsum` for its instruction set, and passes the accumulator shape `(M, R)` per activation-row count.
     macro_rules! kernel {
         ($features:literal, [$(($mc:literal, $r:literal)),*]) => {
@@ -418,24 +418,41 @@ pub(crate) mod simd {
                 let wp = w.as_ptr();
                 let xp = x.as_ptr();
                 let mut i = 0;
+                // Weights first when they fit in registers beside the accumulators: the R rows' values are widened,
+                // then each activation vector is loaded once for all of them, so only the accumulators, R × n weight
+                // vectors and one activation vector are live (the other order, weight row by weight row, kept every
+                // activation vector live across the rows and spilled the AVX-512 q4_0 accumulators to the stack).
+                // With fewer registers (AVX2), or many quantised weight vectors, row by row.
+                let weights_first = R * M + R * n < REGISTERS;
                 while i < main {
-                    // The R rows' values first, then each activation vector is loaded once and used R times at
-                    // once: only the accumulators, R × n weight vectors and one activation vector are live, so
-                    // the accumulators stay in registers (loading the weights per row inside the loop over
-                    // activations kept 16 activation vectors live and spilled every accumulator to the stack).
-                    let mut wv = [[zero(); 4]; R];
-                    for (q, w) in wv.iter_mut().enumerate() {
-                        // SAFETY: row j + q < rows and i + step <= k, so the values are inside `w` and `x`.
-                        *w = unsafe { load::<D>(wp.add((j + q) * rb), i) };
-                        // A hint only: an address past the end is never dereferenced.
-                        prefetch(wp.wrapping_add((j + q + R) * rb + col_bytes::<D>(i)));
-                    }
-                    for v in 0..n {
-                        for r in 0..M {
-                            // SAFETY: r < M rows of x, and i + v * LANES + LANES <= k.
-                            let xv = unsafe { loadx(xp.add(r * k + i + v * LANES)) };
-                            for q in 0..R {
-                                acc[q][r] = fma(wv[q][v], xv, acc[q][r]);
+                    if weights_first {
+                        let mut wv = [[zero(); 4]; R];
+                        for (q, w) in wv.iter_mut().enumerate() {
+                            // SAFETY: row j + q < rows and i + step <= k, so the values are inside `w` and `x`.
+                            *w = unsafe { load::<D>(wp.add((j + q) * rb), i) };
+                            // A hint only: an address past the end is never dereferenced.
+                            prefetch(wp.wrapping_add((j + q + R) * rb + col_bytes::<D>(i)));
+                        }
+                        for v in 0..n {
+                            for r in 0..M {
+                                // SAFETY: r < M rows of x, and i + v * LANES + LANES <= k.
+                                let xv = unsafe { loadx(xp.add(r * k + i + v * LANES)) };
+                                for q in 0..R {
+                                    acc[q][r] = fma(wv[q][v], xv, acc[q][r]);
+                                }
+                            }
+                        }
+                    } else {
+                        for (q, acc) in acc.iter_mut().enumerate() {
+                            // SAFETY: as above.
+                            let wv = unsafe { load::<D>(wp.add((j + q) * rb), i) };
+                            prefetch(wp.wrapping_add((j + q + R) * rb + col_bytes::<D>(i)));
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                for (v, wv) in wv.iter().enumerate().take(n) {
+                                    // SAFETY: as above.
+                                    let xv = unsafe { loadx(xp.add(r * k + i + v * LANES)) };
+                                    *a = fma(*wv, xv, *a);
+                                }
                             }
                         }
                     }
@@ -510,6 +527,8 @@ pub(crate) mod simd {
         use super::{BF16, BLOCK, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
 
         const LANES: usize = 8;
+        /// Vector registers of the instruction set.
+        const REGISTERS: usize = 16;
 
         /// The values from column `i` of the row at `row`, widened: one vector of 8, or for the quantised kinds
         /// the four vectors of the block starting at `i`.
@@ -601,6 +620,8 @@ pub(crate) mod simd {
         use super::{BF16, BLOCK, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
 
         const LANES: usize = 16;
+        /// Vector registers of the instruction set.
+        const REGISTERS: usize = 32;
 
         /// The values from column `i` of the row at `row`, widened: one vector of 16, or for the quantised kinds
         /// the two vectors of the block starting at `i`.
