@@ -361,8 +361,23 @@ pub(crate) mod simd {
         Avx2,
     }
 
+    /// Tests run every kernel variant this CPU has, narrower ones included: 0 = the detected level, 1 = AVX2 at
+    /// most, 2 = no SIMD. Only ever narrows, so a forced level is always one the CPU runs.
+    #[cfg(test)]
+    pub(crate) static NARROW: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
     /// The widest instruction set of this CPU that the kernels use (detected once).
     pub(crate) fn level() -> Option<Level> {
+        #[cfg(test)]
+        match (NARROW.load(std::sync::atomic::Ordering::Relaxed), detected()) {
+            (1, Some(_)) => return Some(Level::Avx2),
+            (2, _) => return None,
+            _ => {}
+        }
+        detected()
+    }
+
+    fn detected() -> Option<Level> {
         static LEVEL: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
         *LEVEL.get_or_init(|| {
             let avx2 = std::is_x86_feature_detected!("avx2")
@@ -726,6 +741,19 @@ mod tests {
 
     #[test]
     fn the_kernel_equals_the_plain_product_for_every_dtype_width_and_row_count() {
+        // Every variant: the detected one, AVX2 (what machines without AVX-512 run), no SIMD.
+        #[cfg(target_arch = "x86_64")]
+        for narrow in [0, 1, 2] {
+            simd::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
+            kernel_equals_the_plain_product();
+        }
+        #[cfg(target_arch = "x86_64")]
+        simd::NARROW.store(0, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(target_arch = "x86_64"))]
+        kernel_equals_the_plain_product();
+    }
+
+    fn kernel_equals_the_plain_product() {
         let mut seed = 7u32;
         let mut rand = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);

@@ -298,6 +298,19 @@ fn sliding_windows_follow_each_familys_rule() {
 /// the logits of one full pass, with and without a sliding window.
 #[test]
 fn prefill_in_chunks_matches_one_full_pass() {
+    // Every kernel variant this CPU runs (the detected one, AVX2, no SIMD).
+    #[cfg(target_arch = "x86_64")]
+    for narrow in [0, 1, 2] {
+        crate::dense::simd::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
+        chunked_prefill_matches_one_full_pass();
+    }
+    #[cfg(target_arch = "x86_64")]
+    crate::dense::simd::NARROW.store(0, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    chunked_prefill_matches_one_full_pass();
+}
+
+fn chunked_prefill_matches_one_full_pass() {
     for window in [None, Some(6)] {
         let dir = tiny(Family::Mistral);
         edit_config(dir.path(), |v| v["sliding_window"] = serde_json::json!(window));
@@ -306,8 +319,19 @@ fn prefill_in_chunks_matches_one_full_pass() {
         let full = m.forward_all(&ids, &mut m.new_cache()).expect("full");
         let mut c = m.new_cache();
         m.forward_all(&ids[..15], &mut c).expect("chunk 1");
-        let second = m.forward_all(&ids[15..], &mut c).expect("chunk 2");
-        let d = max_abs_diff(&second, &full.i(15..).expect("rows"));
+        let second = m.forward_all(&ids[15..35], &mut c).expect("chunk 2");
+        let d = max_abs_diff(&second, &full.i(15..35).expect("rows"));
         assert!(d < 1e-4, "window {window:?}: {d}");
+        // Then decode steps (the direct attention path).
+        for (i, &t) in ids.iter().enumerate().skip(35) {
+            let step = m
+                .forward_last(&mut [SeqInput {
+                    tokens: &[t],
+                    cache: &mut c,
+                }])
+                .expect("step");
+            let d = max_abs_diff(&step.i(0).expect("row"), &full.i(i).expect("row"));
+            assert!(d < 1e-4, "window {window:?}, step {i}: {d}");
+        }
     }
 }
