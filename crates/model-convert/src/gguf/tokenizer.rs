@@ -93,8 +93,8 @@ impl PreKind {
 /// Which tokenizer model the GGUF describes (`tokenizer.ggml.model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ModelKind {
-    /// `gpt2`: byte-level BPE with merges.
-    ByteLevel,
+    /// `gpt2`: byte-level BPE with merges, text split by `tokenizer.ggml.pre`'s rule.
+    ByteLevel(PreKind),
     /// `llama`: sentencepiece BPE (Llama 2, Mistral, CodeLlama, ...): `▁` for spaces, byte-fallback tokens, merges
     /// recovered from the scores when the file has none.
     SentencePiece,
@@ -107,7 +107,6 @@ pub(crate) struct GgufVocab {
     token_types: Vec<i64>,
     merges: Vec<(String, String)>,
     kind: ModelKind,
-    pre: PreKind,
     pub(crate) bos: Option<u32>,
     pub(crate) eos: Option<u32>,
     pub(crate) unk: Option<u32>,
@@ -123,7 +122,8 @@ impl GgufVocab {
     pub(crate) fn read(meta: &Meta<'_>) -> Result<GgufVocab, Error> {
         let model = meta.str("tokenizer.ggml.model")?;
         let kind = match model {
-            "gpt2" => ModelKind::ByteLevel,
+            "gpt2" => ModelKind::ByteLevel(PreKind::from_gguf(meta.str_opt("tokenizer.ggml.pre")?)?),
+            // Sentencepiece has no split regex (`pre` is `default` or absent).
             "llama" => ModelKind::SentencePiece,
             other => {
                 return Err(Error::UnsupportedTokenizer {
@@ -132,11 +132,6 @@ impl GgufVocab {
                     expected: "gpt2 (byte-level BPE) or llama (sentencepiece BPE)",
                 });
             }
-        };
-        let pre = match kind {
-            ModelKind::ByteLevel => PreKind::from_gguf(meta.str_opt("tokenizer.ggml.pre")?)?,
-            // Sentencepiece has no split regex: `pre` is `default` or absent.
-            ModelKind::SentencePiece => PreKind::Gpt2,
         };
         let tokens: Vec<String> = meta
             .str_array("tokenizer.ggml.tokens")?
@@ -220,7 +215,6 @@ impl GgufVocab {
             token_types,
             merges,
             kind,
-            pre,
         })
     }
 
@@ -263,15 +257,21 @@ impl GgufVocab {
             }
         }
         let spm = self.kind == ModelKind::SentencePiece;
+        // Meta's Llama 3 file skips merges for whole-vocabulary words.
+        let ignore_merges = self.kind == ModelKind::ByteLevel(PreKind::Llama3);
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, self.merges.clone())
-            .ignore_merges(self.pre == PreKind::Llama3 && !spm)
+            .ignore_merges(ignore_merges)
             .fuse_unk(spm)
             .byte_fallback(spm)
             .build()
             .map_err(|e| err("BPE model from tokenizer.ggml.tokens and tokenizer.ggml.merges", e))?;
         let mut tok = Tokenizer::new(bpe);
-        let byte_level_post: Option<PostProcessorWrapper> = if spm {
+        let byte_level_post: Option<PostProcessorWrapper> = if let ModelKind::ByteLevel(pre) = self.kind {
+            tok.with_pre_tokenizer(Some(pre.pre_tokenizer()?));
+            tok.with_decoder(Some(ByteLevelDecoder::default()));
+            Some(ByteLevel::new(true, false, true).into())
+        } else {
             // transformers' LlamaTokenizer: `▁` for spaces and one before the text, bytes for unknown characters;
             // decoding undoes both.
             tok.with_pre_tokenizer(Some(Metaspace::new('▁', PrependScheme::First, false)));
@@ -284,10 +284,6 @@ impl GgufVocab {
             ];
             tok.with_decoder(Some(DecoderSequence::new(decoders)));
             None
-        } else {
-            tok.with_pre_tokenizer(Some(self.pre.pre_tokenizer()?));
-            tok.with_decoder(Some(ByteLevelDecoder::default()));
-            Some(ByteLevel::new(true, false, true).into())
         };
         let post = match (self.add_bos, self.token(self.bos)) {
             (true, Some(bos)) => {
@@ -352,7 +348,7 @@ impl GgufVocab {
         let mut c = Map::new();
         c.insert("add_bos_token".into(), json!(self.add_bos));
         c.insert("add_eos_token".into(), json!(self.add_eos));
-        if self.kind == ModelKind::ByteLevel {
+        if matches!(self.kind, ModelKind::ByteLevel(_)) {
             // For LlamaTokenizerFast this key would force a conversion from a sentencepiece file we do not have.
             c.insert("add_prefix_space".into(), json!(false));
         }
@@ -378,10 +374,10 @@ impl GgufVocab {
         if let Some(pad) = self.token(self.pad) {
             c.insert("pad_token".into(), json!(pad));
         }
-        let class = match (self.kind, self.pre) {
-            (ModelKind::SentencePiece, _) => "LlamaTokenizer",
-            (_, PreKind::Gpt2 | PreKind::SmolLm) => "GPT2Tokenizer",
-            (_, PreKind::Llama3 | PreKind::Qwen2) => "PreTrainedTokenizerFast",
+        let class = match self.kind {
+            ModelKind::SentencePiece => "LlamaTokenizer",
+            ModelKind::ByteLevel(PreKind::Gpt2 | PreKind::SmolLm) => "GPT2Tokenizer",
+            ModelKind::ByteLevel(PreKind::Llama3 | PreKind::Qwen2) => "PreTrainedTokenizerFast",
         };
         c.insert("tokenizer_class".into(), json!(class));
         if let Some(unk) = self.token(self.unk) {
@@ -407,24 +403,21 @@ fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Merges {
         }
         score.insert(t, scores[i]);
     }
-    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    // (left, right, sort key: the merged token's score and the halves' lengths in characters, as Python counts).
+    let mut merges: Vec<(&str, &str, (f64, usize, usize))> = Vec::new();
     for t in order {
         let start = merges.len();
-        for (at, _) in t.char_indices().skip(1) {
+        let total = t.chars().count();
+        for (chars, (at, _)) in t.char_indices().enumerate().skip(1) {
             let (l, r) = t.split_at(at);
             if id.contains_key(l) && id.contains_key(r) {
-                merges.push((l, r, score[t]));
+                merges.push((l, r, (score[t], chars, total - chars)));
             }
         }
         merges[start..].sort_by_key(|(l, r, _)| (id[l], id[r]));
     }
     // Python's stable `sorted(..., reverse=True)`: descending keys, equal keys in their first order.
-    let chars = |s: &str| s.chars().count();
-    merges.sort_by(|a, b| {
-        (b.2, chars(b.0), chars(b.1))
-            .partial_cmp(&(a.2, chars(a.0), chars(a.1)))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    merges.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal));
     merges
         .into_iter()
         .map(|(l, r, _)| (l.to_owned(), r.to_owned()))
