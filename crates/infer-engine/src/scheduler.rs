@@ -28,9 +28,7 @@ pub(crate) struct Seq {
     cache: KvCache,
     /// Tokens still to feed (the rest of the prompt, then the last sampled token).
     pending: Vec<u32>,
-    /// Whether the whole prompt is in the cache (the sequence samples a token every step).
-    pub(crate) decoding: bool,
-    completion: Vec<u32>,
+    pub(crate) completion: Vec<u32>,
     prompt_tokens: usize,
     max_tokens: usize,
     sampler: Sampler,
@@ -78,6 +76,13 @@ pub(crate) fn tests_seq(inner: &Inner, tokens: Vec<u32>, events: UnboundedSender
     .expect("max_tokens > 0")
 }
 
+impl Seq {
+    /// Whether the whole prompt is in the cache: the sequence has sampled, and feeds its last token every step.
+    fn decoding(&self) -> bool {
+        !self.completion.is_empty()
+    }
+}
+
 fn admit(inner: &Inner, job: Job) -> Option<Seq> {
     let prompt_tokens = job.tokens.len();
     if job.req.max_tokens == 0 {
@@ -92,7 +97,6 @@ fn admit(inner: &Inner, job: Job) -> Option<Seq> {
         events: job.events,
         cache: inner.model.new_cache(),
         pending: job.tokens,
-        decoding: false,
         completion: Vec::new(),
         prompt_tokens,
         max_tokens: job.req.max_tokens,
@@ -106,12 +110,12 @@ fn admit(inner: &Inner, job: Job) -> Option<Seq> {
 /// order of arrival, each as much as the rest of the budget allows (at least one prompt token a step, so that
 /// prompts move on even when decoding sequences fill the budget).
 pub(crate) fn plan(active: &[Seq], step_tokens: usize) -> Vec<usize> {
-    let decoding = active.iter().filter(|s| s.decoding).count();
+    let decoding = active.iter().filter(|s| s.decoding()).count();
     let mut budget = step_tokens.saturating_sub(decoding).max(1);
     active
         .iter()
         .map(|s| {
-            if s.decoding {
+            if s.decoding() {
                 return s.pending.len();
             }
             let n = s.pending.len().min(budget);
@@ -186,7 +190,6 @@ fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize, step_tokens: usiz
                 keep.push(s);
                 continue;
             }
-            s.decoding = true;
             if step(&inner, &mut s, &mut row) {
                 keep.push(s);
             }

@@ -204,7 +204,9 @@ fn a_step_feeds_decoding_streams_first_then_prompts_within_the_budget() {
     let seq = |tokens: usize, decoding: bool| {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let mut s = crate::scheduler::tests_seq(&engine.inner, vec![1; tokens], tx);
-        s.decoding = decoding;
+        if decoding {
+            s.completion.push(1);
+        }
         s
     };
     let active = vec![
