@@ -8,7 +8,8 @@
 //! at a time in registers (exact: bf16 and f16 are subsets of f32) and multiplies them with up to eight activation rows.
 //! The weights are never copied: resident memory is the weight bytes. Quantised blocks are widened the same way
 //! (candle's own Q8_0/Q4_0 kernels quantise the activations too and run one activation row at a time, so eight
-//! rows cost eight passes over the weights).
+//! rows cost eight passes over the weights). On CPUs with Intel AMX, quantised blocks against several activation rows
+//! are multiplied in bf16 matrix tiles instead (`simd::amx`).
 
 use std::sync::Arc;
 
@@ -229,40 +230,86 @@ impl DenseWeight {
     }
 
     /// `x·Wᵀ` for `x` of `m` rows of `cols` values: returns `m` rows of `rows()` values.
+    ///
+    /// Quantised weights against several activation rows use the CPU's matrix tiles where it has them (Intel AMX,
+    /// see `simd::amx`): the weights are widened once per pass, as always, but the products cost next to nothing.
     pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.rows(), self.cols);
         assert_eq!(x.len(), m * k, "activations are not {m} rows of {k}");
+        #[cfg(target_arch = "x86_64")]
+        let tiles = m > 1 && self.stored.is_quantised() && simd::amx::usable();
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiles = false;
+        // Activation rows per pass over the weights, and weight rows that tasks are made of a multiple of.
+        #[cfg(target_arch = "x86_64")]
+        let (row_block, row_align) = if tiles {
+            (simd::amx::ROWS, simd::amx::TILE_ROWS)
+        } else {
+            (ROW_BLOCK, 1)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (row_block, row_align) = (ROW_BLOCK, 1);
         let mut y = vec![0f32; m * n];
         let threads = rayon::current_num_threads();
         // Tasks of whole rows, a few per thread so an unevenly scheduled thread does not hold up the step.
-        let task_rows = n.div_ceil(threads * 4).max(16);
+        let task_rows = n.div_ceil(threads * 4).max(16).next_multiple_of(row_align);
         let rb = self.row_bytes();
-        let mut yt = if m == 1 { Vec::new() } else { vec![0f32; n * ROW_BLOCK] };
-        for r0 in (0..m).step_by(ROW_BLOCK) {
-            let mc = ROW_BLOCK.min(m - r0);
+        let tasks: Vec<&[u8]> = self
+            .segments
+            .iter()
+            .flat_map(|s| self.segment_bytes(s).chunks(task_rows * rb))
+            .collect();
+        let stored = self.stored;
+        // Run from a worker of a rayon pool (the engine's scheduler is one), this thread starts on the tasks at
+        // once and idle workers steal the rest; a busy machine slows the product down but never stalls it.
+        if m == 1 {
+            let outs = tasks.iter().scan(&mut y[..], |rest, w| {
+                let (mine, tail) = std::mem::take(rest).split_at_mut(w.len() / rb);
+                *rest = tail;
+                Some(mine)
+            });
+            let jobs: Vec<(&[u8], &mut [f32])> = tasks.iter().copied().zip(outs).collect();
+            jobs.into_par_iter().for_each(|(w, o)| rows_dot(stored, w, k, x, 1, o));
+            return y;
+        }
+        for (r0, ys) in (0..m).step_by(row_block).zip(y.chunks_mut(row_block * n)) {
+            let mc = row_block.min(m - r0);
             let xs = &x[r0 * k..(r0 + mc) * k];
-            // Output for this block transposed, `[n, mc]`, so every task writes one contiguous range.
-            let out: &mut [f32] = if m == 1 { &mut y } else { &mut yt[..n * mc] };
-            let mut jobs: Vec<(&[u8], &mut [f32])> = Vec::new();
-            let mut rest = out;
-            for s in &self.segments {
-                let (mine, tail) = rest.split_at_mut(s.rows * mc);
-                rest = tail;
-                let w = self.segment_bytes(s);
-                jobs.extend(w.chunks(task_rows * rb).zip(mine.chunks_mut(task_rows * mc)));
-            }
-            let stored = self.stored;
-            // Run from a worker of a rayon pool (the engine's scheduler is one), this thread starts on the jobs at
-            // once and idle workers steal the rest; a busy machine slows the product down but never stalls it.
-            jobs.into_par_iter()
-                .for_each(|(w, o)| rows_dot(stored, w, k, xs, mc, o));
-            if m > 1 {
-                for (j, v) in yt[..n * mc].chunks_exact(mc).enumerate() {
-                    for (r, &val) in v.iter().enumerate() {
-                        y[(r0 + r) * n + j] = val;
-                    }
+            // The activations as the tiles take them (bf16 pairs), made once per pass.
+            #[cfg(target_arch = "x86_64")]
+            let packed = if tiles { simd::amx::pack(xs, k, mc) } else { Vec::new() };
+            // Each task fills its rows' range in every one of the `mc` output rows.
+            let mut jobs: Vec<(&[u8], Vec<&mut [f32]>)> = tasks.iter().map(|w| (*w, Vec::with_capacity(mc))).collect();
+            for row in ys.chunks_mut(n) {
+                let mut rest = row;
+                for (w, cols) in &mut jobs {
+                    let (mine, tail) = rest.split_at_mut(w.len() / rb);
+                    cols.push(mine);
+                    rest = tail;
                 }
             }
+            jobs.into_par_iter().for_each(|(w, mut cols)| {
+                #[cfg(target_arch = "x86_64")]
+                if tiles {
+                    // SAFETY: `usable` checked the CPU and the kernel's permission; `w` holds whole rows of `k`
+                    // values (a multiple of BLOCK, as for every quantised matrix), one per value of each of the
+                    // `mc` slices, and `packed` the `mc` rows of `xs`.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        simd::amx::rows_dot(stored, w, k, &packed, &mut cols)
+                    };
+                    return;
+                }
+                // The vector kernels write `[rows, mc]`: a weight row's products with every activation row side by
+                // side; copied into the output rows while still in cache.
+                let mut o = vec![0f32; w.len() / rb * mc];
+                rows_dot(stored, w, k, xs, mc, &mut o);
+                for (j, v) in o.chunks_exact(mc).enumerate() {
+                    for (col, &v) in cols.iter_mut().zip(v) {
+                        col[j] = v;
+                    }
+                }
+            });
         }
         y
     }
@@ -361,17 +408,44 @@ pub(crate) mod simd {
         Avx2,
     }
 
-    /// Tests run every kernel variant this CPU has, narrower ones included: 0 = the detected level, 1 = AVX2 at
-    /// most, 2 = no SIMD. Only ever narrows, so a forced level is always one the CPU runs.
+    /// Tests run every kernel variant this CPU has, narrower ones included: 0 = all it has (AMX tiles too), 1 = the
+    /// vector kernels only, 2 = AVX2 at most, 3 = no SIMD. Only ever narrows, so a forced level is one the CPU runs.
     #[cfg(test)]
-    pub(crate) static NARROW: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    static NARROW: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+    /// Whether the tests allow the AMX tiles now.
+    fn tiles_allowed() -> bool {
+        #[cfg(test)]
+        return NARROW.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        #[cfg(not(test))]
+        true
+    }
+
+    /// Runs `check` once per kernel variant this CPU has: everything it has, the vector kernels without AMX,
+    /// AVX2 (what machines without AVX-512 run) and no SIMD. Tests that narrow the level take turns, so each pass runs the variant it names.
+    #[cfg(test)]
+    pub(crate) fn for_each_level(check: impl Fn()) {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                NARROW.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _reset = Reset;
+        for narrow in [0, 1, 2, 3] {
+            NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
+            check();
+        }
+    }
 
     /// The widest instruction set of this CPU that the kernels use (detected once).
     pub(crate) fn level() -> Option<Level> {
         #[cfg(test)]
         match (NARROW.load(std::sync::atomic::Ordering::Relaxed), detected()) {
-            (1, Some(_)) => return Some(Level::Avx2),
-            (2, _) => return None,
+            (2, Some(_)) => return Some(Level::Avx2),
+            (3, _) => return None,
             _ => {}
         }
         detected()
@@ -642,7 +716,7 @@ pub(crate) mod simd {
         /// the two vectors of the block starting at `i`.
         #[inline]
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-        unsafe fn load<const D: u8>(row: *const u8, i: usize) -> [__m512; 4] {
+        pub(super) unsafe fn load<const D: u8>(row: *const u8, i: usize) -> [__m512; 4] {
             // SAFETY: the caller guarantees the columns are inside the row; unaligned loads.
             unsafe {
                 let p = row.add(col_bytes::<D>(i));
@@ -715,6 +789,297 @@ pub(crate) mod simd {
             [(1, 8), (2, 8), (3, 6), (4, 4), (5, 4), (6, 3), (7, 3), (8, 3)]
         );
     }
+
+    /// Intel AMX (Sapphire Rapids and later Xeons): the quantised kinds against several activation rows as bf16 tile
+    /// products. A pass widens 16 weight rows one quantised block at a time into a 16 × 32 bf16 tile (the AVX-512
+    /// widening, then rounded to bf16) and multiplies it with the activations' 32 columns for up to 16 rows in one
+    /// `tdpbf16ps` (8192 multiply-adds), accumulating in f32. The vector kernels spend most of an 8-row pass on
+    /// those multiply-adds; here the widening is nearly all that is left.
+    ///
+    /// The weights and activations are rounded to bf16 (8 significant bits) in the product: the error that adds is
+    /// far below the quantisation's own (Q8_0 keeps 8 bits per block, Q4_0 4), and llama.cpp rounds activations
+    /// harder still (to 8-bit blocks). Full precision never comes here: it stays exact.
+    ///
+    /// Hand-rolled: no library has AMX kernels for these blocks, and Rust's AMX intrinsics are not stable, so the
+    /// five tile instructions are written as inline assembly.
+    pub(crate) mod amx {
+        use std::arch::asm;
+        use std::arch::x86_64::*;
+
+        use super::{BLOCK, Q4_0, Q8_0, Stored, avx512};
+
+        /// Activation rows per tile product (a B tile row holds 16 bf16 pairs, one per activation row).
+        pub(crate) const ROWS: usize = 16;
+        /// Weight rows per tile (the A tile's 16 rows of 32 bf16).
+        pub(crate) const TILE_ROWS: usize = 16;
+
+        /// Linux's `arch_prctl` request for an extended state component, and AMX's tile data component.
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+
+        /// Whether this CPU has AMX with bf16 and the kernel lets this process use it (asked once: Linux hands the
+        /// 8 KiB of tile state to a process only on request).
+        pub(crate) fn available() -> bool {
+            static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            *OK.get_or_init(|| {
+                // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+                let leaf = __cpuid_count(7, 0);
+                let cpu = leaf.edx >> 22 & 1 == 1
+                    && leaf.edx >> 24 & 1 == 1
+                    && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bf16")
+                    && std::is_x86_feature_detected!("f16c");
+                // SAFETY: a plain system call with integer arguments; it changes only what this process may use.
+                cpu && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
+            })
+        }
+
+        /// Whether the matrix products may use the tiles now.
+        pub(crate) fn usable() -> bool {
+            super::tiles_allowed() && available()
+        }
+
+        /// `mc` activation rows of `k` values (a multiple of 32) as B tiles: for each 32 columns, 16 rows of `mc`
+        /// bf16 pairs (columns 2r and 2r + 1 of every activation row, the pairing `tdpbf16ps` multiplies).
+        pub(crate) fn pack(x: &[f32], k: usize, mc: usize) -> Vec<u32> {
+            assert!(x.len() == mc * k && k.is_multiple_of(BLOCK) && available());
+            let mut out = vec![0u32; k / 2 * mc];
+            // SAFETY: `available` checked the features; the loads are inside `x`.
+            unsafe { pack_rows(x, k, mc, &mut out) };
+            out
+        }
+
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        unsafe fn pack_rows(x: &[f32], k: usize, mc: usize, out: &mut [u32]) {
+            for (row, xs) in x.chunks_exact(k).enumerate() {
+                for (c, block) in xs.chunks_exact(BLOCK).enumerate() {
+                    // SAFETY: a block is 32 values; the two loads read 16 each.
+                    let pairs: [u32; BLOCK / 2] = unsafe {
+                        let lo = _mm512_loadu_ps(block.as_ptr());
+                        let hi = _mm512_loadu_ps(block.as_ptr().add(16));
+                        std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo))
+                    };
+                    for (r, p) in pairs.into_iter().enumerate() {
+                        out[(c * BLOCK / 2 + r) * mc + row] = p;
+                    }
+                }
+            }
+        }
+
+        /// The tile shapes: tmm0–tmm3 = C (16 weight rows × `mc` f32 each), tmm4 and tmm5 = A (16 weight rows ×
+        /// 32 bf16), tmm6 = B (16 column pairs × `mc` bf16 pairs). The layout is the architecture's (palette 1).
+        #[repr(C, align(64))]
+        struct Config {
+            palette: u8,
+            start_row: u8,
+            reserved: [u8; 14],
+            colsb: [u16; 16],
+            rows: [u8; 16],
+        }
+
+        impl Config {
+            fn new(mc: usize) -> Config {
+                let mut c = Config {
+                    palette: 1,
+                    start_row: 0,
+                    reserved: [0; 14],
+                    colsb: [0; 16],
+                    rows: [0; 16],
+                };
+                let pairs = (4 * mc) as u16;
+                for t in 0..GROUPS {
+                    (c.rows[t], c.colsb[t]) = (TILE_ROWS as u8, pairs);
+                }
+                for t in [4, 5] {
+                    (c.rows[t], c.colsb[t]) = (TILE_ROWS as u8, (2 * BLOCK) as u16);
+                }
+                (c.rows[6], c.colsb[6]) = ((BLOCK / 2) as u8, pairs);
+                c
+            }
+        }
+
+        /// A 16 × 32 bf16 tile in memory.
+        #[repr(C, align(64))]
+        struct Tile([u16; TILE_ROWS * BLOCK]);
+
+        /// `cols[r][j] = dot(w row j, x row r)` for the `cols[0].len()` rows of `w`, `x` packed by [`pack`].
+        ///
+        /// # Safety
+        /// [`usable`] is true; `w` holds `cols[0].len()` rows of `k` values of `stored` (quantised, `k` a multiple
+        /// of 32), every slice of `cols` has that length, and `xb` is `pack` of `cols.len()` rows (1 to 16) of `k`
+        /// values.
+        pub(crate) unsafe fn rows_dot(stored: Stored, w: &[u8], k: usize, xb: &[u32], cols: &mut [&mut [f32]]) {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match stored {
+                    Stored::Q8_0 => products::<Q8_0>(stored, w, k, xb, cols),
+                    _ => products::<Q4_0>(stored, w, k, xb, cols),
+                }
+            }
+        }
+
+        /// Weight-row tiles multiplied per load of an activation tile (C tiles tmm0–tmm3).
+        const GROUPS: usize = 4;
+
+        /// Rows `[j, j + n)` (n ≤ 16) of `w`, block `b`, widened and rounded to bf16 into `a` (rows past `n` keep
+        /// stale values: they only reach rows of C that are never copied out).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bf16,avx2,fma,f16c")]
+        unsafe fn widen<const D: u8>(w: *const u8, rb: usize, j: usize, n: usize, b: usize, a: &mut Tile) {
+            for q in 0..n {
+                let row = w.wrapping_add((j + q) * rb);
+                // The rows are read a block at a time, each from its own line: ask for the line after the next
+                // block's ahead of time (a hint only; never dereferenced past the end).
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add((b + 4) * D_BYTES[D as usize]).cast());
+                // SAFETY: the caller guarantees rows j..j + n exist and block b is inside them.
+                let v = unsafe { avx512::load::<D>(row, b * BLOCK) };
+                // SAFETY: two 64-byte vectors of the same size; the store is to an aligned row of `a`.
+                unsafe {
+                    let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(v[1], v[0]));
+                    _mm512_store_si512(a.0.as_mut_ptr().add(q * BLOCK).cast(), bf);
+                }
+            }
+        }
+
+        /// Bytes of a block, by kind (only the quantised entries are used).
+        const D_BYTES: [usize; 5] = [0, 0, 0, super::Q8_0_BYTES, super::Q4_0_BYTES];
+
+        /// Copies `n` rows of a C tile stored at `c` (row stride `mc`) into rows `[j, j + n)` of the output rows.
+        #[inline]
+        fn scatter(c: &[f32], n: usize, j: usize, cols: &mut [&mut [f32]]) {
+            let mc = cols.len();
+            for (r, col) in cols.iter_mut().enumerate() {
+                for (q, v) in col[j..j + n].iter_mut().enumerate() {
+                    *v = c[q * mc + r];
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bf16,avx2,fma,f16c")]
+        unsafe fn products<const D: u8>(stored: Stored, w: &[u8], k: usize, xb: &[u32], cols: &mut [&mut [f32]]) {
+            let mc = cols.len();
+            let rows = cols.first().map_or(0, |c| c.len());
+            let rb = stored.row_bytes(k);
+            debug_assert!(
+                stored.is_quantised()
+                    && (1..=ROWS).contains(&mc)
+                    && w.len() == rows * rb
+                    && xb.len() == k / 2 * mc
+                    && cols.iter().all(|c| c.len() == rows)
+            );
+            let config = Config::new(mc);
+            let mut a = [const { Tile([0; TILE_ROWS * BLOCK]) }; GROUPS];
+            let mut c = [0f32; GROUPS * TILE_ROWS * ROWS];
+            let (sa, sx) = (2 * BLOCK, 4 * mc);
+            let wp = w.as_ptr();
+            let cp = c.as_mut_ptr();
+            let tile = TILE_ROWS * mc;
+            // SAFETY: the configuration is a valid palette-1 layout; every tile load and store below stays inside
+            // `a`, `xb` or `c` (rows × bytes per row as configured, at the strides given), and the rows widened
+            // are rows of `w`.
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+                let mut j = 0;
+                // Four tiles of weight rows against each activation tile: the activations are loaded once for all
+                // four, and four independent accumulations keep the tile unit busy while the next blocks widen.
+                while rows - j >= GROUPS * TILE_ROWS {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                    for b in 0..k / BLOCK {
+                        for (g, a) in a.iter_mut().enumerate() {
+                            widen::<D>(wp, rb, j + g * TILE_ROWS, TILE_ROWS, b, a);
+                        }
+                        asm!(
+                            "tileloadd tmm6, [{x} + {sx} * 1]",
+                            "tileloadd tmm4, [{a0} + {sa} * 1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tileloadd tmm5, [{a1} + {sa} * 1]",
+                            "tdpbf16ps tmm1, tmm5, tmm6",
+                            "tileloadd tmm4, [{a2} + {sa} * 1]",
+                            "tdpbf16ps tmm2, tmm4, tmm6",
+                            "tileloadd tmm5, [{a3} + {sa} * 1]",
+                            "tdpbf16ps tmm3, tmm5, tmm6",
+                            x = in(reg) xb.as_ptr().add(b * BLOCK / 2 * mc),
+                            sx = in(reg) sx,
+                            a0 = in(reg) a[0].0.as_ptr(),
+                            a1 = in(reg) a[1].0.as_ptr(),
+                            a2 = in(reg) a[2].0.as_ptr(),
+                            a3 = in(reg) a[3].0.as_ptr(),
+                            sa = in(reg) sa,
+                            options(nostack, readonly),
+                        );
+                    }
+                    asm!(
+                        "tilestored [{o0} + {s} * 1], tmm0",
+                        "tilestored [{o1} + {s} * 1], tmm1",
+                        "tilestored [{o2} + {s} * 1], tmm2",
+                        "tilestored [{o3} + {s} * 1], tmm3",
+                        o0 = in(reg) cp,
+                        o1 = in(reg) cp.add(tile),
+                        o2 = in(reg) cp.add(2 * tile),
+                        o3 = in(reg) cp.add(3 * tile),
+                        s = in(reg) sx,
+                        options(nostack),
+                    );
+                    for g in 0..GROUPS {
+                        scatter(&c[g * tile..], TILE_ROWS, j + g * TILE_ROWS, cols);
+                    }
+                    j += GROUPS * TILE_ROWS;
+                }
+                // The rest, a tile of up to 16 rows at a time.
+                while j < rows {
+                    let n = TILE_ROWS.min(rows - j);
+                    asm!("tilezero tmm0", options(nostack, nomem));
+                    for b in 0..k / BLOCK {
+                        widen::<D>(wp, rb, j, n, b, &mut a[0]);
+                        asm!(
+                            "tileloadd tmm6, [{x} + {sx} * 1]",
+                            "tileloadd tmm4, [{a} + {sa} * 1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            x = in(reg) xb.as_ptr().add(b * BLOCK / 2 * mc),
+                            sx = in(reg) sx,
+                            a = in(reg) a[0].0.as_ptr(),
+                            sa = in(reg) sa,
+                            options(nostack, readonly),
+                        );
+                    }
+                    asm!(
+                        "tilestored [{o} + {s} * 1], tmm0",
+                        o = in(reg) cp,
+                        s = in(reg) sx,
+                        options(nostack),
+                    );
+                    scatter(&c, n, j, cols);
+                    j += n;
+                }
+                asm!("tilerelease", options(nostack, nomem));
+            }
+        }
+    }
+}
+
+/// Whether this CPU can multiply quantised blocks in AMX tiles (bf16 products; tests that compare a batched
+/// product with a one-row one allow for the rounding).
+#[cfg(test)]
+pub(crate) fn tiles_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd::amx::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Runs `check` under every kernel variant this CPU has (see `simd::for_each_level`); once where there is no SIMD.
+#[cfg(test)]
+pub(crate) fn for_each_kernel(check: impl Fn()) {
+    #[cfg(target_arch = "x86_64")]
+    simd::for_each_level(check);
+    #[cfg(not(target_arch = "x86_64"))]
+    check();
 }
 
 #[cfg(test)]
@@ -741,16 +1106,7 @@ mod tests {
 
     #[test]
     fn the_kernel_equals_the_plain_product_for_every_dtype_width_and_row_count() {
-        // Every variant: the detected one, AVX2 (what machines without AVX-512 run), no SIMD.
-        #[cfg(target_arch = "x86_64")]
-        for narrow in [0, 1, 2] {
-            simd::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
-            kernel_equals_the_plain_product();
-        }
-        #[cfg(target_arch = "x86_64")]
-        simd::NARROW.store(0, std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(target_arch = "x86_64"))]
-        kernel_equals_the_plain_product();
+        for_each_kernel(kernel_equals_the_plain_product);
     }
 
     fn kernel_equals_the_plain_product() {
@@ -788,16 +1144,30 @@ mod tests {
                         "{stored:?}"
                     );
                 }
-                for m in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 17] {
+                for m in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17] {
                     let x: Vec<f32> = (0..m * k).map(|_| rand()).collect();
                     let y = dw.matmul_t(&x, m);
+                    // AMX tiles round both factors to bf16 (2^-9 relative each): each product is then within
+                    // 2^-8 of its own size, so the sum within 2^-8 of the sum of their sizes (a wrong pairing of
+                    // columns or rows is off by the order of the whole sum).
+                    #[cfg(target_arch = "x86_64")]
+                    let tiles = quantised && m > 1 && simd::amx::usable();
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let tiles = false;
                     for r in 0..m {
                         for j in 0..n {
-                            let want: f32 = (0..k).map(|i| wide[j * k + i] * x[r * k + i]).sum();
+                            let products = (0..k).map(|i| wide[j * k + i] * x[r * k + i]);
+                            let want: f32 = products.clone().sum();
+                            let size: f32 = products.map(f32::abs).sum();
+                            let bound = if tiles {
+                                size / 256.0 + 1e-4
+                            } else {
+                                1e-4 * (1.0 + want.abs())
+                            };
                             let got = y[r * n + j];
                             assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{stored:?} n={n} k={k} m={m} r={r} j={j}: {got} vs {want}"
+                                (got - want).abs() <= bound,
+                                "{stored:?} n={n} k={k} m={m} r={r} j={j} tiles={tiles}: {got} vs {want}"
                             );
                         }
                     }

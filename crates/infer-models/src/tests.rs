@@ -125,7 +125,9 @@ fn quantised_models_stay_close_to_full_precision() {
         let b = q.forward_all(&PROMPT, &mut c2).expect("fwd");
         let d = max_abs_diff(&a, &b);
         assert!(d > 0.0 && d < bound, "{kind} error {d}");
-        // The batched decode path (few rows) agrees with the prefill path on the same quantised weights.
+        // The one-row decode path agrees with the prefill path on the same quantised weights: exactly up to the
+        // order of the sums, or to bf16 rounding where the prefill's products ran in AMX tiles.
+        let same = if crate::dense::tiles_available() { 0.1 } else { 1e-3 };
         let mut c3 = q.new_cache();
         let mut last = None;
         for &t in PROMPT.iter() {
@@ -135,8 +137,9 @@ fn quantised_models_stay_close_to_full_precision() {
         let tail = b.narrow(0, n - 1, 1).expect("row");
         let step = last.expect("steps");
         assert!(
-            max_abs_diff(&tail, &step) < 1e-3,
-            "{kind}: step-by-step differs from one pass"
+            max_abs_diff(&tail, &step) < same,
+            "{kind}: step-by-step differs from one pass: {}",
+            max_abs_diff(&tail, &step)
         );
     }
 }
@@ -298,16 +301,7 @@ fn sliding_windows_follow_each_familys_rule() {
 /// the logits of one full pass, with and without a sliding window.
 #[test]
 fn prefill_in_chunks_matches_one_full_pass() {
-    // Every kernel variant this CPU runs (the detected one, AVX2, no SIMD).
-    #[cfg(target_arch = "x86_64")]
-    for narrow in [0, 1, 2] {
-        crate::dense::simd::NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
-        chunked_prefill_matches_one_full_pass();
-    }
-    #[cfg(target_arch = "x86_64")]
-    crate::dense::simd::NARROW.store(0, std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(target_arch = "x86_64"))]
-    chunked_prefill_matches_one_full_pass();
+    crate::dense::for_each_kernel(chunked_prefill_matches_one_full_pass);
 }
 
 fn chunked_prefill_matches_one_full_pass() {

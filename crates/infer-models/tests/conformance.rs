@@ -14,10 +14,8 @@ fn check(family: Family) {
 }
 
 /// `variant` names the fixture; `config` holds the `config.json` fields gen.py changed for it.
-fn check_variant(family: Family, variant: &str, config: &[(&str, serde_json::Value)]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/logits-{variant}.json"));
-    let fixture: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture json");
+/// A tiny model of `family` with `config` patched into its `config.json`.
+fn tiny_with(family: Family, config: &[(&str, serde_json::Value)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     test_support::tiny_model(dir.path(), family).expect("tiny model");
     if !config.is_empty() {
@@ -28,6 +26,14 @@ fn check_variant(family: Family, variant: &str, config: &[(&str, serde_json::Val
         }
         std::fs::write(&path, serde_json::to_vec(&c).expect("json")).expect("write config");
     }
+    dir
+}
+
+fn check_variant(family: Family, variant: &str, config: &[(&str, serde_json::Value)]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/logits-{variant}.json"));
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture json");
+    let dir = tiny_with(family, config);
     let weights = std::fs::read(dir.path().join("model.safetensors")).expect("weights");
     assert_eq!(
         hex::encode(sha2::Sha256::digest(&weights)),
@@ -93,21 +99,13 @@ fn qwen3_logits_match_transformers() {
     check(Family::Qwen3);
 }
 
-/// Mistral-7B-v0.1 attends over a sliding window of 4096 tokens; a window of 4 on the 30-odd-token prompt checks
-/// the mask in the prefill and that decode steps see the same window.
+/// Mistral-7B-v0.1 attends over a sliding window of 4096 tokens; a window of 4 on the fixture's 24-token prompt
+/// checks the mask in the prefill, and 17 decode steps after a 3-token prefill check that they see the same window.
 #[test]
 fn mistral_sliding_window_logits_match_transformers() {
-    check_variant(
-        Family::Mistral,
-        "mistral-window",
-        &[("sliding_window", serde_json::json!(4))],
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    test_support::tiny_model(dir.path(), Family::Mistral).expect("tiny model");
-    let path = dir.path().join("config.json");
-    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
-    c["sliding_window"] = serde_json::json!(4);
-    std::fs::write(&path, serde_json::to_vec(&c).expect("json")).expect("write config");
+    let window = [("sliding_window", serde_json::json!(4))];
+    check_variant(Family::Mistral, "mistral-window", &window);
+    let dir = tiny_with(Family::Mistral, &window);
     let model = infer_models::load(dir.path(), None).expect("load");
     let ids: Vec<u32> = (40..60).collect();
     let full: Vec<Vec<f32>> = model
