@@ -148,6 +148,23 @@ impl DenseWeight {
         })
     }
 
+    /// A `rows × cols` f32 matrix held in memory (tests).
+    #[cfg(test)]
+    pub(crate) fn from_f32_for_tests(values: &[f32], rows: usize, cols: usize) -> DenseWeight {
+        assert_eq!(values.len(), rows * cols);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        DenseWeight {
+            stored: Stored::F32,
+            cols,
+            segments: vec![Segment {
+                map: Arc::new(bytes),
+                file: None,
+                start: 0,
+                rows,
+            }],
+        }
+    }
+
     pub(crate) fn stored(&self) -> Stored {
         self.stored
     }
@@ -978,6 +995,10 @@ pub(crate) mod simd {
             // `a`, `xb` or `c` (rows × bytes per row as configured, at the strides given), and the rows widened
             // are rows of `w`.
             unsafe {
+                // Another tile user on this thread (candle's Q4_K prefill kernel) keeps its configuration loaded
+                // across calls: put back whatever was there when done.
+                let mut before = Config::new(mc);
+                asm!("sttilecfg [{}]", in(reg) &mut before, options(nostack));
                 asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
                 let mut j = 0;
                 // Four tiles of weight rows against each activation tile: the activations are loaded once for all
@@ -1057,7 +1078,11 @@ pub(crate) mod simd {
                     scatter(&c, n, j, cols);
                     j += n;
                 }
-                asm!("tilerelease", options(nostack, nomem));
+                if before.palette == 0 {
+                    asm!("tilerelease", options(nostack, nomem));
+                } else {
+                    asm!("ldtilecfg [{}]", in(reg) &before, options(nostack, readonly));
+                }
             }
         }
     }

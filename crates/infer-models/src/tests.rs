@@ -329,3 +329,41 @@ fn chunked_prefill_matches_one_full_pass() {
         }
     }
 }
+
+/// candle's Q4_K prefill kernel also uses AMX tiles and keeps its tile configuration loaded on each thread between
+/// calls; our tile kernel runs on the same threads and must leave that configuration as it found it (it once
+/// released it, and candle's next product died of an illegal instruction).
+#[test]
+fn tile_kernels_share_threads_with_candles() {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    use candle_core::{Device, Module, Tensor};
+    if !crate::dense::tiles_available() {
+        return;
+    }
+    // One thread, so candle's product and ours run on the same one.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    pool.install(|| {
+        let values = |n: usize, salt: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + salt) % 1000) as f32 / 1000.0 - 0.5)
+                .collect()
+        };
+        let w = Tensor::from_vec(values(64 * 256, 1), (64, 256), &Device::Cpu).expect("w");
+        let q4k = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).expect("q4k")).expect("qmm");
+        // 32 rows and more take candle's tile path; candle's pool runs blocks of 32 rows on its threads and the
+        // calling one, so with many blocks this thread runs some.
+        let x = Tensor::from_vec(values(1024 * 256, 2), (1024, 256), &Device::Cpu).expect("x");
+        let before = q4k.forward(&x).expect("candle").to_vec2::<f32>().expect("vec");
+        let ours = crate::dense::DenseWeight::from_f32_for_tests(&values(64 * 256, 3), 64, 256)
+            .quantize(crate::dense::Stored::Q4_0)
+            .expect("quantize");
+        let y = ours.matmul_t(&values(8 * 256, 4), 8);
+        assert_eq!(y.len(), 8 * 64);
+        let after = q4k
+            .forward(&x)
+            .expect("candle after ours")
+            .to_vec2::<f32>()
+            .expect("vec");
+        assert_eq!(before, after);
+    });
+}
