@@ -182,6 +182,16 @@ def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 if mode == "llamacpp":
     from llama_cpp import Llama
+    import llama_cpp.llama_cpp as lc
+    # llama.cpp's extra buffer types repack weights for special kernels; on CPUs with AMX that includes its AMX
+    # backend, which crashed (SIGSEGV in ggml_backend_amx_mul_mat) on the demo's Q4_1 GGUF. Without them it runs its
+    # ordinary CPU kernels, as on every machine without AMX.
+    default_params = lc.llama_model_default_params
+    def model_params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+    lc.llama_model_default_params = model_params
     llm = Llama(model_path=path, n_threads=threads, n_ctx=2048, verbose=False)
     ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
     def run(n):
