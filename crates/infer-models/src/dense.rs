@@ -103,6 +103,22 @@ pub(crate) struct DenseWeight {
 /// [`rows_dot`] takes at once.
 pub(crate) const ROW_BLOCK: usize = 8;
 
+/// Activation rows per AMX tile product (a B tile row holds 16 bf16 pairs, one per activation row).
+const TILE_ACTIVATION_ROWS: usize = 16;
+/// Weight rows per AMX tile (the A tile's 16 rows of 32 bf16).
+const TILE_WEIGHT_ROWS: usize = 16;
+
+/// Whether a product of `stored` weights with `m` activation rows runs in AMX tiles (see `simd::amx`).
+fn uses_tiles(stored: Stored, m: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return m > 1 && stored.is_quantised() && simd::amx::usable();
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (stored, m);
+        false
+    }
+}
+
 impl DenseWeight {
     /// `rows × cols` values of `stored` at `start` in `map`; the caller has checked the range.
     pub(crate) fn mapped(map: Arc<Mmap>, start: usize, stored: Stored, rows: usize, cols: usize) -> DenseWeight {
@@ -253,19 +269,13 @@ impl DenseWeight {
     pub(crate) fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.rows(), self.cols);
         assert_eq!(x.len(), m * k, "activations are not {m} rows of {k}");
-        #[cfg(target_arch = "x86_64")]
-        let tiles = m > 1 && self.stored.is_quantised() && simd::amx::usable();
-        #[cfg(not(target_arch = "x86_64"))]
-        let tiles = false;
+        let tiles = uses_tiles(self.stored, m);
         // Activation rows per pass over the weights, and weight rows that tasks are made of a multiple of.
-        #[cfg(target_arch = "x86_64")]
         let (row_block, row_align) = if tiles {
-            (simd::amx::ROWS, simd::amx::TILE_ROWS)
+            (TILE_ACTIVATION_ROWS, TILE_WEIGHT_ROWS)
         } else {
             (ROW_BLOCK, 1)
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        let (row_block, row_align) = (ROW_BLOCK, 1);
         let mut y = vec![0f32; m * n];
         let threads = rayon::current_num_threads();
         // Tasks of whole rows, a few per thread so an unevenly scheduled thread does not hold up the step.
@@ -823,12 +833,9 @@ pub(crate) mod simd {
         use std::arch::asm;
         use std::arch::x86_64::*;
 
-        use super::{BLOCK, Q4_0, Q8_0, Stored, avx512};
+        use super::{BLOCK, Q4_0, Q8_0, Stored, avx512, col_bytes};
 
-        /// Activation rows per tile product (a B tile row holds 16 bf16 pairs, one per activation row).
-        pub(crate) const ROWS: usize = 16;
-        /// Weight rows per tile (the A tile's 16 rows of 32 bf16).
-        pub(crate) const TILE_ROWS: usize = 16;
+        use super::super::{TILE_ACTIVATION_ROWS as ROWS, TILE_WEIGHT_ROWS as TILE_ROWS};
 
         /// Linux's `arch_prctl` request for an extended state component, and AMX's tile data component.
         const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
@@ -947,7 +954,7 @@ pub(crate) mod simd {
                 let row = w.wrapping_add((j + q) * rb);
                 // The rows are read a block at a time, each from its own line: ask for the line after the next
                 // block's ahead of time (a hint only; never dereferenced past the end).
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add((b + 4) * D_BYTES[D as usize]).cast());
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(col_bytes::<D>((b + 4) * BLOCK)).cast());
                 // SAFETY: the caller guarantees rows j..j + n exist and block b is inside them.
                 let v = unsafe { avx512::load::<D>(row, b * BLOCK) };
                 // SAFETY: two 64-byte vectors of the same size; the store is to an aligned row of `a`.
@@ -957,9 +964,6 @@ pub(crate) mod simd {
                 }
             }
         }
-
-        /// Bytes of a block, by kind (only the quantised entries are used).
-        const D_BYTES: [usize; 5] = [0, 0, 0, super::Q8_0_BYTES, super::Q4_0_BYTES];
 
         /// Copies `n` rows of a C tile stored at `c` (row stride `mc`) into rows `[j, j + n)` of the output rows.
         #[inline]
@@ -1175,10 +1179,7 @@ mod tests {
                     // AMX tiles round both factors to bf16 (2^-9 relative each): each product is then within
                     // 2^-8 of its own size, so the sum within 2^-8 of the sum of their sizes (a wrong pairing of
                     // columns or rows is off by the order of the whole sum).
-                    #[cfg(target_arch = "x86_64")]
-                    let tiles = quantised && m > 1 && simd::amx::usable();
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let tiles = false;
+                    let tiles = uses_tiles(stored, m);
                     for r in 0..m {
                         for j in 0..n {
                             let products = (0..k).map(|i| wide[j * k + i] * x[r * k + i]);
