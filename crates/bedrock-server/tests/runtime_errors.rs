@@ -199,8 +199,13 @@ async fn a_full_engine_queue_gives_throttling_and_the_server_recovers() {
     .await;
     let server = &local.server;
     let model = tempfile::tempdir().expect("tempdir");
-    test_support::tiny_model(model.path(), Family::Llama).expect("tiny model");
-    // A context long enough that A cannot finish on its own while the test runs.
+    // A must not finish while the test runs: greedy decoding of this model never picks an end token (a random
+    // model otherwise ends within a few dozen tokens, racing the flood), and its context is long.
+    let opts = test_support::TinyOptions {
+        endless: true,
+        ..test_support::TinyOptions::new(Family::Llama)
+    };
+    test_support::tiny_model_with(model.path(), &opts).expect("tiny model");
     bedrock_server::testing::set_context_length(model.path(), 1 << 16);
     let (_, job) = common::run_import_job(server, model.path(), "rt-models", "queue").await;
     let arn = job.imported_model_arn().expect("arn").to_string();

@@ -16,6 +16,18 @@ fn tiny(family: Family) -> tempfile::TempDir {
     dir
 }
 
+/// A tiny model whose greedy generations never end on their own (see `TinyOptions::endless`): for tests that need
+/// a sequence to keep its slot, without racing its end token.
+fn endless_tiny(family: Family) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = test_support::TinyOptions {
+        endless: true,
+        ..test_support::TinyOptions::new(family)
+    };
+    test_support::tiny_model_with(dir.path(), &opts).expect("tiny model");
+    dir
+}
+
 /// Runs a generation to the end: (text, stop reason, prompt tokens, completion tokens).
 fn collect(mut g: Generation) -> (String, StopReason, usize, usize) {
     let mut text = String::new();
@@ -298,6 +310,18 @@ fn max_tokens_and_eos_from_generation_config_end_the_turn() {
 }
 
 #[test]
+fn an_endless_tiny_model_runs_to_max_tokens_for_every_family() {
+    for family in Family::ALL {
+        let dir = endless_tiny(family);
+        let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+        let mut r = GenerateRequest::new("hi");
+        r.max_tokens = 400; // within the tiny context of 512
+        let (_, reason, _, c) = collect(engine.generate(r).expect("generate"));
+        assert_eq!((reason, c), (StopReason::MaxTokens, 400), "{family}");
+    }
+}
+
+#[test]
 fn a_prompt_longer_than_the_context_is_refused_with_both_numbers() {
     let dir = tiny(Family::Llama);
     let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
@@ -320,7 +344,7 @@ fn a_prompt_longer_than_the_context_is_refused_with_both_numbers() {
 
 #[test]
 fn a_full_queue_is_a_distinct_error() {
-    let dir = tiny(Family::Llama);
+    let dir = endless_tiny(Family::Llama);
     let engine = Engine::load(
         dir.path(),
         LoadOptions {
@@ -349,7 +373,7 @@ fn a_full_queue_is_a_distinct_error() {
 
 #[test]
 fn dropping_a_generation_frees_its_slot() {
-    let dir = tiny(Family::Llama);
+    let dir = endless_tiny(Family::Llama);
     let engine = Engine::load(
         dir.path(),
         LoadOptions {

@@ -126,6 +126,10 @@ pub struct TinyOptions {
     pub sharded: bool,
     /// Replace the family's chat template in `tokenizer_config.json`.
     pub chat_template: Option<String>,
+    /// Zero the output-embedding rows of the end tokens (every `eos_token_id`), so their logit is always 0 while
+    /// the largest of the other few hundred random logits is positive: greedy generation then never ends on its
+    /// own and runs to `max_tokens`. For tests that need a generation to keep its place in the batch.
+    pub endless: bool,
 }
 
 impl TinyOptions {
@@ -137,6 +141,7 @@ impl TinyOptions {
             dtype: DType::F32,
             sharded: false,
             chat_template: None,
+            endless: false,
         }
     }
 }
@@ -163,7 +168,8 @@ pub fn tiny_model_with(dir: &Path, opts: &TinyOptions) -> io::Result<()> {
     )?;
     write_json(&dir.join("generation_config.json"), &tok.generation_config_json())?;
     let spec = ModelSpec::from_config(&config);
-    weights::write(dir, &spec, opts)?;
+    let silent = if opts.endless { tok.eos_ids() } else { Vec::new() };
+    weights::write(dir, &spec, opts, &silent)?;
     Ok(())
 }
 

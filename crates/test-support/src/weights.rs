@@ -131,8 +131,20 @@ fn write_file(path: &Path, tensors: &[(&Tensor, Dtype, Vec<u8>)]) -> io::Result<
     safetensors::serialize_to_file(views, Some(meta), path).map_err(io::Error::other)
 }
 
-pub(crate) fn write(dir: &Path, spec: &ModelSpec, opts: &TinyOptions) -> io::Result<()> {
-    let all = tensors(spec, opts.seed);
+/// Writes the weights; the output-embedding rows of the `silent` token ids are zero (see [`TinyOptions::endless`]).
+pub(crate) fn write(dir: &Path, spec: &ModelSpec, opts: &TinyOptions, silent: &[u32]) -> io::Result<()> {
+    let mut all = tensors(spec, opts.seed);
+    let output = if spec.tied {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
+    if let Some(t) = all.iter_mut().find(|t| t.name == output) {
+        for &id in silent {
+            let row = id as usize * spec.hidden;
+            t.values[row..row + spec.hidden].fill(0.0);
+        }
+    }
     let encoded: Vec<(&Tensor, Dtype, Vec<u8>)> = all
         .iter()
         .map(|t| {

@@ -37,6 +37,9 @@ struct TinyModelArgs {
     /// Write two shards and model.safetensors.index.json.
     #[arg(long)]
     sharded: bool,
+    /// Make the end tokens unreachable for greedy decoding, so a generation runs to its max_tokens.
+    #[arg(long)]
+    endless: bool,
 }
 
 fn parse_dtype(s: &str) -> Result<DType, String> {
@@ -57,6 +60,7 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
                 dtype: a.dtype,
                 sharded: a.sharded,
                 chat_template: None,
+                endless: a.endless,
             };
             test_support::tiny_model_with(&a.out_dir, &opts)
                 .with_context(|| format!("writing the tiny {} model to {}", a.family, a.out_dir.display()))?;
