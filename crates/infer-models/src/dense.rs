@@ -818,8 +818,8 @@ pub(crate) mod simd {
     }
 
     /// Intel AMX (Sapphire Rapids and later Xeons): the quantised kinds against several activation rows as bf16 tile
-    /// products. A pass widens 16 weight rows one quantised block at a time into a 16 × 32 bf16 tile (the AVX-512
-    /// widening, then rounded to bf16) and multiplies it with the activations' 32 columns for up to 16 rows in one
+    /// products. A pass widens 16 weight rows one quantised block at a time into a 16 × 32 bf16 tile (Q8_0: the AVX-512
+    /// widening, then rounded to bf16; Q4_0: its 16 distinct values rounded once and picked by nibble) and multiplies it with the activations' 32 columns for up to 16 rows in one
     /// `tdpbf16ps` (8192 multiply-adds), accumulating in f32. The vector kernels spend most of an 8-row pass on
     /// those multiply-adds; here the widening is nearly all that is left.
     ///
@@ -851,6 +851,7 @@ pub(crate) mod simd {
                 let cpu = leaf.edx >> 22 & 1 == 1
                     && leaf.edx >> 24 & 1 == 1
                     && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512bf16")
                     && std::is_x86_feature_detected!("f16c");
                 // SAFETY: a plain system call with integer arguments; it changes only what this process may use.
@@ -948,19 +949,47 @@ pub(crate) mod simd {
         /// Rows `[j, j + n)` (n ≤ 16) of `w`, block `b`, widened and rounded to bf16 into `a` (rows past `n` keep
         /// stale values: they only reach rows of C that are never copied out).
         #[inline]
-        #[target_feature(enable = "avx512f,avx512bf16,avx2,fma,f16c")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma,f16c")]
         unsafe fn widen<const D: u8>(w: *const u8, rb: usize, j: usize, n: usize, b: usize, a: &mut Tile) {
             for q in 0..n {
                 let row = w.wrapping_add((j + q) * rb);
                 // The rows are read a block at a time, each from its own line: ask for the line after the next
                 // block's ahead of time (a hint only; never dereferenced past the end).
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(col_bytes::<D>((b + 4) * BLOCK)).cast());
-                // SAFETY: the caller guarantees rows j..j + n exist and block b is inside them.
-                let v = unsafe { avx512::load::<D>(row, b * BLOCK) };
-                // SAFETY: two 64-byte vectors of the same size; the store is to an aligned row of `a`.
+                // SAFETY: the caller guarantees rows j..j + n exist and block b is inside them; the store is to an
+                // aligned row of `a`.
                 unsafe {
-                    let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(v[1], v[0]));
+                    let bf = block_bf16::<D>(row.add(col_bytes::<D>(b * BLOCK)));
                     _mm512_store_si512(a.0.as_mut_ptr().add(q * BLOCK).cast(), bf);
+                }
+            }
+        }
+
+        /// The 32 values of the block at `p`, rounded to bf16.
+        ///
+        /// A Q4_0 block has only 16 distinct values, `(i - 8) · d` for the nibbles `i`: they are computed once (exact
+        /// in f32: a 4-bit integer times an f16), rounded, and the nibbles pick from them (`vpermw`), where widening
+        /// every value took two conversions and a multiply-add per 16.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma,f16c")]
+        unsafe fn block_bf16<const D: u8>(p: *const u8) -> __m512i {
+            // SAFETY: the caller guarantees a whole block at `p`.
+            unsafe {
+                if D == Q4_0 {
+                    let d = _mm512_cvtph_ps(_mm256_set1_epi16(p.cast::<i16>().read_unaligned()));
+                    let steps = _mm512_setr_ps(
+                        -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+                    );
+                    let table: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_mul_ps(steps, d)));
+                    let bytes = _mm_loadu_si128(p.add(2).cast());
+                    let mask = _mm_set1_epi8(15);
+                    let lo = _mm_and_si128(bytes, mask);
+                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(bytes), mask);
+                    let idx = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+                    _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(table))
+                } else {
+                    let v = avx512::load::<D>(p, 0);
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(v[1], v[0]))
                 }
             }
         }
@@ -976,7 +1005,7 @@ pub(crate) mod simd {
             }
         }
 
-        #[target_feature(enable = "avx512f,avx512bf16,avx2,fma,f16c")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma,f16c")]
         unsafe fn products<const D: u8>(stored: Stored, w: &[u8], k: usize, xb: &[u32], cols: &mut [&mut [f32]]) {
             let mc = cols.len();
             let rows = cols.first().map_or(0, |c| c.len());
