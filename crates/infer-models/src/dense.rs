@@ -448,12 +448,15 @@ pub(crate) mod simd {
         true
     }
 
+    /// Held exclusively while a test narrows the level, shared by tests that need one level throughout.
+    #[cfg(test)]
+    static TURN: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
     /// Runs `check` once per kernel variant this CPU has: everything it has, the vector kernels without AMX,
     /// AVX2 (what machines without AVX-512 run) and no SIMD. Tests that narrow the level take turns, so each pass runs the variant it names.
     #[cfg(test)]
     pub(crate) fn for_each_level(check: impl Fn()) {
-        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _turn = TURN.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         struct Reset;
         impl Drop for Reset {
             fn drop(&mut self) {
@@ -465,6 +468,12 @@ pub(crate) mod simd {
             NARROW.store(narrow, std::sync::atomic::Ordering::Relaxed);
             check();
         }
+    }
+
+    /// Keeps the level as detected while held (see [`super::fixed_kernel`]).
+    #[cfg(test)]
+    pub(crate) fn fixed_level() -> std::sync::RwLockReadGuard<'static, ()> {
+        TURN.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The widest instruction set of this CPU that the kernels use (detected once).
@@ -1129,6 +1138,16 @@ pub(crate) fn tiles_available() -> bool {
     return simd::amx::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// While the returned guard lives, no other test narrows the kernel variant: for tests that compare two computations
+/// and would see a difference if another test switched kernels between them (the level is one switch for the process).
+#[cfg(test)]
+pub(crate) fn fixed_kernel() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    #[cfg(target_arch = "x86_64")]
+    return Some(simd::fixed_level());
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 /// Runs `check` under every kernel variant this CPU has (see `simd::for_each_level`); once where there is no SIMD.

@@ -31,6 +31,7 @@ const PROMPT: [u32; 7] = [104, 101, 108, 108, 111, 32, 119];
 
 #[test]
 fn incremental_decoding_matches_one_full_pass_for_every_family() {
+    let _kernel = crate::dense::fixed_kernel();
     for family in Family::ALL {
         let dir = tiny(family);
         let m = load(dir.path(), None).expect("load");
@@ -63,6 +64,7 @@ fn incremental_decoding_matches_one_full_pass_for_every_family() {
 
 #[test]
 fn a_mixed_batch_gives_each_sequence_its_own_logits() {
+    let _kernel = crate::dense::fixed_kernel();
     let dir = tiny(Family::Qwen3);
     let m = load(dir.path(), None).expect("load");
     let (a, b) = (&PROMPT[..5], &[50u32, 60, 70][..]);
@@ -95,6 +97,7 @@ fn a_mixed_batch_gives_each_sequence_its_own_logits() {
 
 #[test]
 fn sharded_and_half_precision_folders_load_and_agree() {
+    let _kernel = crate::dense::fixed_kernel();
     let load_with = |sharded, dtype| {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut o = TinyOptions::new(Family::Llama);
@@ -114,6 +117,7 @@ fn sharded_and_half_precision_folders_load_and_agree() {
 
 #[test]
 fn quantised_models_stay_close_to_full_precision() {
+    let _kernel = crate::dense::fixed_kernel();
     let dir = tiny(Family::Mistral);
     let full = load(dir.path(), None).expect("load");
     let mut c1 = full.new_cache();
@@ -160,6 +164,7 @@ fn load_err(dir: &Path) -> String {
 
 #[test]
 fn refused_architectures_are_named() {
+    let _kernel = crate::dense::fixed_kernel();
     for (arch, mt) in [
         ("T5ForConditionalGeneration", "t5"),
         ("GPTBigCodeForCausalLM", "gpt_bigcode"),
@@ -186,6 +191,7 @@ fn refused_architectures_are_named() {
 
 #[test]
 fn bad_folders_fail_naming_the_file_tensor_or_field() {
+    let _kernel = crate::dense::fixed_kernel();
     // Missing tensor.
     let dir = tiny(Family::Mistral);
     let bytes = std::fs::read(dir.path().join("model.safetensors")).expect("read");
@@ -251,6 +257,7 @@ fn bad_folders_fail_naming_the_file_tensor_or_field() {
 
 #[test]
 fn a_sequence_longer_than_the_context_is_an_error() {
+    let _kernel = crate::dense::fixed_kernel();
     let dir = tiny(Family::Llama);
     edit_config(dir.path(), |v| v["max_position_embeddings"] = serde_json::json!(8));
     let m = load(dir.path(), None).expect("load");
@@ -267,6 +274,7 @@ fn a_sequence_longer_than_the_context_is_an_error() {
 
 #[test]
 fn sliding_windows_follow_each_familys_rule() {
+    let _kernel = crate::dense::fixed_kernel();
     let cfg = |family: Family, f: &dyn Fn(&mut serde_json::Value)| {
         let dir = tiny(family);
         edit_config(dir.path(), f);
@@ -335,6 +343,7 @@ fn chunked_prefill_matches_one_full_pass() {
 /// released it, and candle's next product died of an illegal instruction).
 #[test]
 fn tile_kernels_share_threads_with_candles() {
+    let _kernel = crate::dense::fixed_kernel();
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
     use candle_core::{Device, Module, Tensor};
     if !crate::dense::tiles_available() {
