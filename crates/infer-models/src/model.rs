@@ -12,6 +12,38 @@ use crate::dense::{BLOCK, DenseWeight, ROW_BLOCK, Stored, rows_dot};
 use crate::weights::Weights;
 use crate::{CausalLm, Error, Quantize, SeqInput};
 
+/// `fn $name(args)` that runs `$body(args)` compiled for AVX-512, for AVX2 or plainly, whichever this CPU has
+/// (`dense::simd::level`). `$body` is `#[inline(always)]`, so each variant's loops vectorise for its own
+/// instruction set.
+macro_rules! per_instruction_set {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            {
+                use crate::dense::simd::{Level, level};
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match level() {
+                    // SAFETY: the CPU has the features (detected).
+                    Some(Level::Avx512) => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    Some(Level::Avx2) => return unsafe { avx2($($arg),*) },
+                    None => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
 /// From this many input rows on (long prompts), a dense layer widens its weights to f32 for the call and lets
 /// candle's gemm multiply: it reuses each weight across many rows, which the decode kernel does not.
 const GEMM_ROWS: usize = 128;
@@ -113,35 +145,16 @@ fn swiglu(gate_up: &Tensor, inter: usize) -> Result<Tensor, Error> {
     Ok(Tensor::from_vec(out, (rows, inter), &Device::Cpu)?)
 }
 
-/// `o = gate / (1 + e^-gate) · up`, compiled for AVX-512 and AVX2 as well, chosen at run time.
-fn silu_mul(gate: &[f32], up: &[f32], o: &mut [f32]) {
-    #[inline(always)]
-    fn body(gate: &[f32], up: &[f32], o: &mut [f32]) {
-        for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + exp(-g)) * u;
-        }
+per_instruction_set!(
+    /// `o = gate / (1 + e^-gate) · up`.
+    fn silu_mul(gate: &[f32], up: &[f32], o: &mut [f32]) => silu_mul_body
+);
+
+#[inline(always)]
+fn silu_mul_body(gate: &[f32], up: &[f32], o: &mut [f32]) {
+    for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
     }
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    {
-        use crate::dense::simd::{Level, level};
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn avx512(gate: &[f32], up: &[f32], o: &mut [f32]) {
-            body(gate, up, o);
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(gate: &[f32], up: &[f32], o: &mut [f32]) {
-            body(gate, up, o);
-        }
-        match level() {
-            // SAFETY: the CPU has the features (detected).
-            Some(Level::Avx512) => return unsafe { avx512(gate, up, o) },
-            // SAFETY: as above.
-            Some(Level::Avx2) => return unsafe { avx2(gate, up, o) },
-            None => {}
-        }
-    }
-    body(gate, up, o);
 }
 
 impl Mlp {
@@ -416,31 +429,11 @@ fn direct_attention(
     out
 }
 
-/// `o += Σ_t softmax(scale · scores)_t · values[t]`: one query's probabilities over its `scores.len()` positions
-/// and the weighted sum of their value rows (`values` holds `scores.len()` rows of `o.len()`).
-fn softmax_weighted_sum(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    #[allow(unsafe_code)]
-    {
-        use crate::dense::simd::{Level, level};
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn avx512(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
-            softmax_body(scores, scale, values, o);
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
-            softmax_body(scores, scale, values, o);
-        }
-        match level() {
-            // SAFETY: the CPU has the features (detected).
-            Some(Level::Avx512) => return unsafe { avx512(scores, scale, values, o) },
-            // SAFETY: as above.
-            Some(Level::Avx2) => return unsafe { avx2(scores, scale, values, o) },
-            None => {}
-        }
-    }
-    softmax_body(scores, scale, values, o);
-}
+per_instruction_set!(
+    /// `o += Σ_t softmax(scale · scores)_t · values[t]`: one query's probabilities over its `scores.len()` positions
+    /// and the weighted sum of their value rows (`values` holds `scores.len()` rows of `o.len()`).
+    fn softmax_weighted_sum(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) => softmax_body
+);
 
 /// The body of [`softmax_weighted_sum`], inlined into each instruction-set variant. Plain loops, not iterator
 /// adapters (an adapter's `fold` is a function of its own, compiled without the caller's target features), and
