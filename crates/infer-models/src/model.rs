@@ -784,8 +784,12 @@ impl Transformer {
                 let len = past + n;
                 let (kall, vall) = item.cache.tensors(li, len)?;
                 // Heads sharing a KV head are stacked: [kv_heads, groups * n, head_dim] against [kv_heads, len, hd].
-                let q = Tensor::from_slice(&qs, (nh, total, hd), &dev)?;
-                let qi = q.narrow(1, start, n)?.contiguous()?.reshape((nkv, groups * n, hd))?;
+                // This sequence's query rows of every head, `[heads, n, hd]`.
+                let rows: Vec<f32> = (0..nh)
+                    .flat_map(|h| &qs[(h * total + start) * hd..(h * total + start + n) * hd])
+                    .copied()
+                    .collect();
+                let qi = Tensor::from_vec(rows, (nkv, groups * n, hd), &dev)?;
                 let mut scores = (qi.matmul(&kall.t()?)? * scale)?;
                 let mut mask = vec![0f32; groups * n * len];
                 for r in 0..groups * n {
