@@ -717,10 +717,11 @@ pub(crate) mod simd {
             _mm256_fmadd_ps(a, b, c)
         }
 
+        /// Into L2, as in the AVX-512 kernel (see there).
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         fn prefetch(p: *const u8) {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            _mm_prefetch::<_MM_HINT_T1>(p.cast());
         }
 
         #[inline]
@@ -805,10 +806,13 @@ pub(crate) mod simd {
             _mm512_fmadd_ps(a, b, c)
         }
 
+        /// Into L2, not L1 (`T1`): the line is needed a whole block of rows later, and an L1 prefetch that far ahead
+        /// only evicts lines still in use. Decode steps of the demo model, interleaved in one process: 6-7% faster
+        /// in bf16 and 5% in q8_0 at one stream than with `T0`; `T2` and a prefetch twice as far ahead were no better.
         #[inline]
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
         fn prefetch(p: *const u8) {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            _mm_prefetch::<_MM_HINT_T1>(p.cast());
         }
 
         #[inline]

@@ -38,11 +38,19 @@ fn map(path: &Path) -> Result<Mmap, Error> {
     // running engine is unsupported, as for every mmap-based loader). The local Bedrock replaces files by rename,
     // which leaves a mapped file intact.
     #[allow(unsafe_code)]
-    let mmap = unsafe { Mmap::map(&file) };
-    mmap.map_err(|source| Error::Io {
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    // Before the first page is touched: pages read from disk then come in 2 MiB folios, mapped whole, and a decode
+    // step that streams every weight takes one TLB entry per 2 MiB instead of one per 4 KiB (demo model in bf16,
+    // interleaved steps in one process: 9% faster). A file the page cache already holds in small pages stays in
+    // them; the local Bedrock's object store writes files in whole 2 MiB extents so that theirs are large already.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = mmap.advise(memmap2::Advice::HugePage) {
+        tracing::debug!(path = %path.display(), error = %e, "madvise(HUGEPAGE) on the weights failed");
+    }
+    Ok(mmap)
 }
 
 impl Weights {
