@@ -142,8 +142,12 @@ fn worker(args: &Args, config: &str) -> Result<Value> {
         .map(|_| timed(&engine, PROMPT, 1).map(|r| r.0))
         .collect::<Result<_>>()?;
     let ttft = super::median(&ttfts);
-    let (_, dt, n) = timed(&engine, PROMPT, args.decode_tokens)?;
-    let decode_1 = (n.saturating_sub(1)) as f64 / dt;
+    // Decode speed as the median of three runs, as for the peers: this host's speed drifts by a quarter within a
+    // minute, and one run can land in a slow spell.
+    let decodes: Vec<f64> = (0..DECODE_RUNS)
+        .map(|_| timed(&engine, PROMPT, args.decode_tokens).map(|(_, dt, n)| n.saturating_sub(1) as f64 / dt))
+        .collect::<Result<_>>()?;
+    let decode_1 = super::median(&decodes);
     // N concurrent streams, each from its own thread, timed per token against one clock.
     let t = Instant::now();
     let handles: Vec<_> = (0..args.streams)
@@ -213,9 +217,15 @@ fn stream_read_gbs(threads: usize) -> f64 {
     BYTES as f64 / best / 1e9
 }
 
+/// Timed one-stream decodes per contender; the median is reported (the peers' script takes the same count).
+const DECODE_RUNS: usize = 3;
+
 const PEER_PY: &str = r#"
 import json, resource, sys, time
 mode, path, threads, n_dec, streams, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+runs = int(sys.argv[7])
+def median(v):
+    return sorted(v)[len(v) // 2]
 def rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 if mode == "llamacpp":
@@ -241,9 +251,9 @@ if mode == "llamacpp":
         return first, time.perf_counter() - t - first, k
     run(2)
     ttft = sorted(run(1)[0] for _ in range(3))[1]
-    _, dt, k = run(n_dec)
+    decode = median([(k - 1) / dt for _, dt, k in (run(n_dec) for _ in range(runs))])
     out = {"name": "llama.cpp (llama-cpp-python, GGUF)", "prompt_tokens": len(ids), "prompt_tps": len(ids) / ttft,
-           "ttft_ms": ttft * 1000, "decode_tps": (k - 1) / dt, "streams": 1, "total_tps": None, "peak_rss_mb": rss()}
+           "ttft_ms": ttft * 1000, "decode_tps": decode, "streams": 1, "total_tps": None, "peak_rss_mb": rss()}
 else:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -255,10 +265,11 @@ else:
         t = time.perf_counter(); model(ids); return time.perf_counter() - t
     prefill()
     ttft = sorted(prefill() for _ in range(3))[1]
-    t = time.perf_counter()
-    g = model.generate(ids, max_new_tokens=n_dec, min_new_tokens=n_dec, do_sample=False)
-    dt = time.perf_counter() - t - ttft
-    k = g.shape[1] - ids.shape[1]
+    def decode():
+        t = time.perf_counter()
+        g = model.generate(ids, max_new_tokens=n_dec, min_new_tokens=n_dec, do_sample=False)
+        return (g.shape[1] - ids.shape[1] - 1) / (time.perf_counter() - t - ttft)
+    decode = median([decode() for _ in range(runs)])
     tok.padding_side = "left"
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     batch = tok([prompt.replace("a dragon", f"dragon number {i}") for i in range(streams)], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -266,7 +277,7 @@ else:
     g = model.generate(**batch, max_new_tokens=n_dec, min_new_tokens=n_dec, do_sample=False)
     total = (g.shape[1] - batch["input_ids"].shape[1]) * streams / (time.perf_counter() - t)
     out = {"name": "transformers f32 (PyTorch CPU)", "prompt_tokens": ids.shape[1], "prompt_tps": ids.shape[1] / ttft,
-           "ttft_ms": ttft * 1000, "decode_tps": (k - 1) / dt, "streams": streams, "total_tps": total, "peak_rss_mb": rss()}
+           "ttft_ms": ttft * 1000, "decode_tps": decode, "streams": streams, "total_tps": total, "peak_rss_mb": rss()}
 print(json.dumps(out))
 "#;
 
@@ -313,6 +324,7 @@ fn peer(ctx: &Ctx, args: &Args, mode: &str, path: &Path) -> Result<Value> {
         .arg(args.decode_tokens.to_string())
         .arg(args.streams.to_string())
         .arg(PROMPT)
+        .arg(DECODE_RUNS.to_string())
         .env("OMP_NUM_THREADS", args.threads.to_string());
     let r = run_json(cmd, mode);
     let _ = std::fs::remove_file(&script);
