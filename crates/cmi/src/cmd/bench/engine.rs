@@ -3,6 +3,10 @@
 //! transformers (PyTorch CPU, on the HF folder), all measured in the same run. Each configuration runs in its own
 //! process so that its peak resident memory is its own. Beside them, the machine's streaming-read bandwidth: the
 //! ceiling for a one-stream decode, which reads every weight once a token.
+//!
+//! This host's speed drifts by a half within minutes (other tenants), so one pass can catch one contender in a slow
+//! spell and the next one out of it. The bench therefore runs in rounds, each measuring every contender once in
+//! turn, and reports each figure as the median over the rounds, with every round's one-stream decode printed too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -37,6 +41,10 @@ pub(crate) struct Args {
     /// Measure only this engine, not the Python peers.
     #[arg(long)]
     no_peers: bool,
+    /// Rounds: each measures every contender once, one after the other, so that all of them sample the same
+    /// spells of a shared machine; each figure is the median over the rounds (peak memory: the largest).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Internal: measure one configuration in this process and print one JSON line.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -335,6 +343,33 @@ fn fmt(v: &Value, k: &str) -> String {
     v[k].as_f64().map_or_else(|| "-".into(), |x| format!("{x:.1}"))
 }
 
+/// One contender of the bench: a configuration of this engine, or a Python peer (`llamacpp`/`transformers`) with
+/// the model file or folder it loads.
+enum Contender {
+    Ours(String),
+    Peer(&'static str, PathBuf),
+}
+
+/// One contender's rounds as one row: every number is the median over the rounds, except peak memory, the largest.
+fn combine(rounds: &[Value]) -> Value {
+    let mut row = rounds[0].clone();
+    if let Some(obj) = row.as_object_mut() {
+        for (k, v) in obj.iter_mut() {
+            let values: Vec<f64> = rounds.iter().filter_map(|r| r[k.as_str()].as_f64()).collect();
+            if !v.is_number() || values.len() != rounds.len() {
+                continue;
+            }
+            let x = if k == "peak_rss_mb" {
+                values.iter().copied().fold(f64::MIN, f64::max)
+            } else {
+                super::median(&values)
+            };
+            *v = json!(x);
+        }
+    }
+    row
+}
+
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     if let Some(config) = &args.worker {
         let (a, c) = (args.clone(), config.clone());
@@ -343,37 +378,54 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let exe = std::env::current_exe()?;
-    let mut rows = Vec::new();
     let configs: Vec<String> = std::iter::once("full".to_string())
         .chain(args.quantize.iter().filter(|q| !q.is_empty()).cloned())
         .collect();
-    for config in &configs {
-        let mut cmd = Command::new(&exe);
-        cmd.args(["bench", "engine"])
-            .arg(&args.model)
-            .args(["--threads", &args.threads.to_string()])
-            .args(["--decode-tokens", &args.decode_tokens.to_string()])
-            .args(["--streams", &args.streams.to_string()])
-            .args(["--worker", config])
-            .env("RAYON_NUM_THREADS", args.threads.to_string());
-        eprintln!("measuring cmi engine ({config}) ...");
-        rows.push(run_json(cmd, &format!("cmi engine ({config})"))?);
-    }
-    let ceiling = stream_read_gbs(args.threads);
+    // The contenders, in the order they run within a round; a peer that fails is dropped from the later rounds.
+    let mut contenders: Vec<Contender> = configs.iter().cloned().map(Contender::Ours).collect();
     if !args.no_peers {
         if let Some(gguf) = &args.gguf {
-            eprintln!("measuring llama.cpp ...");
-            match peer(ctx, &args, "llamacpp", gguf) {
-                Ok(v) => rows.push(v),
-                Err(e) => eprintln!("llama.cpp peer skipped: {e:#}"),
+            contenders.push(Contender::Peer("llamacpp", gguf.clone()));
+        }
+        contenders.push(Contender::Peer("transformers", args.model.clone()));
+    }
+    let rounds = args.rounds.max(1);
+    let mut results: Vec<Vec<Value>> = vec![Vec::new(); contenders.len()];
+    let mut ceilings = Vec::new();
+    for round in 1..=rounds {
+        for (i, c) in contenders.iter().enumerate() {
+            match c {
+                Contender::Ours(config) => {
+                    let mut cmd = Command::new(&exe);
+                    cmd.args(["bench", "engine"])
+                        .arg(&args.model)
+                        .args(["--threads", &args.threads.to_string()])
+                        .args(["--decode-tokens", &args.decode_tokens.to_string()])
+                        .args(["--streams", &args.streams.to_string()])
+                        .args(["--worker", config])
+                        .env("RAYON_NUM_THREADS", args.threads.to_string());
+                    eprintln!("round {round}/{rounds}: measuring cmi engine ({config}) ...");
+                    results[i].push(run_json(cmd, &format!("cmi engine ({config})"))?);
+                }
+                Contender::Peer(mode, path) => {
+                    if round > 1 && results[i].is_empty() {
+                        continue;
+                    }
+                    eprintln!("round {round}/{rounds}: measuring {mode} ...");
+                    match peer(ctx, &args, mode, path) {
+                        Ok(v) => results[i].push(v),
+                        Err(e) => {
+                            eprintln!("{mode} peer skipped: {e:#}");
+                            results[i].clear();
+                        }
+                    }
+                }
             }
         }
-        eprintln!("measuring transformers ...");
-        match peer(ctx, &args, "transformers", &args.model) {
-            Ok(v) => rows.push(v),
-            Err(e) => eprintln!("transformers peer skipped: {e:#}"),
-        }
+        ceilings.push(stream_read_gbs(args.threads));
     }
+    let ceiling = super::median(&ceilings);
+    let rows: Vec<Value> = results.iter().filter(|r| !r.is_empty()).map(|r| combine(r)).collect();
     println!(
         "{:<38} {:>10} {:>9} {:>11} {:>12} {:>12} {:>12}",
         "engine",
@@ -401,6 +453,13 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
          tokens per second while all {n} are decoding)",
         n = args.streams
     );
+    if rounds > 1 {
+        println!("one-stream decode t/s in each round (the table gives the median):");
+        for r in results.iter().filter(|r| !r.is_empty()) {
+            let each: Vec<String> = r.iter().map(|v| fmt(v, "decode_tps")).collect();
+            println!("  {:<36} {}", r[0]["name"].as_str().unwrap_or("?"), each.join("  "));
+        }
+    }
     println!();
     let ratio = |a: &Value, b: &Value, k: &str| match (a[k].as_f64(), b[k].as_f64()) {
         (Some(x), Some(y)) if y > 0.0 => format!("{:.2}x", x / y),
@@ -443,8 +502,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     }
     println!();
     println!(
-        "memory: a plain streaming read with {} threads runs at {ceiling:.1} GB/s on this machine now; one-stream \
-         decode in full precision reads its weights at:",
+        "memory: a plain streaming read with {} threads runs at {ceiling:.1} GB/s on this machine now (median of the \
+         rounds); one-stream decode in full precision reads its weights at:",
         args.threads
     );
     for ours in rows
@@ -465,7 +524,22 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_window_tps;
+    use super::{combine, decode_window_tps};
+    use serde_json::json;
+
+    #[test]
+    fn rounds_combine_into_medians_and_the_largest_peak_memory() {
+        let rounds = [
+            json!({"name": "x", "decode_tps": 80.0, "peak_rss_mb": 350.0, "total_tps": null}),
+            json!({"name": "x", "decode_tps": 36.0, "peak_rss_mb": 356.0, "total_tps": null}),
+            json!({"name": "x", "decode_tps": 77.0, "peak_rss_mb": 351.0, "total_tps": null}),
+        ];
+        let row = combine(&rounds);
+        assert_eq!(row["decode_tps"], json!(77.0));
+        assert_eq!(row["peak_rss_mb"], json!(356.0));
+        assert_eq!(row["total_tps"], json!(null));
+        assert_eq!(row["name"], json!("x"));
+    }
 
     #[test]
     fn the_decode_window_runs_from_the_last_first_token_to_the_first_finish() {
