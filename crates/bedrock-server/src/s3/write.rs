@@ -210,9 +210,11 @@ impl Staged {
 
     /// Appends the whole of the file at `src`; returns the number of bytes appended.
     ///
-    /// In extent-aligned writes through a buffer rather than with `std::io::copy` (`copy_file_range`): on a
-    /// filesystem that cannot share the blocks, the kernel copies in 64 KiB pieces, leaving the object in small
-    /// pages of the page cache (see [`EXTENT`]); the buffer's extra copy costs about as much as the kernel's.
+    /// In extent-aligned writes through a buffer rather than with `std::io::copy` (`copy_file_range`): on ext4 the
+    /// kernel's copy goes in 64 KiB pieces and leaves the object in small pages of the page cache (see [`EXTENT`]),
+    /// and the buffer's extra copy costs about as much as the kernel's. A filesystem with reflinks (XFS, btrfs)
+    /// could have shared the parts' blocks instead; the copy is the price of one path that is fast to decode from
+    /// everywhere.
     pub(crate) async fn append_file(&mut self, src: &Path) -> Result<u64, S3Error> {
         let mut from = std::fs::File::open(src).map_err(|e| io_error("opening", src, e))?;
         let src_path = src.to_path_buf();
