@@ -77,7 +77,8 @@ pub(crate) struct Staged {
     placed: bool,
 }
 
-/// Writes all of `chunks` with vectored writes (no copy into one buffer).
+/// Writes all of `chunks` with vectored writes (no copy into one buffer); `Write::write_all_vectored` does this but
+/// is not stable yet.
 fn write_chunks(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<()> {
     let mut slices: Vec<std::io::IoSlice<'_>> = chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
     let mut rest = &mut slices[..];
@@ -102,7 +103,6 @@ fn append_in_extents(from: &mut std::fs::File, to: &mut std::fs::File, at: u64) 
         let pos = at + copied;
         // Up to the boundary after next, so that every write but the first and the last is two whole extents.
         let want = (2 * EXTENT - pos % EXTENT) as usize;
-        let want = want.min(buf.len());
         let mut got = 0;
         while got < want {
             match from.read(&mut buf[got..want]) {

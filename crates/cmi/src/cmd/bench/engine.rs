@@ -150,8 +150,8 @@ fn worker(args: &Args, config: &str) -> Result<Value> {
         .map(|_| timed(&engine, PROMPT, 1).map(|r| r.0))
         .collect::<Result<_>>()?;
     let ttft = super::median(&ttfts);
-    // Decode speed as the median of three runs, as for the peers: this host's speed drifts by a quarter within a
-    // minute, and one run can land in a slow spell.
+    // Decode speed as the median of a few runs, as for the peers: within one process a single run can still land
+    // in a short slow spell (the rounds take care of the longer ones).
     let decodes: Vec<f64> = (0..DECODE_RUNS)
         .map(|_| timed(&engine, PROMPT, args.decode_tokens).map(|(_, dt, n)| n.saturating_sub(1) as f64 / dt))
         .collect::<Result<_>>()?;
