@@ -7,6 +7,11 @@ use std::time::Instant;
 use chat_template::{ChatTemplate, RenderRequest, SpecialTokens};
 use serde_json::Value;
 
+/// mimalloc, like the `cmi` binary (which reaches it through its own small-block shim), so that profiles show the
+/// allocation costs `cmi bench templates` pays.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("parse")
 }
