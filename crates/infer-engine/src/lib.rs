@@ -206,6 +206,8 @@ pub(crate) struct Inner {
     pub(crate) constraints: std::sync::OnceLock<Result<Arc<ConstraintFactory>, String>>,
     /// Sequences in the running batch (updated by the scheduler each step).
     pub(crate) active: std::sync::atomic::AtomicUsize,
+    /// The most bytes the running batch's KV caches have held at once (updated by the scheduler each step).
+    pub(crate) peak_kv_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The engine: cheap to clone; the model is loaded once and shared.
@@ -275,6 +277,7 @@ impl Engine {
             eos_ids,
             constraints: std::sync::OnceLock::new(),
             active: Default::default(),
+            peak_kv_bytes: Default::default(),
         });
         let tx = scheduler::start(
             inner.clone(),
@@ -317,6 +320,16 @@ impl Engine {
     /// Bytes of weights in the folder's safetensors files.
     pub fn weight_bytes(&self) -> u64 {
         self.inner.model.weight_bytes()
+    }
+
+    /// Bytes the weights take as the engine runs them (with a quantisation, less than [`Self::weight_bytes`]).
+    pub fn held_weight_bytes(&self) -> u64 {
+        self.inner.model.held_weight_bytes()
+    }
+
+    /// The most bytes the KV caches of the sequences running together have held at once, since the engine started.
+    pub fn peak_kv_cache_bytes(&self) -> u64 {
+        self.inner.peak_kv_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queues a request. Fails at once with [`Error::PromptTooLong`], [`Error::QueueFull`] or [`Error::Grammar`].

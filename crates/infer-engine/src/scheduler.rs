@@ -163,6 +163,9 @@ fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize, step_tokens: usiz
                 .forward_last(&mut batch)
                 .and_then(|t| Ok(t.to_vec2::<f32>()?))
         };
+        // The caches have grown for this step's tokens.
+        let kv: usize = active.iter().map(|s| s.cache.allocated_bytes()).sum();
+        inner.peak_kv_bytes.fetch_max(kv as u64, Ordering::Relaxed);
         let logits = match logits {
             Ok(l) => l,
             Err(e) => {

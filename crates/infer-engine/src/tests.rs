@@ -137,6 +137,8 @@ fn eight_concurrent_streams_give_the_same_text_as_one_at_a_time() {
             collect(engine.generate(r).expect("generate")).0
         })
         .collect();
+    let alone = engine.peak_kv_cache_bytes();
+    assert!(alone > 0, "one sequence's cache is counted");
     let gens: Vec<Generation> = prompts
         .iter()
         .map(|p| {
@@ -150,6 +152,12 @@ fn eight_concurrent_streams_give_the_same_text_as_one_at_a_time() {
     assert!(
         together.iter().collect::<std::collections::HashSet<_>>().len() > 1,
         "prompts lead to different text"
+    );
+    // Running together, several caches were held at once.
+    assert!(
+        engine.peak_kv_cache_bytes() > alone,
+        "{} vs {alone}",
+        engine.peak_kv_cache_bytes()
     );
 }
 

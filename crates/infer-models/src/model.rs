@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
@@ -64,8 +65,11 @@ impl Linear {
         // Q4_K needs rows of whole super-blocks of 256 (candle's kernel); Q8_0 and Q4_0 blocks of 32 (ours).
         let to = match q {
             Quantize::Q4K if cols.is_multiple_of(256) => {
-                let qt = w.qtensor(GgmlDType::Q4K)?;
+                let blocks = w.quantised_blocks(GgmlDType::Q4K)?;
+                // The source pages go before candle copies the blocks into its own storage, so that the three are
+                // never resident at once.
                 w.release_pages();
+                let qt = qtensor_from_ggml(GgmlDType::Q4K, &blocks, vec![w.rows(), cols], &Device::Cpu)?;
                 return Ok(Linear::Quant {
                     w: QMatMul::from_qtensor(qt)?,
                     b,
@@ -78,6 +82,21 @@ impl Linear {
         let quantised = w.quantize(to)?;
         w.release_pages();
         Ok(Linear::Dense { w: quantised, b })
+    }
+
+    /// Bytes the weights and bias take as they are run.
+    fn bytes(&self) -> usize {
+        let (w, b) = match self {
+            Linear::Dense { w, b } => (w.bytes(), b),
+            Linear::Quant { w, b } => (
+                match w {
+                    QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor_bytes(t),
+                },
+                b,
+            ),
+        };
+        w + b.as_ref().map_or(0, tensor_bytes)
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
@@ -99,6 +118,10 @@ impl Linear {
             None => y,
         })
     }
+}
+
+fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
 }
 
 /// The rows of `parts` as one matrix (a fused projection); `names` say which tensors they are.
@@ -688,6 +711,28 @@ impl Transformer {
     /// Bytes of tensor data in the safetensors files.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes
+    }
+
+    /// Bytes the weights take as the model runs them: the file's bytes at full precision; with a quantisation, the
+    /// quantised matrices plus the tensors kept as stored (embedding, norms, matrices too narrow to quantise). A tied
+    /// output head that reads the embedding's own bytes counts once.
+    pub fn held_weight_bytes(&self) -> u64 {
+        let mut n = self.embed.bytes() + tensor_bytes(&self.norm);
+        n += match &self.lm_head {
+            Linear::Dense { w, b: None } if w.shares_bytes(&self.embed) => 0,
+            head => head.bytes(),
+        };
+        for l in &self.layers {
+            n += tensor_bytes(&l.input_norm) + tensor_bytes(&l.post_norm) + l.qkv.bytes() + l.o.bytes();
+            n += (l.q_norm.as_ref().map_or(0, Vec::len) + l.k_norm.as_ref().map_or(0, Vec::len)) * 4;
+            n += match &l.mlp {
+                Mlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
+                Mlp::Moe { router, experts, .. } => {
+                    tensor_bytes(router) + experts.iter().map(|(a, b)| a.bytes() + b.bytes()).sum::<usize>()
+                }
+            };
+        }
+        n as u64
     }
 
     /// `cos` and `sin` of every position's angles: `[positions, head_dim / 2]` each.

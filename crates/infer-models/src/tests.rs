@@ -122,6 +122,15 @@ fn quantised_models_stay_close_to_full_precision() {
     let full = load(dir.path(), None).expect("load");
     let mut c1 = full.new_cache();
     let a = full.forward_all(&PROMPT, &mut c1).expect("fwd");
+    // At full precision the model holds exactly the file's tensors; quantised, fewer bytes, 4-bit fewer than 8-bit.
+    assert_eq!(full.held_weight_bytes(), full.weight_bytes());
+    let held = |kind| {
+        load(dir.path(), Some(kind))
+            .expect("load quantised")
+            .held_weight_bytes()
+    };
+    let (q8, q4) = (held(Quantize::Q8_0), held(Quantize::Q4_0));
+    assert!(q4 < q8 && q8 < full.weight_bytes(), "{q4} {q8} {}", full.weight_bytes());
     // 8-bit blocks stay closer than 4-bit ones; every kind differs (it was really quantised).
     for (kind, bound) in [(Quantize::Q8_0, 0.5), (Quantize::Q4_0, 2.0), (Quantize::Q4K, 2.0)] {
         let q = load(dir.path(), Some(kind)).expect("load quantised");

@@ -185,6 +185,8 @@ fn worker(args: &Args, config: &str) -> Result<Value> {
         "decode_total_tps": decode_window,
         "peak_rss_mb": rss_kib("VmHWM:") as f64 / 1024.0,
         "weight_mb": engine.weight_bytes() as f64 / 1e6,
+        "held_weight_mb": engine.held_weight_bytes() as f64 / 1e6,
+        "kv_peak_mb": engine.peak_kv_cache_bytes() as f64 / 1e6,
         // One-stream decode reads every weight once a token; the weight bytes are the stored ones, which only full
         // precision reads as they are.
         "weight_read_gbs": quantize.is_none().then(|| engine.weight_bytes() as f64 * decode_1 / 1e9),
@@ -350,7 +352,8 @@ enum Contender {
     Peer(&'static str, PathBuf),
 }
 
-/// One contender's rounds as one row: every number is the median over the rounds, except peak memory, the largest.
+/// One contender's rounds as one row: every number is the median over the rounds, except peak memory (resident and
+/// KV caches), the largest.
 fn combine(rounds: &[Value]) -> Value {
     let mut row = rounds[0].clone();
     if let Some(obj) = row.as_object_mut() {
@@ -359,7 +362,7 @@ fn combine(rounds: &[Value]) -> Value {
             if !v.is_number() || values.len() != rounds.len() {
                 continue;
             }
-            let x = if k == "peak_rss_mb" {
+            let x = if k == "peak_rss_mb" || k == "kv_peak_mb" {
                 values.iter().copied().fold(f64::MIN, f64::max)
             } else {
                 super::median(&values)
@@ -519,12 +522,44 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             );
         }
     }
+    println!();
+    println!(
+        "resident memory: the aim is at most {MEMORY_AIM}x the weights as run plus the KV caches at their peak ({} \
+         streams):",
+        args.streams
+    );
+    for ours in rows
+        .iter()
+        .filter(|r| r["name"].as_str().unwrap_or("").starts_with("cmi"))
+    {
+        if let Some(line) = memory_line(ours) {
+            println!("  {line}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The issue's memory aim: peak resident memory at most this many times the weights plus the KV caches.
+const MEMORY_AIM: f64 = 1.2;
+
+/// Peak resident memory against the weights this configuration holds and its KV caches' peak.
+fn memory_line(r: &Value) -> Option<String> {
+    let (rss, weights, kv) = (
+        r["peak_rss_mb"].as_f64()?,
+        r["held_weight_mb"].as_f64()?,
+        r["kv_peak_mb"].as_f64()?,
+    );
+    let ratio = rss / (weights + kv);
+    Some(format!(
+        "{}: peak {rss:.1} MB = {ratio:.2}x ({weights:.1} MB of weights + {kv:.1} MB of KV caches){}",
+        r["name"].as_str().unwrap_or("?"),
+        if ratio <= MEMORY_AIM { "" } else { " - over the aim" }
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{combine, decode_window_tps};
+    use super::{combine, decode_window_tps, memory_line};
     use serde_json::json;
 
     #[test]
@@ -539,6 +574,24 @@ mod tests {
         assert_eq!(row["peak_rss_mb"], json!(356.0));
         assert_eq!(row["total_tps"], json!(null));
         assert_eq!(row["name"], json!("x"));
+    }
+
+    #[test]
+    fn the_memory_line_divides_the_peak_by_the_weights_and_kv_caches() {
+        let ok =
+            json!({"name": "cmi engine (full)", "peak_rss_mb": 330.0, "held_weight_mb": 269.0, "kv_peak_mb": 31.0});
+        assert_eq!(
+            memory_line(&ok).unwrap(),
+            "cmi engine (full): peak 330.0 MB = 1.10x (269.0 MB of weights + 31.0 MB of KV caches)"
+        );
+        let over = json!({"name": "q", "peak_rss_mb": 200.0, "held_weight_mb": 100.0, "kv_peak_mb": 0.0});
+        assert!(
+            memory_line(&over)
+                .unwrap()
+                .ends_with("2.00x (100.0 MB of weights + 0.0 MB of KV caches) - over the aim")
+        );
+        // A peer's row has no such figures.
+        assert_eq!(memory_line(&json!({"name": "llama.cpp", "peak_rss_mb": 100.0})), None);
     }
 
     #[test]
