@@ -317,13 +317,7 @@ impl Object for JsonNode {
         if let Node::Seq(_) = self.tree.nodes[self.id] {
             return self.get_value(&Value::from(key));
         }
-        // Lengths first: a message's keys mostly differ in length, and a byte comparison needs no char boundaries.
-        let text = self.tree.text.as_bytes();
-        let e = self
-            .tree
-            .children(self.id)
-            .iter()
-            .find(|e| e.key.len() == key.len() && text[e.key.clone()] == *key.as_bytes())?;
+        let e = self.tree.children(self.id).iter().find(|e| self.tree.key(e) == key)?;
         Some(self.tree.value(e.node))
     }
 

@@ -24,7 +24,7 @@ fn plain(align: usize) -> bool {
 }
 
 // SAFETY: every block comes from mimalloc and goes back to it (`mi_free` takes blocks from both the plain and the
-// aligned calls); a plain call is made only for an alignment mimalloc guarantees for that size, otherwise the aligned
+// aligned calls); a plain call is made only for an alignment every mimalloc block has, otherwise the aligned
 // call with the layout's alignment.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for MiAlloc {

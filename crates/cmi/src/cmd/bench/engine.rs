@@ -352,6 +352,11 @@ enum Contender {
     Peer(&'static str, PathBuf),
 }
 
+/// Whether a result row is one of this engine's configurations (not a peer's).
+fn is_ours(row: &Value) -> bool {
+    row["name"].as_str().unwrap_or("").starts_with("cmi")
+}
+
 /// One contender's rounds as one row: every number is the median over the rounds, except peak memory (resident and
 /// KV caches), the largest.
 fn combine(rounds: &[Value]) -> Value {
@@ -468,14 +473,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         (Some(x), Some(y)) if y > 0.0 => format!("{:.2}x", x / y),
         _ => "-".into(),
     };
-    for peer in rows
-        .iter()
-        .filter(|r| !r["name"].as_str().unwrap_or("").starts_with("cmi"))
-    {
-        for ours in rows
-            .iter()
-            .filter(|r| r["name"].as_str().unwrap_or("").starts_with("cmi"))
-        {
+    for peer in rows.iter().filter(|r| !is_ours(r)) {
+        for ours in rows.iter().filter(|r| is_ours(r)) {
             println!(
                 "{} vs {}: prompt {}, decode {}, {}-stream total {}",
                 ours["name"].as_str().unwrap_or("?"),
@@ -491,10 +490,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         (Some(x), Some(y)) if y > 0.0 => format!("{:.2}x", x / y),
         _ => "-".into(),
     };
-    for ours in rows
-        .iter()
-        .filter(|r| r["name"].as_str().unwrap_or("").starts_with("cmi"))
-    {
+    for ours in rows.iter().filter(|r| is_ours(r)) {
         println!(
             "{} {}-stream / 1-stream decode: {} while all decode, {} with prefills",
             ours["name"].as_str().unwrap_or("?"),
@@ -509,10 +505,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
          rounds); one-stream decode in full precision reads its weights at:",
         args.threads
     );
-    for ours in rows
-        .iter()
-        .filter(|r| r["name"].as_str().unwrap_or("").starts_with("cmi"))
-    {
+    for ours in rows.iter().filter(|r| is_ours(r)) {
         if let Some(gbs) = ours["weight_read_gbs"].as_f64() {
             println!(
                 "  {}: {gbs:.1} GB/s ({:.0}% of it, {} MB of weights a token)",
@@ -528,10 +521,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
          streams):",
         args.streams
     );
-    for ours in rows
-        .iter()
-        .filter(|r| r["name"].as_str().unwrap_or("").starts_with("cmi"))
-    {
+    for ours in rows.iter().filter(|r| is_ours(r)) {
         if let Some(line) = memory_line(ours) {
             println!("  {line}");
         }
