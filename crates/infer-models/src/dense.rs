@@ -1,5 +1,6 @@
 //! Weight matrices used straight from the memory-mapped safetensors files, in the dtype they were stored in
-//! (bf16, f16 or f32) — or quantised at load into GGML's Q8_0 / Q4_0 blocks — and the product `x·Wᵀ` over them.
+//! (bf16, f16 or f32) — or quantised at load into GGML's Q8_0 / Q4_0 blocks or Q4_K super-blocks — and the product
+//! `x·Wᵀ` over them.
 //!
 //! Hand-rolled because no library does this job: candle's and gemm's kernels want f32 (or f16) tensors they own,
 //! so bf16 weights would have to be widened into a second, twice-as-large copy, and their half-precision paths are
@@ -7,7 +8,7 @@
 //! reading the weights once, so the kernel here streams each weight row once per step, widens a vector of values
 //! at a time in registers (exact: bf16 and f16 are subsets of f32) and multiplies them with up to eight activation rows.
 //! The weights are never copied: resident memory is the weight bytes. Quantised blocks are widened the same way
-//! (candle's own Q8_0/Q4_0 kernels quantise the activations too and run one activation row at a time, so eight
+//! (candle's own quantised kernels quantise the activations too and run one activation row at a time, so eight
 //! rows cost eight passes over the weights). On CPUs with Intel AMX, quantised blocks against several activation rows
 //! are multiplied in bf16 matrix tiles instead (`simd::amx`).
 
@@ -31,6 +32,10 @@ pub(crate) enum Stored {
     Q8_0,
     /// GGML blocks of 32: an f16 scale and 16 bytes of 4-bit values biased by 8, low nibbles first (18 bytes).
     Q4_0,
+    /// GGML's Q4_K super-blocks of 256 (144 bytes): an f16 scale `d` and min scale `dmin`, 12 bytes packing a 6-bit
+    /// scale and min for each of the 8 sub-blocks of 32, then 128 bytes of nibbles (each 32 bytes hold two sub-blocks,
+    /// the even one in the low nibbles). A value is `d · sc · nibble − dmin · m`.
+    Q4K,
 }
 
 /// Values per quantised block.
@@ -39,6 +44,27 @@ pub(crate) const BLOCK: usize = 32;
 const Q8_0_BYTES: usize = 34;
 /// Bytes of a Q4_0 block: the f16 scale and 16 bytes of nibbles.
 const Q4_0_BYTES: usize = 18;
+/// Values per Q4_K super-block.
+pub(crate) const SUPER_BLOCK: usize = 256;
+/// Bytes of a Q4_K super-block.
+const Q4K_BYTES: usize = 144;
+
+/// The scale and the offset of sub-block `sub` (0..8) of a Q4_K super-block with scales `d` and `dmin` and the 12
+/// packed scale bytes `s`: its values are `scale · nibble − offset` (GGML's `get_scale_min_k4`: the first four
+/// sub-blocks keep their 6-bit scale and min in the low bits of bytes 0–3 and 4–7; the last four in the nibbles of
+/// bytes 8–11, their top two bits in the top bits of bytes 0–7).
+#[inline(always)]
+fn q4k_scales(d: f32, dmin: f32, s: &[u8], sub: usize) -> (f32, f32) {
+    let (sc, m) = if sub < 4 {
+        (s[sub] & 63, s[sub + 4] & 63)
+    } else {
+        (
+            (s[sub + 4] & 15) | (s[sub - 4] >> 6) << 4,
+            (s[sub + 4] >> 4) | (s[sub] >> 6) << 4,
+        )
+    };
+    (d * f32::from(sc), dmin * f32::from(m))
+}
 
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
@@ -52,12 +78,22 @@ impl Stored {
             Stored::F16 | Stored::Bf16 => cols * 2,
             Stored::Q8_0 => cols / BLOCK * Q8_0_BYTES,
             Stored::Q4_0 => cols / BLOCK * Q4_0_BYTES,
+            Stored::Q4K => cols / SUPER_BLOCK * Q4K_BYTES,
         }
     }
 
     /// Whether the values are quantised blocks (rows are whole blocks, and only our kernel reads them).
     pub(crate) fn is_quantised(self) -> bool {
-        matches!(self, Stored::Q8_0 | Stored::Q4_0)
+        matches!(self, Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K)
+    }
+
+    /// The values a row's length must be a multiple of: its blocks' (1 for the plain kinds).
+    pub(crate) fn block_len(self) -> usize {
+        match self {
+            Stored::F32 | Stored::F16 | Stored::Bf16 => 1,
+            Stored::Q8_0 | Stored::Q4_0 => BLOCK,
+            Stored::Q4K => SUPER_BLOCK,
+        }
     }
 
     /// The value at column `i` of the row `row`, widened to f32.
@@ -75,6 +111,13 @@ impl Stored {
                 let byte = row[b + 2 + j % 16];
                 let nibble = if j < 16 { byte & 15 } else { byte >> 4 };
                 f16_at(row, b) * (f32::from(nibble) - 8.0)
+            }
+            Stored::Q4K => {
+                let (b, sub) = (i / SUPER_BLOCK * Q4K_BYTES, i % SUPER_BLOCK / BLOCK);
+                let (scale, offset) = q4k_scales(f16_at(row, b), f16_at(row, b + 2), &row[b + 4..b + 16], sub);
+                let byte = row[b + 16 + 32 * (sub / 2) + i % BLOCK];
+                let nibble = if sub % 2 == 0 { byte & 15 } else { byte >> 4 };
+                scale * f32::from(nibble) - offset
             }
         }
     }
@@ -164,11 +207,13 @@ impl DenseWeight {
         Ok(blocks)
     }
 
-    /// This matrix quantised into `to` (Q8_0 or Q4_0; `cols` must be a multiple of [`BLOCK`]), for our kernel.
+    /// This matrix quantised into `to` (Q8_0, Q4_0 or Q4_K; `cols` must be a multiple of its blocks' length), for our
+    /// kernel.
     pub(crate) fn quantize(&self, to: Stored) -> candle_core::Result<DenseWeight> {
         let dtype = match to {
             Stored::Q8_0 => GgmlDType::Q8_0,
             Stored::Q4_0 => GgmlDType::Q4_0,
+            Stored::Q4K => GgmlDType::Q4K,
             other => candle_core::bail!("{other:?} is not a quantised kind"),
         };
         let (rows, cols) = (self.rows(), self.cols);
@@ -394,7 +439,7 @@ fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
                 *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
             }
         }
-        Stored::Q8_0 | Stored::Q4_0 => {
+        Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K => {
             let rb = stored.row_bytes(cols);
             for (o, row) in out.chunks_exact_mut(cols).zip(bytes.chunks_exact(rb)) {
                 for (i, o) in o.iter_mut().enumerate() {
@@ -409,10 +454,7 @@ fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
 pub(crate) fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize, out: &mut [f32]) {
     let rows = out.len() / mc;
     assert!(w.len() == rows * stored.row_bytes(k) && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
-    assert!(
-        !stored.is_quantised() || k.is_multiple_of(BLOCK),
-        "quantised rows are whole blocks"
-    );
+    assert!(k.is_multiple_of(stored.block_len()), "quantised rows are whole blocks");
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
         // SAFETY: the CPU has the kernel's features (checked above), and the lengths are checked above.
@@ -443,22 +485,84 @@ pub(crate) mod simd {
     //! prefetching the next block's rows. One body (`kernel!`) over two instruction sets: AVX-512 (16 lanes,
     //! 32 registers) where the CPU has it, else AVX2 with FMA and F16C (8 lanes, 16 registers).
 
-    use super::{BLOCK, Q4_0_BYTES, Q8_0_BYTES, Stored};
+    use super::{BLOCK, Q4_0_BYTES, Q4K_BYTES, Q8_0_BYTES, SUPER_BLOCK, Stored};
 
     const F32: u8 = 0;
     const F16: u8 = 1;
     const BF16: u8 = 2;
     const Q8_0: u8 = 3;
     const Q4_0: u8 = 4;
+    const Q4K: u8 = 5;
 
-    /// Byte offset of column `i` in a row (the start of its block, for the quantised kinds).
+    /// Byte offset of column `i` in a row: the start of its block for Q8_0 and Q4_0, the start of its super-block
+    /// for Q4_K (see [`q4k_scales_all`] and [`q4k_nibbles`] for its values).
     #[inline(always)]
     fn col_bytes<const D: u8>(i: usize) -> usize {
         match D {
             F32 => 4 * i,
             F16 | BF16 => 2 * i,
             Q8_0 => i / BLOCK * Q8_0_BYTES,
-            _ => i / BLOCK * Q4_0_BYTES,
+            Q4_0 => i / BLOCK * Q4_0_BYTES,
+            _ => i / SUPER_BLOCK * Q4K_BYTES,
+        }
+    }
+
+    /// Where the prefetch for column `i` of a row points: the line its values start in (for Q4_K, its sub-block's
+    /// nibbles; the scales share the super-block's first line).
+    #[inline(always)]
+    fn prefetch_bytes<const D: u8>(i: usize) -> usize {
+        match D {
+            Q4K => col_bytes::<D>(i) + 16 + 32 * (i % SUPER_BLOCK / BLOCK / 2),
+            _ => col_bytes::<D>(i),
+        }
+    }
+
+    /// The scales of the 8 sub-blocks of the Q4_K super-block at `p`, then their offsets negated: sub-block `b`'s
+    /// values are `out[b] · nibble + out[8 + b]`. All eight at once, as llama.cpp unpacks them: the 6-bit fields
+    /// gathered into bytes with a few masks and shifts of the three 32-bit words they are packed in (see
+    /// `super::q4k_scales` for the layout), then widened and scaled as vectors. Per super-block, where decoding one
+    /// sub-block's fields at a time cost more than multiplying its values at one activation row.
+    ///
+    /// # Safety
+    /// `p` points to a whole super-block; the CPU has AVX2 and F16C.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4k_scales_all(p: *const u8) -> [f32; 16] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees the super-block's 144 bytes at `p`.
+        unsafe {
+            let word = |at: usize| p.add(4 + at).cast::<u32>().read_unaligned();
+            let (a, b, c) = (word(0), word(4), word(8));
+            let low = 0x3f3f_3f3f;
+            let (top, nib) = (0x0303_0303, 0x0f0f_0f0f);
+            let scales = u64::from(a & low) | u64::from((c & nib) | ((a >> 6) & top) << 4) << 32;
+            let mins = u64::from(b & low) | u64::from(((c >> 4) & nib) | ((b >> 6) & top) << 4) << 32;
+            let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+            let d = _mm256_broadcastss_ps(dd);
+            let m = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+            let widen = |v: u64| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)));
+            let mut out = [0f32; 16];
+            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(widen(scales), d));
+            // Negated after the product, so the offset is exactly `dmin · m` as in the scalar decoding.
+            let offsets = _mm256_mul_ps(widen(mins), m);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_sub_ps(_mm256_setzero_ps(), offsets));
+            out
+        }
+    }
+
+    /// The 32 nibbles of sub-block `sub` of the Q4_K super-block at `p`, one per byte.
+    ///
+    /// # Safety
+    /// `p` points to a whole super-block; the CPU has AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4k_nibbles(p: *const u8, sub: usize) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees the super-block's 144 bytes at `p`; sub < 8.
+        unsafe {
+            let raw = _mm256_loadu_si256(p.add(16 + 32 * (sub / 2)).cast());
+            let shifted = _mm256_srl_epi16(raw, _mm_cvtsi32_si128(4 * (sub % 2) as i32));
+            _mm256_and_si256(shifted, _mm256_set1_epi8(15))
         }
     }
 
@@ -582,14 +686,22 @@ pub(crate) mod simd {
                 // activation vector live across the rows and spilled the AVX-512 q4_0 accumulators to the stack).
                 // With fewer registers (AVX2), or many quantised weight vectors, row by row.
                 let weights_first = R * M + R * n < REGISTERS;
+                // Q4_K: the R rows' sub-block scales and offsets, decoded once per super-block.
+                let mut ks = [[0f32; 16]; R];
                 while i < main {
+                    if D == Q4K && i % SUPER_BLOCK == 0 {
+                        for (q, ks) in ks.iter_mut().enumerate() {
+                            // SAFETY: row j + q < rows, and its super-block holding column i is inside it.
+                            *ks = unsafe { q4k_scales_all(wp.add((j + q) * rb + col_bytes::<D>(i))) };
+                        }
+                    }
                     if weights_first {
                         let mut wv = [[zero(); 4]; R];
                         for (q, w) in wv.iter_mut().enumerate() {
                             // SAFETY: row j + q < rows and i + step <= k, so the values are inside `w` and `x`.
-                            *w = unsafe { load::<D>(wp.add((j + q) * rb), i) };
+                            *w = unsafe { load::<D>(wp.add((j + q) * rb), i, &ks[q]) };
                             // A hint only: an address past the end is never dereferenced.
-                            prefetch(wp.wrapping_add((j + q + R) * rb + col_bytes::<D>(i)));
+                            prefetch(wp.wrapping_add((j + q + R) * rb + prefetch_bytes::<D>(i)));
                         }
                         for v in 0..n {
                             for r in 0..M {
@@ -603,8 +715,8 @@ pub(crate) mod simd {
                     } else {
                         for (q, acc) in acc.iter_mut().enumerate() {
                             // SAFETY: as above.
-                            let wv = unsafe { load::<D>(wp.add((j + q) * rb), i) };
-                            prefetch(wp.wrapping_add((j + q + R) * rb + col_bytes::<D>(i)));
+                            let wv = unsafe { load::<D>(wp.add((j + q) * rb), i, &ks[q]) };
+                            prefetch(wp.wrapping_add((j + q + R) * rb + prefetch_bytes::<D>(i)));
                             for (r, a) in acc.iter_mut().enumerate() {
                                 for (v, wv) in wv.iter().enumerate().take(n) {
                                     // SAFETY: as above.
@@ -673,6 +785,7 @@ pub(crate) mod simd {
                         Stored::Bf16 => by_rows::<BF16>(stored, w, k, x, mc, out),
                         Stored::Q8_0 => by_rows::<Q8_0>(stored, w, k, x, mc, out),
                         Stored::Q4_0 => by_rows::<Q4_0>(stored, w, k, x, mc, out),
+                        Stored::Q4K => by_rows::<Q4K>(stored, w, k, x, mc, out),
                     }
                 }
             }
@@ -682,7 +795,10 @@ pub(crate) mod simd {
     mod avx2 {
         use std::arch::x86_64::*;
 
-        use super::{BF16, BLOCK, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
+        use super::{
+            BF16, BLOCK, F16, F32, Q4_0, Q4K, Q8_0, SUPER_BLOCK, Stored, col_bytes, prefetch_bytes, q4k_nibbles,
+            q4k_scales_all,
+        };
 
         const LANES: usize = 8;
         /// Vector registers of the instruction set.
@@ -692,7 +808,7 @@ pub(crate) mod simd {
         /// the four vectors of the block starting at `i`.
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn load<const D: u8>(row: *const u8, i: usize) -> [__m256; 4] {
+        unsafe fn load<const D: u8>(row: *const u8, i: usize, ks: &[f32; 16]) -> [__m256; 4] {
             // SAFETY: the caller guarantees the columns are inside the row; unaligned loads.
             unsafe {
                 let p = row.add(col_bytes::<D>(i));
@@ -715,6 +831,14 @@ pub(crate) mod simd {
                             _mm256_mul_ps(d, q(2)),
                             _mm256_mul_ps(d, q(3)),
                         ]
+                    }
+                    Q4K => {
+                        let sub = i % SUPER_BLOCK / BLOCK;
+                        let q = q4k_nibbles(p, sub);
+                        let (d, m) = (_mm256_set1_ps(ks[sub]), _mm256_set1_ps(ks[8 + sub]));
+                        let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+                        let f = |b: __m128i| _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), d, m);
+                        [f(lo), f(_mm_srli_si128::<8>(lo)), f(hi), f(_mm_srli_si128::<8>(hi))]
                     }
                     _ => {
                         // (q - 8) · d as q · d + (-8 · d).
@@ -776,7 +900,10 @@ pub(crate) mod simd {
     mod avx512 {
         use std::arch::x86_64::*;
 
-        use super::{BF16, BLOCK, F16, F32, Q4_0, Q8_0, Stored, col_bytes};
+        use super::{
+            BF16, BLOCK, F16, F32, Q4_0, Q4K, Q8_0, SUPER_BLOCK, Stored, col_bytes, prefetch_bytes, q4k_nibbles,
+            q4k_scales_all,
+        };
 
         const LANES: usize = 16;
         /// Vector registers of the instruction set.
@@ -786,7 +913,7 @@ pub(crate) mod simd {
         /// the two vectors of the block starting at `i`.
         #[inline]
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-        pub(super) unsafe fn load<const D: u8>(row: *const u8, i: usize) -> [__m512; 4] {
+        pub(super) unsafe fn load<const D: u8>(row: *const u8, i: usize, ks: &[f32; 16]) -> [__m512; 4] {
             // SAFETY: the caller guarantees the columns are inside the row; unaligned loads.
             unsafe {
                 let p = row.add(col_bytes::<D>(i));
@@ -804,6 +931,14 @@ pub(crate) mod simd {
                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2 + 16 * g).cast())))
                         };
                         [_mm512_mul_ps(d, q(0)), _mm512_mul_ps(d, q(1)), z, z]
+                    }
+                    Q4K => {
+                        let sub = i % SUPER_BLOCK / BLOCK;
+                        let q = q4k_nibbles(p, sub);
+                        let (d, m) = (_mm512_set1_ps(ks[sub]), _mm512_set1_ps(ks[8 + sub]));
+                        let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+                        let f = |b: __m128i| _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)), d, m);
+                        [f(lo), f(hi), z, z]
                     }
                     _ => {
                         // (q - 8) · d as q · d + (-8 · d).
@@ -879,7 +1014,7 @@ pub(crate) mod simd {
         use std::arch::asm;
         use std::arch::x86_64::*;
 
-        use super::{BLOCK, Q4_0, Q8_0, Stored, avx512, col_bytes};
+        use super::{BLOCK, Q4_0, Q4K, Q8_0, SUPER_BLOCK, Stored, avx512, prefetch_bytes, q4k_nibbles, q4k_scales_all};
 
         use super::super::{TILE_ACTIVATION_ROWS as ROWS, TILE_WEIGHT_ROWS as TILE_ROWS};
 
@@ -984,6 +1119,7 @@ pub(crate) mod simd {
             unsafe {
                 match stored {
                     Stored::Q8_0 => products::<Q8_0>(stored, w, k, xb, cols),
+                    Stored::Q4K => products::<Q4K>(stored, w, k, xb, cols),
                     _ => products::<Q4_0>(stored, w, k, xb, cols),
                 }
             }
@@ -1001,40 +1137,56 @@ pub(crate) mod simd {
                 let row = w.wrapping_add((j + q) * rb);
                 // The rows are read a block at a time, each from its own line: ask for the line after the next
                 // block's ahead of time (a hint only; never dereferenced past the end).
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(col_bytes::<D>((b + 4) * BLOCK)).cast());
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(prefetch_bytes::<D>((b + 4) * BLOCK)).cast());
                 // SAFETY: the caller guarantees rows j..j + n exist and block b is inside them; the store is to an
                 // aligned row of `a`.
                 unsafe {
-                    let bf = block_bf16::<D>(row.add(col_bytes::<D>(b * BLOCK)));
+                    let bf = block_bf16::<D>(row, b * BLOCK);
                     _mm512_store_si512(a.0.as_mut_ptr().add(q * BLOCK).cast(), bf);
                 }
             }
         }
 
-        /// The 32 values of the block at `p`, rounded to bf16.
+        /// The 32 values from column `i` (a multiple of 32) of the row at `row`, rounded to bf16.
         ///
-        /// A Q4_0 block has only 16 distinct values, `(i - 8) · d` for the nibbles `i`: they are computed once (exact
-        /// in f32: a 4-bit integer times an f16), rounded, and the nibbles pick from them (`vpermw`), where widening
-        /// every value took two conversions and a multiply-add per 16.
+        /// A Q4_0 block has only 16 distinct values, `(i - 8) · d` for the nibbles `i`, and a Q4_K sub-block only 16,
+        /// `scale · i − offset`: they are computed once, rounded, and the nibbles pick from them (`vpermw`), where
+        /// widening every value took two conversions and a multiply-add per 16.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma,f16c")]
-        unsafe fn block_bf16<const D: u8>(p: *const u8) -> __m512i {
-            // SAFETY: the caller guarantees a whole block at `p`.
+        unsafe fn block_bf16<const D: u8>(row: *const u8, i: usize) -> __m512i {
+            let steps = |from: f32| {
+                let f = _mm512_set1_ps(from);
+                _mm512_add_ps(
+                    f,
+                    _mm512_setr_ps(
+                        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+                    ),
+                )
+            };
+            // SAFETY: the caller guarantees a whole block (super-block for Q4_K) holding column `i` of the row.
             unsafe {
+                let p = row.add(super::col_bytes::<D>(i));
                 if D == Q4_0 {
+                    // Exact in f32: a 4-bit integer times an f16.
                     let d = _mm512_cvtph_ps(_mm256_set1_epi16(p.cast::<i16>().read_unaligned()));
-                    let steps = _mm512_setr_ps(
-                        -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
-                    );
-                    let table: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_mul_ps(steps, d)));
+                    let table: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_mul_ps(steps(-8.0), d)));
                     let bytes = _mm_loadu_si128(p.add(2).cast());
                     let mask = _mm_set1_epi8(15);
                     let lo = _mm_and_si128(bytes, mask);
                     let hi = _mm_and_si128(_mm_srli_epi16::<4>(bytes), mask);
                     let idx = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
                     _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(table))
+                } else if D == Q4K {
+                    // Decoding all eight sub-blocks' scales for one is still cheaper than one at a time in scalar code.
+                    let sub = i % SUPER_BLOCK / BLOCK;
+                    let ks = q4k_scales_all(p);
+                    let q = q4k_nibbles(p, sub);
+                    let values = _mm512_fmadd_ps(steps(0.0), _mm512_set1_ps(ks[sub]), _mm512_set1_ps(ks[8 + sub]));
+                    let table: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(values));
+                    _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(q), _mm512_castsi256_si512(table))
                 } else {
-                    let v = avx512::load::<D>(p, 0);
+                    let v = avx512::load::<D>(row, i, &[0.0; 16]);
                     std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(v[1], v[0]))
                 }
             }
@@ -1074,8 +1226,9 @@ pub(crate) mod simd {
             // `a`, `xb` or `c` (rows × bytes per row as configured, at the strides given), and the rows widened
             // are rows of `w`.
             unsafe {
-                // Another tile user on this thread (candle's Q4_K prefill kernel) keeps its configuration loaded
-                // across calls: put back whatever was there when done.
+                // Another tile user on this thread (candle's quantised kernels, which the engine no longer runs but
+                // code sharing the thread pool may) keeps its configuration loaded across calls: put back whatever
+                // was there when done.
                 let mut before = Config::new(mc);
                 asm!("sttilecfg [{}]", in(reg) &mut before, options(nostack));
                 asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
@@ -1209,7 +1362,7 @@ mod tests {
                 Stored::F32 => bytes.extend(v.to_le_bytes()),
                 Stored::F16 => bytes.extend(half::f16::from_f32(v).to_le_bytes()),
                 Stored::Bf16 => bytes.extend(half::bf16::from_f32(v).to_le_bytes()),
-                Stored::Q8_0 | Stored::Q4_0 => unreachable!("quantised matrices are made by `quantize`"),
+                Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K => unreachable!("quantised matrices are made by `quantize`"),
             }
         }
         f.write_all(&bytes).unwrap();
@@ -1241,6 +1394,38 @@ mod tests {
     }
 
     #[test]
+    fn q4k_values_are_the_ones_candle_dequantises() {
+        let (n, k) = (5, 512);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 - 500.0) / 700.0).collect();
+        let q = DenseWeight::from_f32_for_tests(&w, n, k).quantize(Stored::Q4K).unwrap();
+        assert_eq!(q.bytes(), n * k / SUPER_BLOCK * Q4K_BYTES);
+        let t = candle_core::Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu).unwrap();
+        let want = QTensor::quantize(&t, GgmlDType::Q4K)
+            .unwrap()
+            .dequantize(&candle_core::Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(q.to_f32(), want);
+        // Every one of the 64 possible 6-bit scales and mins of the last four sub-blocks is read right: a block made of
+        // sub-blocks of very different ranges uses many of them.
+        let ranges: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 97) as f32 - 48.0) * ((i / 32 % 8) as f32 + 1.0).powi(2))
+            .collect();
+        let q = DenseWeight::from_f32_for_tests(&ranges, n, k)
+            .quantize(Stored::Q4K)
+            .unwrap();
+        let t = candle_core::Tensor::from_vec(ranges, (n, k), &candle_core::Device::Cpu).unwrap();
+        let want = QTensor::quantize(&t, GgmlDType::Q4K)
+            .unwrap()
+            .dequantize(&candle_core::Device::Cpu)
+            .unwrap();
+        assert_eq!(q.to_f32(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
     fn the_kernel_equals_the_plain_product_for_every_dtype_width_and_row_count() {
         for_each_kernel(kernel_equals_the_plain_product);
     }
@@ -1251,14 +1436,21 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        let kinds = [Stored::F32, Stored::F16, Stored::Bf16, Stored::Q8_0, Stored::Q4_0];
+        let kinds = [
+            Stored::F32,
+            Stored::F16,
+            Stored::Bf16,
+            Stored::Q8_0,
+            Stored::Q4_0,
+            Stored::Q4K,
+        ];
         for stored in kinds {
-            let quantised = matches!(stored, Stored::Q8_0 | Stored::Q4_0);
+            let quantised = stored.is_quantised();
             // Widths with and without a tail past the last vector; row counts around the block sizes.
-            let shapes: &[(usize, usize)] = if quantised {
-                &[(37, 64), (130, 96), (5, 32)]
-            } else {
-                &[(37, 64), (45, 21), (5, 8), (130, 77)]
+            let shapes: &[(usize, usize)] = match stored {
+                Stored::Q4K => &[(37, 256), (130, 512), (5, 256)],
+                Stored::Q8_0 | Stored::Q4_0 => &[(37, 64), (130, 96), (5, 32)],
+                _ => &[(37, 64), (45, 21), (5, 8), (130, 77)],
             };
             for &(n, k) in shapes {
                 let w: Vec<f32> = (0..n * k).map(|_| rand()).collect();
@@ -1273,7 +1465,8 @@ mod tests {
                 }
                 let wide = dw.to_f32();
                 if quantised {
-                    // The blocks hold the weights to within their step (1/127 or 1/7 of the block's largest value).
+                    // The blocks hold the weights to within their step (1/127 or 1/7 of the block's largest value;
+                    // Q4_K: 1/15 of a sub-block's range, with its 6-bit scale and min rounded too).
                     let step = if stored == Stored::Q8_0 { 0.5 / 127.0 } else { 0.5 / 7.0 };
                     assert!(
                         w.iter().zip(&wide).all(|(a, b)| (a - b).abs() <= step + 1e-3),

@@ -67,8 +67,8 @@ pub enum Error {
 pub enum Quantize {
     /// 8-bit blocks of 32.
     Q8_0,
-    /// 4-bit k-quant super-blocks of 256, run by candle's kernels (matrices whose input width is not a multiple of
-    /// 256 use Q4_0, as llama.cpp falls back for such rows).
+    /// 4-bit k-quant super-blocks of 256 (GGML's Q4_K; matrices whose input width is not a multiple of 256 use Q4_0,
+    /// as llama.cpp falls back for such rows).
     Q4K,
     /// 4-bit blocks of 32.
     Q4_0,

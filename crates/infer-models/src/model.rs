@@ -3,13 +3,11 @@
 
 use std::path::Path;
 
-use candle_core::quantized::ggml_file::qtensor_from_ggml;
-use candle_core::quantized::{GgmlDType, QMatMul};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 
 use crate::config::{Arch, ModelConfig, RopeScaling};
-use crate::dense::{BLOCK, DenseWeight, ROW_BLOCK, Stored, rows_dot};
+use crate::dense::{BLOCK, DenseWeight, ROW_BLOCK, SUPER_BLOCK, Stored, rows_dot};
 use crate::weights::Weights;
 use crate::{CausalLm, Error, Quantize, SeqInput};
 
@@ -49,71 +47,48 @@ macro_rules! per_instruction_set {
 /// candle's gemm multiply: it reuses each weight across many rows, which the decode kernel does not.
 const GEMM_ROWS: usize = 128;
 
-/// A linear layer `y = x Wᵀ + b`: weights as stored or quantised into blocks of 32 (our kernel), or quantised
-/// into k-quant super-blocks (candle's).
-enum Linear {
-    Dense { w: DenseWeight, b: Option<Tensor> },
-    Quant { w: QMatMul, b: Option<Tensor> },
+/// A linear layer `y = x Wᵀ + b`: weights as stored, or quantised at load into GGML blocks (our kernel reads both).
+struct Linear {
+    w: DenseWeight,
+    b: Option<Tensor>,
 }
 
 impl Linear {
     fn new(w: DenseWeight, b: Option<Tensor>, quantize: Option<Quantize>) -> Result<Linear, Error> {
         let Some(q) = quantize else {
-            return Ok(Linear::Dense { w, b });
+            return Ok(Linear { w, b });
         };
         let cols = w.cols();
-        // Q4_K needs rows of whole super-blocks of 256 (candle's kernel); Q8_0 and Q4_0 blocks of 32 (ours).
+        // Q4_K needs rows of whole super-blocks of 256, Q8_0 and Q4_0 blocks of 32; rows of other lengths fall back
+        // to Q4_0 (as llama.cpp's k-quants do), or stay as they are.
         let to = match q {
-            Quantize::Q4K if cols.is_multiple_of(256) => {
-                let blocks = w.quantised_blocks(GgmlDType::Q4K)?;
-                // The source pages go before candle copies the blocks into its own storage, so that the three are
-                // never resident at once.
-                w.release_pages();
-                let qt = qtensor_from_ggml(GgmlDType::Q4K, &blocks, vec![w.rows(), cols], &Device::Cpu)?;
-                return Ok(Linear::Quant {
-                    w: QMatMul::from_qtensor(qt)?,
-                    b,
-                });
-            }
-            _ if !cols.is_multiple_of(BLOCK) => return Ok(Linear::Dense { w, b }),
+            Quantize::Q4K if cols.is_multiple_of(SUPER_BLOCK) => Stored::Q4K,
+            _ if !cols.is_multiple_of(BLOCK) => return Ok(Linear { w, b }),
             Quantize::Q8_0 => Stored::Q8_0,
             Quantize::Q4K | Quantize::Q4_0 => Stored::Q4_0,
         };
         let quantised = w.quantize(to)?;
         w.release_pages();
-        Ok(Linear::Dense { w: quantised, b })
+        Ok(Linear { w: quantised, b })
     }
 
     /// Bytes the weights and bias take as they are run.
     fn bytes(&self) -> usize {
-        let (w, b) = match self {
-            Linear::Dense { w, b } => (w.bytes(), b),
-            Linear::Quant { w, b } => (
-                match w {
-                    QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor_bytes(t),
-                },
-                b,
-            ),
-        };
-        w + b.as_ref().map_or(0, tensor_bytes)
+        self.w.bytes() + self.b.as_ref().map_or(0, tensor_bytes)
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
-        let (y, b) = match self {
-            Linear::Dense { w, b } if x.dim(0)? >= GEMM_ROWS && !w.stored().is_quantised() => {
-                let wide = Tensor::from_vec(w.to_f32(), (w.rows(), w.cols()), &Device::Cpu)?;
-                (x.matmul(&wide.t()?)?, b)
-            }
-            Linear::Dense { w, b } => {
-                let m = x.dim(0)?;
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                (Tensor::from_vec(w.matmul_t(&xs, m), (m, w.rows()), &Device::Cpu)?, b)
-            }
-            Linear::Quant { w, b } => (w.forward(x)?, b),
+        let w = &self.w;
+        let y = if x.dim(0)? >= GEMM_ROWS && !w.stored().is_quantised() {
+            let wide = Tensor::from_vec(w.to_f32(), (w.rows(), w.cols()), &Device::Cpu)?;
+            x.matmul(&wide.t()?)?
+        } else {
+            let m = x.dim(0)?;
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            Tensor::from_vec(w.matmul_t(&xs, m), (m, w.rows()), &Device::Cpu)?
         };
-        Ok(match b {
+        Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
@@ -719,7 +694,7 @@ impl Transformer {
     pub fn held_weight_bytes(&self) -> u64 {
         let mut n = self.embed.bytes() + tensor_bytes(&self.norm);
         n += match &self.lm_head {
-            Linear::Dense { w, b: None } if w.shares_bytes(&self.embed) => 0,
+            Linear { w, b: None } if w.shares_bytes(&self.embed) => 0,
             head => head.bytes(),
         };
         for l in &self.layers {

@@ -348,8 +348,9 @@ fn chunked_prefill_matches_one_full_pass() {
 }
 
 /// candle's Q4_K prefill kernel also uses AMX tiles and keeps its tile configuration loaded on each thread between
-/// calls; our tile kernel runs on the same threads and must leave that configuration as it found it (it once
-/// released it, and candle's next product died of an illegal instruction).
+/// calls; our tile kernel may run on the same threads (the engine ran candle's Q4_K kernel until it had its own) and
+/// must leave that configuration as it found it (it once released it, and candle's next product died of an illegal
+/// instruction).
 #[test]
 fn tile_kernels_share_threads_with_candles() {
     let _kernel = crate::dense::fixed_kernel();
@@ -373,7 +374,7 @@ fn tile_kernels_share_threads_with_candles() {
         let x = Tensor::from_vec(values(1024 * 256, 2), (1024, 256), &Device::Cpu).expect("x");
         let before = q4k.forward(&x).expect("candle").to_vec2::<f32>().expect("vec");
         let ours = crate::dense::DenseWeight::from_f32_for_tests(&values(64 * 256, 3), 64, 256)
-            .quantize(crate::dense::Stored::Q4_0)
+            .quantize(crate::dense::Stored::Q4K)
             .expect("quantize");
         let y = ours.matmul_t(&values(8 * 256, 4), 8);
         assert_eq!(y.len(), 8 * 64);
