@@ -12,7 +12,7 @@
 //! rows cost eight passes over the weights). On CPUs with Intel AMX, quantised blocks against several activation rows
 //! are multiplied in bf16 matrix tiles instead (`simd::amx`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -373,8 +373,14 @@ impl DenseWeight {
                 *rest = tail;
                 Some(mine)
             });
-            let jobs: Vec<(&[u8], &mut [f32])> = tasks.iter().copied().zip(outs).collect();
-            jobs.into_par_iter().for_each(|(w, o)| rows_dot(stored, w, k, x, 1, o));
+            let jobs: Vec<Mutex<(&[u8], &mut [f32])>> = tasks.iter().copied().zip(outs).map(Mutex::new).collect();
+            // Each task's lock is taken exactly once, by the thread that claimed it: never contended.
+            crate::team::run(jobs.len(), &|i| {
+                if let Ok(mut job) = jobs[i].lock() {
+                    let (w, o) = &mut *job;
+                    rows_dot(stored, w, k, x, 1, o);
+                }
+            });
             return y;
         }
         for (r0, ys) in (0..m).step_by(row_block).zip(y.chunks_mut(row_block * n)) {

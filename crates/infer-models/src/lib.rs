@@ -9,6 +9,7 @@
 mod config;
 mod dense;
 mod model;
+mod team;
 mod weights;
 
 use std::path::{Path, PathBuf};
