@@ -14,8 +14,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use rayon::prelude::*;
-
 use candle_core::quantized::{GgmlDType, QTensor};
 use memmap2::Mmap;
 
@@ -365,8 +363,9 @@ impl DenseWeight {
             .flat_map(|s| self.segment_bytes(s).chunks(task_rows * rb))
             .collect();
         let stored = self.stored;
-        // Run from a worker of a rayon pool (the engine's scheduler is one), this thread starts on the tasks at
-        // once and idle workers steal the rest; a busy machine slows the product down but never stalls it.
+        // The tasks run on the product team (`crate::team`): this thread starts on them at once and the helpers,
+        // watching, claim the rest; a helper that is late (a busy machine) slows the product down but never stalls
+        // it, since tasks are claimed one at a time.
         if m == 1 {
             let outs = tasks.iter().scan(&mut y[..], |rest, w| {
                 let (mine, tail) = std::mem::take(rest).split_at_mut(w.len() / rb);
@@ -376,10 +375,9 @@ impl DenseWeight {
             let jobs: Vec<Mutex<(&[u8], &mut [f32])>> = tasks.iter().copied().zip(outs).map(Mutex::new).collect();
             // Each task's lock is taken exactly once, by the thread that claimed it: never contended.
             crate::team::run(jobs.len(), &|i| {
-                if let Ok(mut job) = jobs[i].lock() {
-                    let (w, o) = &mut *job;
-                    rows_dot(stored, w, k, x, 1, o);
-                }
+                let mut job = jobs[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (w, o) = &mut *job;
+                rows_dot(stored, w, k, x, 1, o);
             });
             return y;
         }
@@ -390,7 +388,7 @@ impl DenseWeight {
             #[cfg(target_arch = "x86_64")]
             let packed = if tiles { simd::amx::pack(xs, k, mc) } else { Vec::new() };
             // Each task fills its rows' range in every one of the `mc` output rows.
-            let mut jobs: Vec<(&[u8], Vec<&mut [f32]>)> = tasks.iter().map(|w| (*w, Vec::with_capacity(mc))).collect();
+            let mut jobs: Vec<Task<'_>> = tasks.iter().map(|w| (*w, Vec::with_capacity(mc))).collect();
             for row in ys.chunks_mut(n) {
                 let mut rest = row;
                 for (w, cols) in &mut jobs {
@@ -399,7 +397,12 @@ impl DenseWeight {
                     rest = tail;
                 }
             }
-            jobs.into_par_iter().for_each(|(w, mut cols)| {
+            let jobs: Vec<Mutex<Task<'_>>> = jobs.into_iter().map(Mutex::new).collect();
+            // Each task's lock is taken exactly once, by the thread that claimed it: never contended.
+            crate::team::run(jobs.len(), &|i| {
+                let mut job = jobs[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (w, cols) = &mut *job;
+                let w: &[u8] = w;
                 #[cfg(target_arch = "x86_64")]
                 if tiles {
                     // SAFETY: `usable` checked the CPU and the kernel's permission; `w` holds whole rows of `k`
@@ -407,7 +410,7 @@ impl DenseWeight {
                     // `mc` slices, and `packed` the `mc` rows of `xs`.
                     #[allow(unsafe_code)]
                     unsafe {
-                        simd::amx::rows_dot(stored, w, k, &packed, &mut cols)
+                        simd::amx::rows_dot(stored, w, k, &packed, cols.as_mut_slice())
                     };
                     return;
                 }
@@ -425,6 +428,9 @@ impl DenseWeight {
         y
     }
 }
+
+/// One task of a batched product: its weight rows, and its range of each output row.
+type Task<'a> = (&'a [u8], Vec<&'a mut [f32]>);
 
 /// Widens whole rows of `cols` stored values to f32.
 fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
