@@ -322,18 +322,21 @@ impl DenseWeight {
         out
     }
 
+    /// The byte ranges of mapped files this matrix reads in place (none once quantised: its blocks are its own).
+    pub(crate) fn mapped_ranges(&self) -> Vec<(Arc<Mmap>, std::ops::Range<usize>)> {
+        let rb = self.row_bytes();
+        self.segments
+            .iter()
+            .filter_map(|s| Some((s.file.clone()?, s.start..s.start + s.rows * rb)))
+            .collect()
+    }
+
     /// Tells the kernel the mapped pages will not be needed again (the matrix was copied into another form);
     /// they are read back from the file if they are.
     pub(crate) fn release_pages(&self) {
         for s in &self.segments {
-            let Some(map) = &s.file else { continue };
-            let len = s.rows * self.row_bytes();
-            // SAFETY: the map is a private read-only file mapping: dropping its pages only makes the next access
-            // read them from the file again, so no reference into it can observe a change.
-            #[allow(unsafe_code)]
-            let r = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, s.start, len) };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "madvise(DONTNEED) on weight pages failed");
+            if let Some(map) = &s.file {
+                release_folios(map, s.start..s.start + s.rows * self.row_bytes());
             }
         }
     }
@@ -426,6 +429,26 @@ impl DenseWeight {
             });
         }
         y
+    }
+}
+
+/// Drops the mapped pages of the 2 MiB folios that `range` of a weight file's map touches. Whole folios, not just the
+/// range: when the page cache holds the file in large folios, a touch maps the whole folio, neighbours included, and
+/// a neighbour released before would stay resident. A neighbour still in use is read back from the page cache on its
+/// next touch (a minor fault), since the map is the file's.
+pub(crate) fn release_folios(map: &Mmap, range: std::ops::Range<usize>) {
+    const FOLIO: usize = 2 << 20;
+    let start = range.start / FOLIO * FOLIO;
+    let end = range.end.next_multiple_of(FOLIO).min(map.len());
+    if end <= start {
+        return;
+    }
+    // SAFETY: the map is a private read-only file mapping: dropping its pages only makes the next access read them
+    // from the file again, so no reference into it can observe a change.
+    #[allow(unsafe_code)]
+    let r = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "madvise(DONTNEED) on weight pages failed");
     }
 }
 

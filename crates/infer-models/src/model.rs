@@ -2,6 +2,7 @@
 //! final norm and LM head; one forward pass over a batch of sequences with their own KV caches.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
@@ -572,7 +573,8 @@ fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
 impl Transformer {
     /// Loads the weights of `dir` for `cfg`, checking every tensor's presence and shape.
     pub fn load(dir: &Path, cfg: ModelConfig, quantize: Option<Quantize>) -> Result<Transformer, Error> {
-        let w = Weights::open(dir)?;
+        let mut w = Weights::open(dir)?;
+        w.set_release_after_read(quantize.is_some());
         let (h, hd, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (qd, kvd) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         let embed = w.dense("model.embed_tokens.weight", cfg.vocab_size, h)?;
@@ -669,9 +671,7 @@ impl Transformer {
             _ => 1.0,
         };
         let weight_bytes = w.total_bytes();
-        drop(w);
-        tracing::debug!(arch = %cfg.arch_name, layers = cfg.num_hidden_layers, ?quantize, "model loaded");
-        Ok(Transformer {
+        let model = Transformer {
             inv_freq: inv_freq(&cfg),
             cfg,
             embed,
@@ -680,7 +680,28 @@ impl Transformer {
             lm_head,
             position_scale,
             weight_bytes,
-        })
+        };
+        if quantize.is_some() {
+            w.release_all_but(&model.mapped_ranges());
+        }
+        drop(w);
+        tracing::debug!(arch = %model.cfg.arch_name, layers = model.cfg.num_hidden_layers, ?quantize, "model loaded");
+        Ok(model)
+    }
+
+    /// The file ranges the model's matrices read in place: the embedding, and matrices kept as stored.
+    fn mapped_ranges(&self) -> Vec<(Arc<memmap2::Mmap>, std::ops::Range<usize>)> {
+        let mut linears: Vec<&Linear> = vec![&self.lm_head];
+        for l in &self.layers {
+            linears.extend([&l.qkv, &l.o]);
+            match &l.mlp {
+                Mlp::Dense { gate_up, down, .. } => linears.extend([gate_up, down]),
+                Mlp::Moe { experts, .. } => linears.extend(experts.iter().flat_map(|(a, b)| [a, b])),
+            }
+        }
+        let mut ranges = self.embed.mapped_ranges();
+        ranges.extend(linears.iter().flat_map(|l| l.w.mapped_ranges()));
+        ranges
     }
 
     /// Bytes of tensor data in the safetensors files.

@@ -27,6 +27,9 @@ struct Entry {
 pub(crate) struct Weights {
     files: Vec<(PathBuf, Arc<Mmap>)>,
     entries: HashMap<String, Entry>,
+    /// Drop a small tensor's pages once it is read (a quantised load, which keeps nothing else mapped but the
+    /// matrices it reads in place).
+    release_after_read: bool,
 }
 
 fn map(path: &Path) -> Result<Mmap, Error> {
@@ -112,7 +115,11 @@ impl Weights {
             }
             files.push((path, Arc::new(mmap)));
         }
-        Ok(Weights { files, entries })
+        Ok(Weights {
+            files,
+            entries,
+            release_after_read: false,
+        })
     }
 
     /// Whether a tensor exists.
@@ -188,11 +195,53 @@ impl Weights {
             message: format!("tensor `{name}`: {err}"),
         })?;
         let t = view.load(&Device::Cpu)?;
+        if self.release_after_read {
+            crate::dense::release_folios(&self.files[e.file].1, e.start..e.end);
+        }
         Ok(if t.dtype() == DType::F32 {
             t
         } else {
             t.to_dtype(DType::F32)?
         })
+    }
+
+    /// Whether [`Self::get`] drops a tensor's pages once it has copied it.
+    pub(crate) fn set_release_after_read(&mut self, on: bool) {
+        self.release_after_read = on;
+    }
+
+    /// Drops every mapped page of the files outside the byte ranges in `kept` (the matrices still read in place), once
+    /// a quantised model has copied all else out: the last sweep after each matrix's and small tensor's own release
+    /// (see `dense::release_folios`), so that whatever a load touched is never left resident. Before these releases
+    /// covered whole folios, a norm read after its neighbours were quantised mapped their 2 MiB folios back, and the
+    /// demo model's quantised runs kept some 100 MB of released weights resident.
+    pub(crate) fn release_all_but(&self, kept: &[(Arc<Mmap>, std::ops::Range<usize>)]) {
+        const PAGE: usize = 4096;
+        for (path, map) in &self.files {
+            let mut keep: Vec<std::ops::Range<usize>> = kept
+                .iter()
+                .filter(|(m, _)| Arc::ptr_eq(m, map))
+                .map(|(_, r)| r.clone())
+                .collect();
+            keep.sort_by_key(|r| r.start);
+            let mut from = 0usize;
+            let gaps = keep.iter().cloned().chain(std::iter::once(map.len()..map.len()));
+            for r in gaps {
+                // Whole pages strictly inside the gap, so no page of a kept range is dropped.
+                let (start, end) = (from.next_multiple_of(PAGE), r.start / PAGE * PAGE);
+                if end > start {
+                    // SAFETY: a private read-only file mapping: dropped pages are read from the file again if they
+                    // are ever touched, so no reference into the map can observe a change.
+                    #[allow(unsafe_code)]
+                    let done =
+                        unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+                    if let Err(e) = done {
+                        tracing::debug!(path = %path.display(), error = %e, "madvise(DONTNEED) on weight pages failed");
+                    }
+                }
+                from = from.max(r.end);
+            }
+        }
     }
 
     /// Total bytes of tensor data.
