@@ -2,7 +2,7 @@
 //! final norm and LM head; one forward pass over a batch of sequences with their own KV caches.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
@@ -369,7 +369,8 @@ fn exp(x: f32) -> f32 {
 }
 
 /// Causal attention of one sequence's `n` new query rows, rows `start..start + n` of the batch's `q`
-/// (`[heads, total, head_dim]`), against its cache (already holding them); returns `[n, heads * head_dim]`.
+/// (`[heads, total, head_dim]`), against its cache (already holding them), for the query heads of KV head `group`;
+/// returns `[n, heads / kv_heads * head_dim]` (see [`interleave_groups`]).
 /// With a sliding `window`, a row sees only the last `window` positions up to its own. Hand-rolled (see
 /// [`DIRECT_ATTENTION_ROWS`]): the scores of the query heads sharing a KV head come from the matmul kernel (their
 /// keys are read once, no horizontal sum per score), the softmax and the weighted sum of values are loops compiled
@@ -378,7 +379,7 @@ fn direct_attention(
     cache: &KvCache,
     layer: usize,
     q: &[f32],
-    heads: usize,
+    (heads, group): (usize, usize),
     rows: (usize, usize, usize),
     scale: f32,
     window: Option<usize>,
@@ -388,11 +389,12 @@ fn direct_attention(
     let groups = heads / kvh;
     let past = cache.len;
     let (kc, vc) = &cache.layers[layer];
-    let mut out = vec![0f32; n * heads * hd];
+    let mut out = vec![0f32; n * groups * hd];
     let mut queries = vec![0f32; ROW_BLOCK * hd];
     let mut scores = vec![0f32; (past + n) * ROW_BLOCK];
     let mut probs = vec![0f32; past + n];
-    for g in 0..kvh {
+    {
+        let g = group;
         let keys = &kc[g * cap * hd..(g + 1) * cap * hd];
         let values = &vc[g * cap * hd..(g + 1) * cap * hd];
         for i in 0..n {
@@ -419,10 +421,23 @@ fn direct_attention(
                     for t in 0..seen {
                         probs[t] = s[t * mc + r];
                     }
-                    let o = &mut out[(i * heads + h0 + r) * hd..][..hd];
+                    let o = &mut out[(i * groups + h0 - g * groups + r) * hd..][..hd];
                     softmax_weighted_sum(&mut probs[..seen], scale, &values[first * hd..len * hd], o);
                 }
             }
+        }
+    }
+    out
+}
+
+/// One sequence's attention rows `[n, heads * head_dim]` from its KV groups' parts (`[n, groups * head_dim]` each,
+/// from [`direct_attention`]).
+fn interleave_groups(parts: &[Vec<f32>], n: usize) -> Vec<f32> {
+    let width = parts.first().map_or(0, |p| p.len() / n.max(1));
+    let mut out = vec![0f32; n * width * parts.len()];
+    for (g, part) in parts.iter().enumerate() {
+        for (i, row) in part.chunks_exact(width).enumerate() {
+            out[(i * parts.len() + g) * width..][..width].copy_from_slice(row);
         }
     }
     out
@@ -801,20 +816,35 @@ impl Transformer {
             for (item, &(start, n)) in batch.iter_mut().zip(&spans) {
                 item.cache.append(li, &ks, &vs, total, start, n);
             }
-            let small = |&(_, n): &(usize, usize)| n <= DIRECT_ATTENTION_ROWS;
-            // Decode rows of all sequences at once, a sequence per task.
-            let direct: Vec<Option<Vec<f32>>> = {
-                use rayon::prelude::*;
-                batch
-                    .par_iter()
-                    .zip(spans.par_iter())
-                    .map(|(item, span)| {
-                        small(span).then(|| {
-                            direct_attention(item.cache, li, &qs, nh, (total, span.0, span.1), scale as f32, window)
-                        })
-                    })
-                    .collect()
-            };
+            // Decode rows of all sequences at once, a KV group of a sequence per task, on the product team (its
+            // helper is already watching; rayon's idle worker would have to be woken for each layer).
+            let direct_seqs: Vec<usize> = (0..batch.len())
+                .filter(|&b| spans[b].1 <= DIRECT_ATTENTION_ROWS)
+                .collect();
+            let parts: Vec<OnceLock<Vec<f32>>> = (0..direct_seqs.len() * nkv).map(|_| OnceLock::new()).collect();
+            {
+                let batch: &[SeqInput<'_>] = batch;
+                crate::team::run(parts.len(), &|t| {
+                    let (b, g) = (direct_seqs[t / nkv], t % nkv);
+                    let (start, n) = spans[b];
+                    let part = direct_attention(
+                        batch[b].cache,
+                        li,
+                        &qs,
+                        (nh, g),
+                        (total, start, n),
+                        scale as f32,
+                        window,
+                    );
+                    let _ = parts[t].set(part);
+                });
+            }
+            let mut parts = parts.into_iter().map(|p| p.into_inner().unwrap_or_default());
+            let mut direct: Vec<Option<Vec<f32>>> = vec![None; batch.len()];
+            for &b in &direct_seqs {
+                let groups: Vec<Vec<f32>> = parts.by_ref().take(nkv).collect();
+                direct[b] = Some(interleave_groups(&groups, spans[b].1));
+            }
             let mut outs = Vec::with_capacity(batch.len());
             for ((item, &(start, n)), direct) in batch.iter_mut().zip(&spans).zip(direct) {
                 if let Some(o) = direct {
