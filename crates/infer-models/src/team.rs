@@ -1,4 +1,5 @@
-//! A fork-join team for the decode products: helper threads that spin between products instead of sleeping.
+//! A fork-join team for the decode products (and the decode attention between them): helper threads that keep
+//! watching between products instead of sleeping.
 //!
 //! A one-stream decode step of the demo model is 121 matrix products of about 100 µs each, with a little serial
 //! work between them. Run on rayon, the other worker finds nothing to steal in that gap, goes to sleep after its 32
