@@ -351,6 +351,38 @@ fn a_prompt_longer_than_the_context_is_refused_with_both_numbers() {
 }
 
 #[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused_naming_both_sizes() {
+    let dir = tiny(Family::Llama);
+    let path = dir.path().join("tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
+    let vocab = cfg["vocab_size"].as_u64().expect("vocab_size") as usize;
+    // Added tokens past the embedding's rows: ids the model could never embed.
+    let added = tok["added_tokens"].as_array_mut().expect("added_tokens");
+    for i in 0..4 {
+        added.push(
+            serde_json::json!({"id": vocab + i, "content": format!("<extra_{i}>"), "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true}),
+        );
+    }
+    std::fs::write(&path, serde_json::to_vec(&tok).expect("ser")).expect("write");
+    match Engine::load(dir.path(), LoadOptions::default()) {
+        Err(e @ Error::VocabMismatch { tokenizer, config, .. }) => {
+            assert_eq!(config, vocab);
+            assert!(tokenizer > vocab, "{tokenizer} tokens");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("tokenizer.json") && msg.contains(&vocab.to_string()),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("loaded a tokenizer with ids past vocab_size {vocab}"),
+    }
+}
+
+#[test]
 fn a_full_queue_is_a_distinct_error() {
     let dir = endless_tiny(Family::Llama);
     let engine = Engine::load(

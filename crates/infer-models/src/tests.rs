@@ -110,9 +110,11 @@ fn sharded_and_half_precision_folders_load_and_agree() {
     };
     let base = load_with(false, DType::F32);
     assert!(max_abs_diff(&base, &load_with(true, DType::F32)) == 0.0);
-    let bf = load_with(true, DType::BF16);
-    let d = max_abs_diff(&base, &bf);
-    assert!(d > 0.0 && d < 0.5, "bf16 differs a little: {d}");
+    for dtype in [DType::BF16, DType::F16] {
+        let half = load_with(true, dtype);
+        let d = max_abs_diff(&base, &half);
+        assert!(d > 0.0 && d < 0.5, "{dtype:?} differs a little: {d}");
+    }
 }
 
 #[test]
