@@ -369,7 +369,7 @@ fn exp(x: f32) -> f32 {
 }
 
 /// Causal attention of one sequence's `n` new query rows, rows `start..start + n` of the batch's `q`
-/// (`[heads, total, head_dim]`), against its cache (already holding them), for the query heads of KV head `group`;
+/// (`[heads, total, head_dim]`), against its cache (already holding them), for the query heads of KV head `g`;
 /// returns `[n, heads / kv_heads * head_dim]` (see [`interleave_groups`]).
 /// With a sliding `window`, a row sees only the last `window` positions up to its own. Hand-rolled (see
 /// [`DIRECT_ATTENTION_ROWS`]): the scores of the query heads sharing a KV head come from the matmul kernel (their
@@ -379,7 +379,7 @@ fn direct_attention(
     cache: &KvCache,
     layer: usize,
     q: &[f32],
-    (heads, group): (usize, usize),
+    (heads, g): (usize, usize),
     rows: (usize, usize, usize),
     scale: f32,
     window: Option<usize>,
@@ -393,49 +393,46 @@ fn direct_attention(
     let mut queries = vec![0f32; ROW_BLOCK * hd];
     let mut scores = vec![0f32; (past + n) * ROW_BLOCK];
     let mut probs = vec![0f32; past + n];
-    {
-        let g = group;
-        let keys = &kc[g * cap * hd..(g + 1) * cap * hd];
-        let values = &vc[g * cap * hd..(g + 1) * cap * hd];
-        for i in 0..n {
-            let len = past + i + 1;
-            let first = window.map_or(0, |w| len.saturating_sub(w));
-            let seen = len - first;
-            // The group's heads, at most ROW_BLOCK at a time.
-            for h0 in (g * groups..(g + 1) * groups).step_by(ROW_BLOCK) {
-                let mc = ROW_BLOCK.min((g + 1) * groups - h0);
-                for (r, h) in (h0..h0 + mc).enumerate() {
-                    queries[r * hd..(r + 1) * hd].copy_from_slice(&q[(h * total + start + i) * hd..][..hd]);
+    let keys = &kc[g * cap * hd..(g + 1) * cap * hd];
+    let values = &vc[g * cap * hd..(g + 1) * cap * hd];
+    for i in 0..n {
+        let len = past + i + 1;
+        let first = window.map_or(0, |w| len.saturating_sub(w));
+        let seen = len - first;
+        // The group's heads, at most ROW_BLOCK at a time.
+        for h0 in (g * groups..(g + 1) * groups).step_by(ROW_BLOCK) {
+            let mc = ROW_BLOCK.min((g + 1) * groups - h0);
+            for (r, h) in (h0..h0 + mc).enumerate() {
+                queries[r * hd..(r + 1) * hd].copy_from_slice(&q[(h * total + start + i) * hd..][..hd]);
+            }
+            // scores[t * mc + r] = key t · query r.
+            let s = &mut scores[..seen * mc];
+            rows_dot(
+                Stored::F32,
+                bytemuck::cast_slice(&keys[first * hd..len * hd]),
+                hd,
+                &queries[..mc * hd],
+                mc,
+                s,
+            );
+            for r in 0..mc {
+                for t in 0..seen {
+                    probs[t] = s[t * mc + r];
                 }
-                // scores[t * mc + r] = key t · query r.
-                let s = &mut scores[..seen * mc];
-                rows_dot(
-                    Stored::F32,
-                    bytemuck::cast_slice(&keys[first * hd..len * hd]),
-                    hd,
-                    &queries[..mc * hd],
-                    mc,
-                    s,
-                );
-                for r in 0..mc {
-                    for t in 0..seen {
-                        probs[t] = s[t * mc + r];
-                    }
-                    let o = &mut out[(i * groups + h0 - g * groups + r) * hd..][..hd];
-                    softmax_weighted_sum(&mut probs[..seen], scale, &values[first * hd..len * hd], o);
-                }
+                let o = &mut out[(i * groups + h0 - g * groups + r) * hd..][..hd];
+                softmax_weighted_sum(&mut probs[..seen], scale, &values[first * hd..len * hd], o);
             }
         }
     }
     out
 }
 
-/// One sequence's attention rows `[n, heads * head_dim]` from its KV groups' parts (`[n, groups * head_dim]` each,
-/// from [`direct_attention`]).
-fn interleave_groups(parts: &[Vec<f32>], n: usize) -> Vec<f32> {
-    let width = parts.first().map_or(0, |p| p.len() / n.max(1));
+/// One sequence's attention rows `[n, heads * head_dim]` from its KV groups' parts (`[n, width]` each, `width` the
+/// group's heads times `head_dim`, from [`direct_attention`]).
+fn interleave_groups(parts: &[Vec<f32>], n: usize, width: usize) -> Vec<f32> {
     let mut out = vec![0f32; n * width * parts.len()];
     for (g, part) in parts.iter().enumerate() {
+        assert_eq!(part.len(), n * width, "attention part of KV group {g}");
         for (i, row) in part.chunks_exact(width).enumerate() {
             out[(i * parts.len() + g) * width..][..width].copy_from_slice(row);
         }
@@ -839,11 +836,12 @@ impl Transformer {
                     let _ = parts[t].set(part);
                 });
             }
+            // `team::run` returns once every task has run (or panics): no part is missing.
             let mut parts = parts.into_iter().map(|p| p.into_inner().unwrap_or_default());
             let mut direct: Vec<Option<Vec<f32>>> = vec![None; batch.len()];
             for &b in &direct_seqs {
-                let groups: Vec<Vec<f32>> = parts.by_ref().take(nkv).collect();
-                direct[b] = Some(interleave_groups(&groups, spans[b].1));
+                let group_parts: Vec<Vec<f32>> = parts.by_ref().take(nkv).collect();
+                direct[b] = Some(interleave_groups(&group_parts, spans[b].1, groups * hd));
             }
             let mut outs = Vec::with_capacity(batch.len());
             for ((item, &(start, n)), direct) in batch.iter_mut().zip(&spans).zip(direct) {
