@@ -45,6 +45,16 @@ impl Drop for InvokeSlot {
 }
 
 impl App {
+    /// See [`RunningServer::loaded_models`].
+    pub(crate) fn loaded_models(&self) -> Vec<(String, Option<String>)> {
+        let loaded = self.runtime.loaded();
+        let models = self.db.models().unwrap_or_default();
+        loaded
+            .into_iter()
+            .filter_map(|(id, q)| models.iter().find(|m| m.id == id).map(|m| (m.name.clone(), q)))
+            .collect()
+    }
+
     pub(crate) fn region(&self) -> &str {
         &self.config.region
     }
@@ -77,6 +87,15 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
             value: q.clone(),
             expected: "q8_0, q4k or q4_0",
         });
+    }
+    for (name, q) in &config.model_quantize {
+        if crate::engine::check_quantize(q).is_err() {
+            return Err(Error::Config {
+                field: "model_quantize",
+                value: format!("{name}={q}"),
+                expected: crate::engine::QUANTIZE_CHOICES,
+            });
+        }
     }
     let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;
     let db = Db::open(&data_dir.join("state.sqlite3"))?;
@@ -112,6 +131,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
 
     let router = axum::Router::new().fallback(dispatch).with_state(app.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served_app = app.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -121,7 +141,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         if let Err(e) = served {
             tracing::error!(error = %e, "local Bedrock stopped");
         }
-        app.runtime.unload_all();
+        served_app.runtime.unload_all();
     });
 
     let advertised = if config.advertise {
@@ -131,6 +151,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
     };
     tracing::info!(%addr, region = %config.region, data_dir = %data_dir.display(), "local Bedrock listening");
     Ok(RunningServer {
+        app,
         addr,
         region: config.region,
         credentials: creds,

@@ -173,19 +173,35 @@ fn validate_tags(body: &Value, member: &str) -> Result<(), ApiError> {
 /// The tag that turns off ConverseStream-with-tools for a model (`importedModelTags`: `cmi:stream-tools` = `false`).
 pub(crate) const STREAM_TOOLS_TAG: &str = "cmi:stream-tools";
 
-pub(crate) fn stream_tools_from_request(request: &Value) -> bool {
-    let off = request
+/// The tag that sets how the local engine runs a model (`importedModelTags`: `cmi:quantize` = `q8_0`, `q4k`, `q4_0`,
+/// or `none` for the weights as stored, whatever the server's `--quantize`).
+pub(crate) const QUANTIZE_TAG: &str = "cmi:quantize";
+
+/// The value of an imported-model tag of a CreateModelImportJob request.
+fn model_tag<'a>(request: &'a Value, key: &str) -> Option<&'a str> {
+    request
         .get("importedModelTags")
-        .and_then(Value::as_array)
-        .is_some_and(|tags| {
-            tags.iter().any(|t| {
-                t.get("key").and_then(Value::as_str) == Some(STREAM_TOOLS_TAG)
-                    && t.get("value")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.eq_ignore_ascii_case("false"))
-            })
-        });
-    !off
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|t| t.get("key").and_then(Value::as_str) == Some(key))
+        .and_then(|t| t.get("value").and_then(Value::as_str))
+}
+
+pub(crate) fn stream_tools_from_request(request: &Value) -> bool {
+    !model_tag(request, STREAM_TOOLS_TAG).is_some_and(|v| v.eq_ignore_ascii_case("false"))
+}
+
+/// The `cmi:quantize` tag of a request, checked (`Ok(None)` without the tag).
+pub(crate) fn quantize_from_request(request: &Value) -> Result<Option<String>, ApiError> {
+    let Some(value) = model_tag(request, QUANTIZE_TAG) else {
+        return Ok(None);
+    };
+    crate::engine::check_quantize(value).map_err(|expected| {
+        ApiError::validation(format!(
+            "The importedModelTags value {value:?} of {QUANTIZE_TAG} is not a quantisation the local Bedrock runs: expected {expected}."
+        ))
+    })?;
+    Ok(Some(value.to_string()))
 }
 
 pub(crate) fn create_job(app: &std::sync::Arc<App>, body: &[u8]) -> R {
@@ -242,6 +258,7 @@ pub(crate) fn create_job(app: &std::sync::Arc<App>, body: &[u8]) -> R {
     }
     validate_tags(&req, "jobTags")?;
     validate_tags(&req, "importedModelTags")?;
+    quantize_from_request(&req)?;
 
     let id = new_id();
     let model_id = new_id();

@@ -48,6 +48,8 @@ pub(crate) struct ModelRow {
     pub(crate) dir: String,
     /// Whether ConverseStream accepts requests with tools.
     pub(crate) stream_tools: bool,
+    /// The model's `cmi:quantize` import tag (`q8_0`, `q4k`, `q4_0`, `none`), if it has one.
+    pub(crate) quantize: Option<String>,
 }
 
 /// Outcome of inserting a job.
@@ -80,13 +82,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS models (
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, arn TEXT NOT NULL UNIQUE, job_name TEXT NOT NULL, job_arn TEXT NOT NULL,
   s3_uri TEXT NOT NULL, creation_time TEXT NOT NULL, architecture TEXT NOT NULL, instruct_supported INTEGER NOT NULL,
-  converse_tools INTEGER NOT NULL, custom_model_units INTEGER NOT NULL, dir TEXT NOT NULL, stream_tools INTEGER NOT NULL);
+  converse_tools INTEGER NOT NULL, custom_model_units INTEGER NOT NULL, dir TEXT NOT NULL, stream_tools INTEGER NOT NULL,
+  quantize TEXT);
 ";
+
+/// Columns added since the first schema, for databases created before them (`ALTER TABLE` when missing).
+const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("models", "quantize", "TEXT")];
 
 const JOB_COLS: &str = "id, name, arn, model_name, model_id, model_arn, role_arn, s3_uri, status, failure_message, \
     creation_time, last_modified_time, end_time, client_token, request";
 const MODEL_COLS: &str = "id, name, arn, job_name, job_arn, s3_uri, creation_time, architecture, instruct_supported, \
-    converse_tools, custom_model_units, dir, stream_tools";
+    converse_tools, custom_model_units, dir, stream_tools, quantize";
 
 fn job_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -123,6 +129,7 @@ fn model_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ModelRow> {
         custom_model_units: r.get(10)?,
         dir: r.get(11)?,
         stream_tools: r.get(12)?,
+        quantize: r.get(13)?,
     })
 }
 
@@ -137,6 +144,20 @@ impl Db {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        for (table, column, ty) in ADDED_COLUMNS {
+            let present: bool = conn
+                .query_row(
+                    &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                    [column],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(err)?
+                > 0;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                    .map_err(err)?;
+            }
+        }
         Ok(Db {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -234,7 +255,7 @@ impl Db {
             let tx = c.transaction()?;
             tx.execute(
                 &format!(
-                    "INSERT OR REPLACE INTO models ({MODEL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+                    "INSERT OR REPLACE INTO models ({MODEL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
                 ),
                 params![
                     model.id,
@@ -249,7 +270,8 @@ impl Db {
                     model.converse_tools,
                     model.custom_model_units,
                     model.dir,
-                    model.stream_tools
+                    model.stream_tools,
+                    model.quantize
                 ],
             )?;
             tx.execute(
@@ -291,5 +313,34 @@ impl Db {
 
     pub(crate) fn delete_model(&self, id: &str) -> Result<bool, Error> {
         self.with(|c| c.execute("DELETE FROM models WHERE id = ?1", [id]).map(|n| n > 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_before_a_column_was_added_gains_it_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.sqlite3");
+        {
+            // The models table as the first schema wrote it, with one model.
+            let conn = Connection::open(&path).expect("open");
+            let old = SCHEMA.replace(",\n  quantize TEXT);", ");");
+            assert_ne!(old, SCHEMA);
+            conn.execute_batch(&old).expect("old schema");
+            conn.execute(
+                "INSERT INTO models VALUES ('m1','old','arn:m1','j','arn:j','s3://b/p/','t','LlamaForCausalLM',1,1,1,'/d',1)",
+                [],
+            )
+            .expect("old row");
+        }
+        let db = Db::open(&path).expect("migrates");
+        let m = db.model("old").expect("query").expect("the old model");
+        assert_eq!((m.name.as_str(), m.quantize), ("old", None));
+        // Opening again is a no-op.
+        drop(db);
+        Db::open(&path).expect("opens again");
     }
 }

@@ -47,7 +47,21 @@ pub(crate) enum GenError {
         prompt_tokens: usize,
         context_length: usize,
     },
+    /// The grammar (a structured output or a tool schema) does not compile.
+    Grammar(String),
     Other(String),
+}
+
+/// What a quantisation setting may say: one the engine runs, or `none` for the weights as stored.
+pub(crate) const QUANTIZE_CHOICES: &str = "q8_0, q4k, q4_0 or none";
+
+/// Checks a quantisation setting (`Err` carries what is expected).
+pub(crate) fn check_quantize(value: &str) -> Result<(), &'static str> {
+    if value == "none" || value.parse::<infer_engine::Quantize>().is_ok() {
+        Ok(())
+    } else {
+        Err(QUANTIZE_CHOICES)
+    }
 }
 
 /// How models are loaded (from [`crate::ServerConfig`]).
@@ -78,7 +92,7 @@ impl Engine {
     /// Loads a model folder (blocking; call from `spawn_blocking`).
     pub(crate) fn load(dir: &Path, settings: &LoadSettings) -> Result<Engine, String> {
         let quantize = match settings.quantize.as_deref() {
-            None => None,
+            None | Some("none") => None,
             Some(q) => Some(
                 q.parse::<infer_engine::Quantize>()
                     .map_err(|e| format!("invalid quantisation {q:?}: {e}"))?,
@@ -124,6 +138,7 @@ impl Engine {
                 prompt_tokens,
                 context_length,
             },
+            infer_engine::Error::Grammar(m) => GenError::Grammar(m),
             other => GenError::Other(other.to_string()),
         })?;
         Ok(generation

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::control::{now, parse_s3_uri, stream_tools_from_request};
+use crate::control::{now, parse_s3_uri, quantize_from_request, stream_tools_from_request};
 use crate::db::{JobRow, ModelRow};
 
 /// Restarts the jobs a previous run left InProgress (the server was stopped or killed mid-import).
@@ -103,13 +103,19 @@ async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
         .map_err(|e| fail(format!("Internal error during model validation: {e}")))?
         .map_err(&fail)?;
 
-    // Load once with the engine to prove the model runs; keep it loaded when the server is warm.
-    let loaded = app.runtime.load_for_import(&job.model_id, &dest).await;
+    let request: serde_json::Value = serde_json::from_str(&job.request).unwrap_or_default();
+    // Checked when the job was created.
+    let quantize = quantize_from_request(&request).ok().flatten();
+
+    // Load once with the engine to prove the model runs (as it will run); keep it loaded when the server is warm.
+    let settings = app
+        .runtime
+        .settings_for(&job.model_name, &job.model_arn, quantize.as_deref());
+    let loaded = app.runtime.load_for_import(&job.model_id, &dest, settings).await;
     if let Err(msg) = loaded {
         return Err(fail(msg));
     }
 
-    let request: serde_json::Value = serde_json::from_str(&job.request).unwrap_or_default();
     let cmu = i64::try_from(pre.weight_bytes.div_ceil(8 << 30))
         .unwrap_or(i64::MAX)
         .max(1);
@@ -127,6 +133,7 @@ async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
         custom_model_units: cmu,
         dir: dest.to_string_lossy().into_owned(),
         stream_tools: stream_tools_from_request(&request),
+        quantize,
     })
 }
 

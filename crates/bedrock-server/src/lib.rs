@@ -122,6 +122,9 @@ pub struct ServerConfig {
     /// Per-model override of "ConverseStream accepts tools" (model name → allowed); models not listed use their
     /// `cmi:stream-tools` import tag (default: allowed).
     pub model_stream_tools: Vec<(String, bool)>,
+    /// Per-model quantisation (model name or ARN → `q8_0`, `q4k`, `q4_0`, or `none` for the weights as stored); wins
+    /// over the model's `cmi:quantize` import tag, which wins over [`ServerConfig::quantize`].
+    pub model_quantize: Vec<(String, String)>,
 }
 
 impl ServerConfig {
@@ -141,19 +144,30 @@ impl ServerConfig {
             max_batch: 8,
             max_queue: 64,
             model_stream_tools: Vec::new(),
+            model_quantize: Vec::new(),
         }
     }
 }
 
 /// A server running in this process; dropping it stops it.
-#[derive(Debug)]
 pub struct RunningServer {
+    app: std::sync::Arc<app::App>,
     addr: SocketAddr,
     region: String,
     credentials: Credentials,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     advertised: Option<PathBuf>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .field("region", &self.region)
+            .field("advertised", &self.advertised)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunningServer {
@@ -172,6 +186,11 @@ impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+    /// The models loaded into the engine now, by name, each with the quantisation it runs in (`None`: the weights
+    /// as stored).
+    pub fn loaded_models(&self) -> Vec<(String, Option<String>)> {
+        self.app.loaded_models()
     }
     /// Stops accepting connections and waits until the server task has ended.
     pub async fn shutdown(mut self) {

@@ -1,29 +1,89 @@
 //! Model output → Converse pieces (text, reasoning, tool calls) with `chat-template`'s incremental parser, and the
-//! Lark grammar that forces a tool call when `toolChoice` is `any` or names a tool.
+//! Lark grammars that constrain decoding: a tool call when `toolChoice` is `any` or names a tool, or the structured
+//! output a request asks for (JSON, a schema, a regex, a choice, a grammar).
 
-use bedrock_wire::Piece;
 use bedrock_wire::template::ToolRequirement;
+use bedrock_wire::{Piece, StructuredOutput};
 use chat_template::ToolSyntax;
 use chat_template::parse::{OutputParser, ParseEvent, prompt_opens_thinking};
 
+/// What a generation's output is held to, which also decides how it is read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OutputMode {
+    /// Free text, read for reasoning and tool calls.
+    Free,
+    /// A tool call this grammar forces, read as one.
+    ToolCall(String),
+    /// The structured output this grammar describes, returned exactly as written (a JSON answer is not a tool
+    /// call, and a `<think>` inside a JSON string is not reasoning).
+    Structured(String),
+}
+
+impl OutputMode {
+    pub(crate) fn grammar(&self) -> Option<String> {
+        match self {
+            OutputMode::Free => None,
+            OutputMode::ToolCall(g) | OutputMode::Structured(g) => Some(g.clone()),
+        }
+    }
+}
+
 /// Turns streamed model text into pieces.
 pub(crate) struct Parser {
-    inner: OutputParser,
+    /// `None`: the text is passed through as it is.
+    inner: Option<OutputParser>,
 }
 
 impl Parser {
-    pub(crate) fn new(syntax: ToolSyntax, prompt: &str) -> Self {
-        Parser {
-            inner: OutputParser::new(syntax, prompt_opens_thinking(prompt)),
-        }
+    pub(crate) fn new(syntax: ToolSyntax, prompt: &str, mode: &OutputMode) -> Self {
+        let inner = match mode {
+            // A grammar holds the output from its first token, so a `<think>` the prompt opened is never continued.
+            OutputMode::ToolCall(_) => Some(OutputParser::new(syntax, false)),
+            OutputMode::Free => Some(OutputParser::new(syntax, prompt_opens_thinking(prompt))),
+            OutputMode::Structured(_) => None,
+        };
+        Parser { inner }
     }
 
     pub(crate) fn feed(&mut self, text: &str) -> Vec<Piece> {
-        map(self.inner.feed(text))
+        match &mut self.inner {
+            Some(p) => map(p.feed(text)),
+            None if text.is_empty() => Vec::new(),
+            None => vec![Piece::Text(text.to_owned())],
+        }
     }
 
     pub(crate) fn finish(&mut self) -> Vec<Piece> {
-        map(self.inner.finish())
+        self.inner.as_mut().map(|p| map(p.finish())).unwrap_or_default()
+    }
+}
+
+/// The Lark grammar of a structured output.
+pub(crate) fn structured_grammar(output: &StructuredOutput) -> String {
+    use chat_template::grammar::{choice_lark, json_lark, regex_lark};
+    match output {
+        StructuredOutput::JsonObject => json_lark(&serde_json::json!({"type": "object"})),
+        StructuredOutput::JsonSchema(schema) => json_lark(schema),
+        StructuredOutput::Regex(r) => regex_lark(r),
+        StructuredOutput::Choice(c) => choice_lark(c),
+        StructuredOutput::Grammar(g) => g.clone(),
+    }
+}
+
+/// How a request's output is held: a required tool call wins over a structured format (the format then applies to
+/// the text answer that follows the tool results, on a later turn).
+pub(crate) fn output_mode(
+    syntax: ToolSyntax,
+    choice: &ToolRequirement,
+    tools: Option<&[serde_json::Value]>,
+    structured: Option<&StructuredOutput>,
+) -> OutputMode {
+    if let Some(g) = tool_grammar(syntax, choice, tools) {
+        return OutputMode::ToolCall(g);
+    }
+    match structured {
+        Some(s) => OutputMode::Structured(structured_grammar(s)),
+        None => OutputMode::Free,
     }
 }
 
@@ -67,7 +127,7 @@ mod tests {
 
     #[test]
     fn hermes_tool_calls_become_tool_use_pieces() {
-        let mut p = Parser::new(ToolSyntax::Hermes, "<|im_start|>assistant\n");
+        let mut p = Parser::new(ToolSyntax::Hermes, "<|im_start|>assistant\n", &OutputMode::Free);
         let mut pieces = p.feed("Let me check.<tool_call>{\"name\": \"get_weather\", ");
         pieces.extend(p.feed("\"arguments\": {\"city\": \"Paris\"}}</tool_call>"));
         pieces.extend(p.finish());
@@ -84,6 +144,39 @@ mod tests {
         assert!(id.starts_with("tooluse_"));
         assert_eq!(name, "get_weather");
         assert_eq!(input, serde_json::json!({"city": "Paris"}));
+    }
+
+    #[test]
+    fn structured_output_is_returned_as_written() {
+        let mode = OutputMode::Structured(structured_grammar(&StructuredOutput::JsonObject));
+        // Llama 3's JSON tool calls look like this answer, and a DeepSeek-R1 prompt opens `<think>`: neither applies.
+        let mut p = Parser::new(ToolSyntax::Llama3Json, "<think>\n", &mode);
+        let mut pieces = p.feed("{\"name\": \"f\", ");
+        pieces.extend(p.feed("\"parameters\": {\"note\": \"<think>\"}}"));
+        pieces.extend(p.finish());
+        let text: String = pieces
+            .iter()
+            .map(|x| match x {
+                Piece::Text(t) => t.as_str(),
+                other => panic!("unexpected piece {other:?}"),
+            })
+            .collect();
+        assert_eq!(text, "{\"name\": \"f\", \"parameters\": {\"note\": \"<think>\"}}");
+    }
+
+    #[test]
+    fn a_required_tool_call_wins_over_a_format() {
+        let tools =
+            vec![serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})];
+        let json = StructuredOutput::JsonObject;
+        let m = output_mode(ToolSyntax::Hermes, &ToolRequirement::Any, Some(&tools), Some(&json));
+        assert!(matches!(m, OutputMode::ToolCall(_)), "{m:?}");
+        let m = output_mode(ToolSyntax::Hermes, &ToolRequirement::Auto, Some(&tools), Some(&json));
+        assert!(matches!(m, OutputMode::Structured(_)), "{m:?}");
+        assert_eq!(
+            output_mode(ToolSyntax::Hermes, &ToolRequirement::Auto, None, None),
+            OutputMode::Free
+        );
     }
 
     #[test]

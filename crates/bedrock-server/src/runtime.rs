@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse as _, Response};
 use bedrock_wire::converse::{StopReason, TokenUsage};
 use bedrock_wire::invoke::{self as inv, FinishReason, InvokeFormat, InvokeRequest};
-use bedrock_wire::{Piece, StreamAssembler};
+use bedrock_wire::{Piece, StreamAssembler, ToolChoiceRequest, ToolRequirement};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
@@ -23,12 +23,23 @@ use crate::app::App;
 use crate::db::ModelRow;
 use crate::engine::{Engine, GenError, GenEvent, GenRequest, GenStop, LoadSettings};
 use crate::error::{ApiError, json as json_response};
-use crate::output::Parser;
+use crate::output::{OutputMode, Parser, output_mode};
 
 /// A model ready to serve.
 pub(crate) struct Loaded {
     engine: Engine,
     template: Option<chat_template::ChatTemplate>,
+    /// The quantisation it runs in (`None`: the weights as stored).
+    quantize: Option<String>,
+}
+
+impl Loaded {
+    /// The tool-call syntax the model's template teaches.
+    fn tool_syntax(&self) -> chat_template::ToolSyntax {
+        self.template
+            .as_ref()
+            .map_or(chat_template::ToolSyntax::None, |t| t.tool_syntax())
+    }
 }
 
 enum Slot {
@@ -42,6 +53,8 @@ pub(crate) struct Models {
     warm: bool,
     idle_unload: Duration,
     load: LoadSettings,
+    /// `ServerConfig::model_quantize`: model name or ARN → quantisation.
+    model_quantize: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Models {
@@ -57,7 +70,12 @@ const NOT_READY: &str = "Model is not ready for inference. Wait and try your req
 fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> {
     let engine = Engine::load(dir, settings)?;
     let template = chat_template::ChatTemplate::from_model_dir(dir).ok();
-    Ok(Loaded { engine, template })
+    let quantize = settings.quantize.clone().filter(|q| q != "none");
+    Ok(Loaded {
+        engine,
+        template,
+        quantize,
+    })
 }
 
 impl Models {
@@ -67,7 +85,35 @@ impl Models {
             warm: config.warm,
             idle_unload: config.idle_unload,
             load: LoadSettings::new(config),
+            model_quantize: config.model_quantize.clone(),
         }
+    }
+
+    /// How a model loads: the server's settings, with the quantisation of a `model_quantize` entry for its name or
+    /// ARN, else of its `cmi:quantize` import tag, else the server's own (`none` runs the weights as stored).
+    pub(crate) fn settings_for(&self, name: &str, arn: &str, tag: Option<&str>) -> LoadSettings {
+        let mut settings = self.load.clone();
+        let chosen = self
+            .model_quantize
+            .iter()
+            .find(|(n, _)| n == name || n == arn)
+            .map(|(_, q)| q.as_str())
+            .or(tag);
+        if let Some(q) = chosen {
+            settings.quantize = (q != "none").then(|| q.to_string());
+        }
+        settings
+    }
+
+    /// The loaded models' ids, each with its quantisation.
+    pub(crate) fn loaded(&self) -> Vec<(String, Option<String>)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Ready { model, .. } => Some((id.clone(), model.quantize.clone())),
+                Slot::Loading(_) => None,
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -76,8 +122,8 @@ impl Models {
     }
 
     /// At import: proves the model loads; keeps it when the server is warm.
-    pub(crate) async fn load_for_import(&self, id: &str, dir: &Path) -> Result<(), String> {
-        let (dir, settings) = (dir.to_path_buf(), self.load.clone());
+    pub(crate) async fn load_for_import(&self, id: &str, dir: &Path, settings: LoadSettings) -> Result<(), String> {
+        let dir = dir.to_path_buf();
         let loaded = tokio::task::spawn_blocking(move || load_blocking(&dir, &settings))
             .await
             .map_err(|e| format!("Internal error while loading the model: {e}"))?
@@ -131,8 +177,9 @@ impl Models {
                 None => {
                     let (tx, rx) = tokio::sync::watch::channel(None);
                     slots.insert(model.id.clone(), Slot::Loading(rx.clone()));
-                    let (dir, settings, name) = (PathBuf::from(&model.dir), self.load.clone(), model.name.clone());
-                    tracing::info!(model = %name, "loading model (cold start)");
+                    let settings = self.settings_for(&model.name, &model.arn, model.quantize.as_deref());
+                    let (dir, name) = (PathBuf::from(&model.dir), model.name.clone());
+                    tracing::info!(model = %name, quantize = ?settings.quantize, "loading model (cold start)");
                     tokio::spawn(async move {
                         let started = Instant::now();
                         let r = tokio::task::spawn_blocking(move || load_blocking(&dir, &settings))
@@ -308,19 +355,23 @@ struct Run {
 const MODEL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Run {
-    fn start(app: &App, model: &ModelRow, loaded: Arc<Loaded>, req: GenRequest) -> Result<Run, ApiError> {
-        let syntax = loaded
-            .template
-            .as_ref()
-            .map(|t| t.tool_syntax())
-            .unwrap_or(chat_template::ToolSyntax::None);
-        let parser = Parser::new(syntax, &req.prompt);
+    fn start(
+        app: &App,
+        model: &ModelRow,
+        loaded: Arc<Loaded>,
+        req: GenRequest,
+        mode: &OutputMode,
+    ) -> Result<Run, ApiError> {
+        let parser = Parser::new(loaded.tool_syntax(), &req.prompt, mode);
         let events = loaded.engine.generate(req).map_err(|e| match e {
             GenError::QueueFull => {
                 ApiError::throttling("Too many requests, please wait before trying again. The model's request queue is full.")
             }
             GenError::PromptTooLong { prompt_tokens, context_length } => ApiError::validation(format!(
                 "Input is too long for requested model: the prompt has {prompt_tokens} tokens and the context window is {context_length}."
+            )),
+            GenError::Grammar(m) => ApiError::validation(format!(
+                "The requested output format cannot be enforced: {m}. Correct the schema, regex or grammar and try again."
             )),
             GenError::Other(m) => ApiError::model_error(m, 500, &model.arn),
         })?;
@@ -465,7 +516,12 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
             now: None,
         })
         .map_err(|e| ApiError::validation(format!("The model's chat template rejected the conversation: {e}")))?;
-    let grammar = crate::output::tool_grammar(template.tool_syntax(), &input.tool_choice, input.tools.as_deref());
+    let mode = output_mode(
+        template.tool_syntax(),
+        &input.tool_choice,
+        input.tools.as_deref(),
+        input.output.as_ref(),
+    );
     let ic = req.inference_config.clone().unwrap_or_default();
     let gen_req = GenRequest {
         prompt,
@@ -479,9 +535,9 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
         top_k: None,
         seed: None,
         stop: ic.stop_sequences.clone().unwrap_or_default(),
-        grammar,
+        grammar: mode.grammar(),
     };
-    let mut run = Run::start(app, &model, loaded, gen_req)?;
+    let mut run = Run::start(app, &model, loaded, gen_req, &mode)?;
     let runtime_app = app.clone();
     let model_key = model.id.clone();
 
@@ -606,28 +662,43 @@ async fn invoke(
             app.config.max_concurrent_requests
         ))
     })?;
+    let structured = req.structured_output().map_err(wire_error)?;
     let loaded = app.runtime.get(&model).await?;
-    let (prompt, tools) = match &req {
-        InvokeRequest::BedrockCompletion(r) => (r.prompt.clone(), None),
-        InvokeRequest::OpenAiCompletion(r) => (r.prompt.clone(), None),
+    let syntax = loaded.tool_syntax();
+    let (prompt, mode) = match &req {
+        InvokeRequest::BedrockCompletion(r) => (
+            r.prompt.clone(),
+            output_mode(syntax, &ToolRequirement::Auto, None, structured.as_ref()),
+        ),
+        InvokeRequest::OpenAiCompletion(r) => (
+            r.prompt.clone(),
+            output_mode(syntax, &ToolRequirement::Auto, None, structured.as_ref()),
+        ),
         InvokeRequest::OpenAiChat(r) => {
             let template = loaded.template.as_ref().ok_or_else(|| {
                 ApiError::validation("The model has no chat template in tokenizer_config.json, so it cannot take messages. Send a prompt instead.")
             })?;
             let messages = r.template_messages().map_err(wire_error)?;
+            // `tool_choice: "none"` answers without tools: they are not offered to the model at all.
+            let (tools, choice) = match req.tool_choice().map_err(wire_error)? {
+                ToolChoiceRequest::None => (None, ToolRequirement::Auto),
+                ToolChoiceRequest::Tools(choice) => (r.tools.clone(), choice),
+            };
             let prompt = template
                 .render(&chat_template::RenderRequest {
                     messages,
-                    tools: r.tools.clone(),
+                    tools: tools.clone(),
                     add_generation_prompt: true,
                     template_kwargs: serde_json::Map::new(),
                     now: None,
                 })
                 .map_err(|e| ApiError::validation(format!("The model's chat template rejected the messages: {e}")))?;
-            (prompt, r.tools.clone())
+            (
+                prompt,
+                output_mode(syntax, &choice, tools.as_deref(), structured.as_ref()),
+            )
         }
     };
-    let _ = tools;
     let gen_req = GenRequest {
         prompt,
         max_tokens: params
@@ -640,11 +711,11 @@ async fn invoke(
         top_k: params.top_k.map(|k| k as usize),
         seed: params.seed,
         stop: params.stop.clone(),
-        grammar: None,
+        grammar: mode.grammar(),
     };
     let format = req.format();
     let chat = matches!(format, InvokeFormat::OpenAiChat);
-    let mut run = Run::start(app, &model, loaded, gen_req)?;
+    let mut run = Run::start(app, &model, loaded, gen_req, &mode)?;
     let id = format!(
         "{}-{}",
         if chat { "chatcmpl" } else { "cmpl" },

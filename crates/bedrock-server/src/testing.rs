@@ -188,6 +188,35 @@ pub async fn run_import_job(
     bucket: &str,
     name: &str,
 ) -> (String, GetModelImportJobOutput) {
+    run_import_job_tagged(server, dir, bucket, name, &[]).await
+}
+
+/// [`run_import_job`] with `importedModelTags` (`cmi:quantize`, `cmi:stream-tools`, …).
+pub async fn run_import_job_tagged(
+    server: &RunningServer,
+    dir: &Path,
+    bucket: &str,
+    name: &str,
+    tags: &[(&str, &str)],
+) -> (String, GetModelImportJobOutput) {
+    let job_arn = create_import_job(server, dir, bucket, name, tags)
+        .await
+        .unwrap_or_else(|e| panic!("CreateModelImportJob {name}: {e:?}"));
+    let job = wait_job(&bedrock(server), &job_arn).await;
+    (job_arn, job)
+}
+
+/// Uploads `dir` and sends CreateModelImportJob with `tags`; returns the job ARN or the service's error.
+pub async fn create_import_job(
+    server: &RunningServer,
+    dir: &Path,
+    bucket: &str,
+    name: &str,
+    tags: &[(&str, &str)],
+) -> Result<
+    String,
+    aws_sdk_bedrock::error::SdkError<aws_sdk_bedrock::operation::create_model_import_job::CreateModelImportJobError>,
+> {
     let s3 = s3(server);
     // An existing bucket is fine (several models per bucket).
     let _ = s3.create_bucket().bucket(bucket).send().await;
@@ -197,18 +226,22 @@ pub async fn run_import_job(
         .s3_uri(format!("s3://{bucket}/{name}/"))
         .build()
         .expect("an S3 URI is the only required member");
-    let job_arn = br
+    let mut call = br
         .create_model_import_job()
         .job_name(format!("{name}-job"))
         .imported_model_name(name)
         .role_arn("arn:aws:iam::123456789012:role/ImportRole")
-        .model_data_source(ModelDataSource::S3DataSource(source))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateModelImportJob {name}: {e:?}"))
-        .job_arn;
-    let job = wait_job(&br, &job_arn).await;
-    (job_arn, job)
+        .model_data_source(ModelDataSource::S3DataSource(source));
+    for (k, v) in tags {
+        call = call.imported_model_tags(
+            aws_sdk_bedrock::types::Tag::builder()
+                .key(*k)
+                .value(*v)
+                .build()
+                .expect("key and value are set"),
+        );
+    }
+    Ok(call.send().await?.job_arn)
 }
 
 /// A model imported by [`import_dir`].

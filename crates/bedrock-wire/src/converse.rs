@@ -411,7 +411,7 @@ pub struct ConverseRequest {
     /// Service tier; tolerated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_tier: Option<Value>,
-    /// Structured-output settings; tolerated.
+    /// Structured-output settings (`textFormat`: a JSON schema the answer must follow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_config: Option<Value>,
 }

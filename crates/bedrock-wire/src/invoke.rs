@@ -21,6 +21,8 @@ use serde_json::Value;
 
 use crate::WireError;
 use crate::converse::parse_json;
+use crate::structured::{StructuredOutput, ToolChoiceRequest, parse_tool_choice, structured_output_of};
+use crate::template::ToolRequirement;
 
 /// A parsed InvokeModel request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +213,27 @@ impl InvokeRequest {
         }
     }
 
+    /// The structured output the request asks for (`response_format`; `structured_outputs` in the OpenAI formats).
+    pub fn structured_output(&self) -> Result<Option<StructuredOutput>, WireError> {
+        match self {
+            InvokeRequest::BedrockCompletion(r) => structured_output_of(r.response_format.as_ref(), None),
+            InvokeRequest::OpenAiCompletion(r) => {
+                structured_output_of(r.response_format.as_ref(), r.structured_outputs.as_ref())
+            }
+            InvokeRequest::OpenAiChat(r) => {
+                structured_output_of(r.response_format.as_ref(), r.structured_outputs.as_ref())
+            }
+        }
+    }
+
+    /// What `tool_choice` asks for (chat requests; the completion formats take no tools).
+    pub fn tool_choice(&self) -> Result<ToolChoiceRequest, WireError> {
+        match self {
+            InvokeRequest::OpenAiChat(r) => parse_tool_choice(r.tool_choice.as_ref(), r.tools.as_deref()),
+            _ => Ok(ToolChoiceRequest::Tools(ToolRequirement::Auto)),
+        }
+    }
+
     /// The generation settings.
     pub fn params(&self) -> InvokeParams {
         match self {
@@ -265,6 +288,8 @@ pub fn parse_invoke_request(body: &[u8]) -> Result<InvokeRequest, WireError> {
         InvokeRequest::BedrockCompletion(parse_json(body).map_err(as_malformed)?)
     };
     validate_params(&request.params())?;
+    request.structured_output()?;
+    request.tool_choice()?;
     Ok(request)
 }
 

@@ -7,6 +7,8 @@
 //! - [`invoke`]: InvokeModel / InvokeModelWithResponseStream bodies used by imported models;
 //! - [`exception`]: error types (`x-amzn-ErrorType` names, HTTP statuses, JSON bodies);
 //! - [`eventstream`]: `application/vnd.amazon.eventstream` frames, encoded and decoded with `aws-smithy-eventstream`;
+//! - [`structured`]: structured-output requests (`response_format`, `structured_outputs`, Converse `outputConfig`)
+//!   and the OpenAI `tool_choice`;
 //! - [`template`]: Converse messages and tools in the Hugging Face / OpenAI shape chat templates expect;
 //! - [`assembler`]: [`StreamAssembler`], which turns generated pieces into the exact ConverseStream event sequence or
 //!   into the equivalent non-streaming ConverseResponse.
@@ -18,6 +20,7 @@ pub mod eventstream;
 pub mod exception;
 pub mod invoke;
 pub mod stream;
+pub mod structured;
 pub mod template;
 
 pub use assembler::{Piece, StreamAssembler, fold_stream_events};
@@ -32,4 +35,5 @@ pub use eventstream::{
 pub use exception::{ErrorBody, ErrorType};
 pub use invoke::{InvokeFormat, InvokeRequest, parse_invoke_request};
 pub use stream::ConverseStreamEvent;
+pub use structured::{StructuredOutput, ToolChoiceRequest};
 pub use template::{TemplateInput, ToolRequirement, converse_to_template_input};

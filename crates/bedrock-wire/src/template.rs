@@ -34,6 +34,8 @@ pub struct TemplateInput {
     pub tools: Option<Vec<Value>>,
     /// What `toolChoice` demands.
     pub tool_choice: ToolRequirement,
+    /// The structured output `outputConfig.textFormat` asks for.
+    pub output: Option<crate::structured::StructuredOutput>,
 }
 
 /// The `toolChoice` of the request.
@@ -252,10 +254,15 @@ pub fn converse_to_template_input(req: &ConverseRequest) -> Result<TemplateInput
         return Err(WireError::validation("messages", START_WITH_USER));
     }
 
+    let output = match &req.output_config {
+        Some(config) => crate::structured::parse_output_config(config)?,
+        None => None,
+    };
     Ok(TemplateInput {
         messages,
         tools,
         tool_choice,
+        output,
     })
 }
 

@@ -168,5 +168,31 @@ pub fn json_lark(schema: &Json) -> String {
     format!("start: %json {}\n", with_guidance(schema))
 }
 
+/// A grammar for text that matches `pattern` (Rust `regex` syntax) in full.
+pub fn regex_lark(pattern: &str) -> String {
+    // A Lark regex literal ends at the first unescaped `/`; escaping one inside the pattern keeps its meaning.
+    let mut escaped = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                escaped.push(c);
+                if let Some(next) = chars.next() {
+                    escaped.push(next);
+                }
+            }
+            '/' => escaped.push_str("\\/"),
+            _ => escaped.push(c),
+        }
+    }
+    format!("start: /{escaped}/\n")
+}
+
+/// A grammar for exactly one of `choices`.
+pub fn choice_lark(choices: &[String]) -> String {
+    let alts: Vec<String> = choices.iter().map(|c| lark_str(c)).collect();
+    format!("start: {}\n", alts.join(" | "))
+}
+
 #[cfg(test)]
 mod tests;

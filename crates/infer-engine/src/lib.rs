@@ -203,6 +203,8 @@ pub(crate) struct Inner {
     pub(crate) model: Transformer,
     pub(crate) tokenizer: tokenizers::Tokenizer,
     pub(crate) eos_ids: Vec<u32>,
+    /// Byte-fallback tokens, by id (see `text.rs`).
+    pub(crate) byte_tokens: Vec<bool>,
     pub(crate) constraints: std::sync::OnceLock<Result<Arc<ConstraintFactory>, String>>,
     /// Sequences in the running batch (updated by the scheduler each step).
     pub(crate) active: std::sync::atomic::AtomicUsize,
@@ -271,8 +273,10 @@ impl Engine {
             eos_ids.push(id);
         }
         tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, "engine loaded");
+        let byte_tokens = text::byte_fallback_tokens(&tokenizer);
         let inner = Arc::new(Inner {
             model,
+            byte_tokens,
             tokenizer,
             eos_ids,
             constraints: std::sync::OnceLock::new(),

@@ -254,7 +254,8 @@ fn step(inner: &Inner, s: &mut Seq, logits: &mut [f32]) -> bool {
         return false;
     }
     s.completion.push(token);
-    let up = s.text.update(decode(inner, &s.completion), false);
+    let is_byte = inner.byte_tokens.get(token as usize).copied().unwrap_or(false);
+    let up = s.text.after_token(is_byte, || decode(inner, &s.completion));
     if !up.delta.is_empty() && s.events.send(EngineEvent::Delta { text: up.delta }).is_err() {
         return false; // cancelled
     }

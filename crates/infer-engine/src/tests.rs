@@ -481,6 +481,123 @@ fn incremental_text_never_splits_a_character_and_equals_the_whole_decode() {
     assert!(held_back > 0, "some tokens end inside a character");
 }
 
+/// A sentencepiece-style tokenizer as Llama 2, Mistral and the GGUF `llama` vocabularies have it: `▁` for spaces (a
+/// leading one added by the normaliser and stripped by the decoder), BPE pieces, and byte fallback (`<0xE3>` …) for
+/// every character outside the vocabulary, which the decoder fuses back into UTF-8.
+fn sentencepiece_tokenizer() -> tokenizers::Tokenizer {
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+        vocab.insert((*t).into(), i.into());
+    }
+    for b in 0..=255u32 {
+        vocab.insert(format!("<0x{b:02X}>"), (3 + b).into());
+    }
+    let mut merges = Vec::new();
+    let add = |piece: String, vocab: &mut serde_json::Map<String, serde_json::Value>| {
+        if !vocab.contains_key(&piece) {
+            let id = vocab.len();
+            vocab.insert(piece, id.into());
+        }
+    };
+    for c in "▁abcdefghijklmnopqrstuvwxyzHW日本é".chars() {
+        add(c.to_string(), &mut vocab);
+    }
+    // Each word merges left to right, so the BPE ranks are consistent.
+    for word in ["▁Hello", "▁world", "▁café", "日本", "▁the"] {
+        let chars: Vec<String> = word.chars().map(String::from).collect();
+        let mut left = chars[0].clone();
+        for c in &chars[1..] {
+            merges.push(format!("{left} {c}"));
+            left.push_str(c);
+            add(left.clone(), &mut vocab);
+        }
+    }
+    let json = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [
+            {"id": 0, "content": "<unk>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+        ]},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+        ]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges}
+    });
+    tokenizers::Tokenizer::from_bytes(json.to_string()).expect("a valid sentencepiece-style tokenizer.json")
+}
+
+#[test]
+fn byte_fallback_and_sentencepiece_spaces_stream_as_the_whole_decode() {
+    let tok = sentencepiece_tokenizer();
+    for text in [
+        "Hello world",
+        " Hello  world ",
+        "日本語のテキスト、日本",
+        "the café 🎉👍🏽 naïve",
+        "Ωmega\ttabs\nand lines",
+    ] {
+        let ids = tok.encode(text, false).expect("enc").get_ids().to_vec();
+        // Characters outside the vocabulary are there as bytes.
+        let bytes = ids.iter().filter(|&&id| (3..259).contains(&id)).count();
+        let whole = tok.decode(&ids, true).expect("decode");
+        assert_eq!(whole, text, "the tokenizer round-trips {text:?}");
+        let (out, deltas) = stream(&tok, &ids);
+        assert!(
+            !deltas.iter().any(|d| d.contains('\u{FFFD}')),
+            "{text:?}: half a character streamed: {deltas:?}"
+        );
+        let held_back = deltas.iter().filter(|d| d.is_empty()).count();
+        assert_eq!(out, whole, "{text:?}");
+        if text.contains(|c: char| !c.is_ascii() && !"日本é".contains(c)) {
+            assert!(
+                bytes > 0 && held_back > 0,
+                "{text:?}: byte-fallback tokens were expected ({ids:?})"
+            );
+        }
+    }
+    // Any token sequence, even one whose bytes are not UTF-8 (a model can sample them), streams to its whole decode:
+    // nothing is lost or repeated when the held bytes turn out invalid.
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let vocab = tok.get_vocab_size(true) as u32;
+    for _ in 0..200 {
+        let n = rand::Rng::random_range(&mut rng, 1..24);
+        let ids: Vec<u32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, 3..vocab)).collect();
+        assert_eq!(stream(&tok, &ids).0, tok.decode(&ids, true).expect("decode"), "{ids:?}");
+    }
+    // The case that needs the byte rule: `h`, `7` as bytes decode as text until a stray continuation byte joins them.
+    let ids = [107, 58, 5, 163, 142];
+    assert_eq!(tok.decode(&ids, true).expect("decode"), "\u{FFFD}".repeat(5));
+    assert_eq!(stream(&tok, &ids).0, "\u{FFFD}".repeat(5));
+}
+
+/// Streams `ids` as the scheduler does (a delta after each token, the whole decode at the end); returns the text
+/// and each token's delta.
+fn stream(tok: &tokenizers::Tokenizer, ids: &[u32]) -> (String, Vec<String>) {
+    let bytes = crate::text::byte_fallback_tokens(tok);
+    let mut st = TextState::new(vec![]);
+    let mut deltas = Vec::new();
+    for i in 1..ids.len() {
+        let up = st.after_token(bytes[ids[i - 1] as usize], || {
+            tok.decode(&ids[..i], true).expect("decode")
+        });
+        deltas.push(up.delta);
+    }
+    deltas.push(st.update(tok.decode(ids, true).expect("decode"), true).delta);
+    (deltas.concat(), deltas)
+}
+
 #[test]
 fn stop_text_split_over_updates_is_held_back_then_dropped() {
     let mut st = TextState::new(vec!["</end>".into()]);

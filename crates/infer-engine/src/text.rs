@@ -4,6 +4,12 @@
 //! text does not end in a replacement character (half a UTF-8 character) and extends what was already sent, so the
 //! concatenated deltas are exactly what decoding the whole sequence gives. Stop sequences are matched on this text,
 //! so they are found across token boundaries; text that could be the start of a stop sequence is held back.
+//!
+//! Byte-fallback tokens (`<0xE3>`, in sentencepiece-style vocabularies) need one more rule. The decoder turns a run
+//! of them into text only as a whole: valid UTF-8 becomes its characters, anything else becomes one U+FFFD per byte,
+//! the run's ASCII bytes included. So `<0x0A>` decodes to a newline until a stray continuation byte follows it and
+//! turns both into U+FFFD; text that ends in a run of byte tokens is final only once a token that is not a byte ends
+//! the run (or the generation ends), and is held until then.
 
 /// The text state of one sequence.
 pub(crate) struct TextState {
@@ -27,6 +33,18 @@ impl TextState {
             text: String::new(),
             sent: 0,
         }
+    }
+
+    /// After a generated token: `last_is_byte` when it is a byte-fallback token (see the module comment), in which
+    /// case nothing is final yet and `decode` (of the whole completion) is not even run.
+    pub(crate) fn after_token(&mut self, last_is_byte: bool, decode: impl FnOnce() -> String) -> Update {
+        if last_is_byte {
+            return Update {
+                delta: String::new(),
+                stop: None,
+            };
+        }
+        self.update(decode(), false)
     }
 
     /// Takes the decode of the whole completion so far; returns the text that can be released now.
@@ -82,4 +100,22 @@ impl TextState {
         self.sent = end;
         Update { delta, stop: None }
     }
+}
+
+/// Which token ids are byte-fallback tokens (`<0x00>` … `<0xFF>`), indexed by id.
+pub(crate) fn byte_fallback_tokens(tokenizer: &tokenizers::Tokenizer) -> Vec<bool> {
+    let vocab = tokenizer.get_vocab(true);
+    let mut bytes = vec![false; tokenizer.get_vocab_size(true)];
+    for (piece, id) in vocab {
+        let b = piece.as_bytes();
+        let is_byte = b.len() == 6
+            && b.starts_with(b"<0x")
+            && b[5] == b'>'
+            && b[3].is_ascii_hexdigit()
+            && b[4].is_ascii_hexdigit();
+        if is_byte && let Some(slot) = bytes.get_mut(id as usize) {
+            *slot = true;
+        }
+    }
+    bytes
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_sdk_bedrock::operation::get_model_import_job::GetModelImportJobOutput;
 use bedrock_server::RunningServer;
 pub use bedrock_server::testing::{
-    TestServer, bedrock, bedrock_client, run_import_job, runtime, s3, s3_client, sdk_credentials, server_credentials,
-    start_in, upload_dir, wait_job,
+    TestServer, bedrock, bedrock_client, create_import_job, run_import_job, run_import_job_tagged, runtime, s3,
+    s3_client, sdk_credentials, server_credentials, start_in, upload_dir, wait_job,
 };
 
 /// A server in a temporary directory; `warm` turns cold starts off.

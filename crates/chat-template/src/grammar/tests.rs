@@ -93,3 +93,26 @@ fn json_grammar_constrains_to_the_schema() {
     assert!(accepts(&g, "{\"n\": 3}"));
     assert!(!accepts(&g, "{\"n\": \"3\"}"));
 }
+
+#[test]
+fn regex_grammar_matches_in_full_and_keeps_slashes() {
+    let g = regex_lark(r"[0-9]{4}-[0-9]{2}");
+    assert!(accepts(&g, "2025-01"));
+    assert!(!accepts(&g, "2025-1"));
+    assert!(!accepts(&g, "2025-01x"));
+    // A `/` in the pattern, bare or already escaped, is a literal slash, not the end of the Lark literal.
+    for pattern in [r"[a-z]+/[0-9]+", r"[a-z]+\/[0-9]+"] {
+        let g = regex_lark(pattern);
+        assert!(accepts(&g, "path/42"), "{pattern}: {g}");
+        assert!(!accepts(&g, "path42"), "{pattern}: {g}");
+    }
+}
+
+#[test]
+fn choice_grammar_accepts_exactly_the_choices() {
+    let g = choice_lark(&["yes".to_string(), "no \"way\"".to_string()]);
+    assert!(accepts(&g, "yes"));
+    assert!(accepts(&g, "no \"way\""));
+    assert!(!accepts(&g, "ye"));
+    assert!(!accepts(&g, "yes no"));
+}

@@ -63,6 +63,11 @@ struct RunArgs {
     /// After the import, call the model until it answers (no more ModelNotReadyException).
     #[arg(long)]
     warm: bool,
+    /// How the local Bedrock runs this model: quantised at load (`q8_0`, `q4k`, `q4_0`) or `none` for the weights
+    /// as stored, whatever `cmi serve --quantize` says. Sent as the `cmi:quantize` tag of the imported model (Amazon
+    /// Bedrock keeps the tag and runs the model as it always does).
+    #[arg(long, value_parser = ["q8_0", "q4k", "q4_0", "none"])]
+    quantize: Option<String>,
     /// Repair the chat template in the source folder itself instead of a staged copy.
     #[arg(long)]
     in_place: bool,
@@ -653,22 +658,32 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
 
     // 5. Import job.
     let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
+    // The job is named after what it imports and how the model is to run, so an identical run finds its job again
+    // and a changed `--quantize` asks for a new one.
     let digest = upload.digest();
+    let job_base = match &args.quantize {
+        Some(q) => format!("{name}-{q}"),
+        None => name.clone(),
+    };
     let s3_uri = plan.s3_uri();
     let run_started = SystemTime::now();
     let mut job_arn = String::new();
     for attempt in 0..2u32 {
         let req = JobRequest {
             job_name: if attempt == 0 {
-                bedrock_import::job_name_for(&name, &digest)
+                bedrock_import::job_name_for(&job_base, &digest)
             } else {
-                bedrock_import::job_name_for(&name, &format!("{}r{attempt}", &digest[..6]))
+                bedrock_import::job_name_for(&job_base, &format!("{}r{attempt}", &digest[..6]))
             },
             model_name: name.clone(),
             role_arn: args.role_arn.clone(),
             s3_uri: s3_uri.clone(),
-            client_request_token: Some(bedrock_import::client_request_token(&name, &s3_uri, &digest, attempt)),
-            model_tags: vec![("cmi:content".into(), digest[..16].to_string())],
+            client_request_token: Some(bedrock_import::client_request_token(
+                &job_base, &s3_uri, &digest, attempt,
+            )),
+            model_tags: std::iter::once(("cmi:content".to_string(), digest[..16].to_string()))
+                .chain(args.quantize.iter().map(|q| ("cmi:quantize".to_string(), q.clone())))
+                .collect(),
         };
         job_arn = bedrock_import::create_job(&bedrock, &req)
             .await

@@ -29,9 +29,13 @@ pub(crate) struct Args {
     /// Unload a model after this long without requests (`90s`, `5m`, `1h`).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     idle_unload: Duration,
-    /// Quantise models at load.
+    /// Quantise models at load (models imported with `cmi import --quantize` keep their own setting).
     #[arg(long, value_parser = ["q8_0", "q4k", "q4_0"])]
     quantize: Option<String>,
+    /// Per-model quantisation, `NAME=q4k` (`q8_0`, `q4k`, `q4_0`, or `none` for the weights as stored); wins over
+    /// the model's import setting and `--quantize` (repeatable).
+    #[arg(long = "model-quantize", value_name = "NAME=Q", value_parser = parse_model_quantize)]
+    model_quantize: Vec<(String, String)>,
     /// Per-model ConverseStream-with-tools switch, `NAME=false` to refuse streaming with tools (repeatable).
     #[arg(long = "model-stream-tools", value_name = "NAME=BOOL", value_parser = parse_model_flag)]
     model_stream_tools: Vec<(String, bool)>,
@@ -54,6 +58,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => Ok(Duration::from_secs(n * 3600)),
         _ => Err(format!("invalid duration unit in {s:?}: expected ms, s, m or h")),
     }
+}
+
+fn parse_model_quantize(s: &str) -> Result<(String, String), String> {
+    let (name, q) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid {s:?}: expected NAME=q8_0, NAME=q4k, NAME=q4_0 or NAME=none"))?;
+    if !["q8_0", "q4k", "q4_0", "none"].contains(&q) {
+        return Err(format!(
+            "invalid quantisation {q:?} in {s:?}: expected q8_0, q4k, q4_0 or none"
+        ));
+    }
+    Ok((name.to_string(), q.to_string()))
 }
 
 fn parse_model_flag(s: &str) -> Result<(String, bool), String> {
@@ -92,6 +108,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     config.idle_unload = args.idle_unload;
     config.quantize = args.quantize;
     config.model_stream_tools = args.model_stream_tools;
+    config.model_quantize = args.model_quantize;
     config.model_timeout = Some(args.model_timeout);
     config.advertise = true;
     if !args.bind.is_loopback() {

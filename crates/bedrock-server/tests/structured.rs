@@ -1,0 +1,298 @@
+//! Structured output through the real `aws-sdk-bedrockruntime` client, on a tiny random-weight model: whatever the
+//! weights, constrained decoding makes InvokeModel's `response_format` (JSON object, JSON schema), `structured_outputs`
+//! (regex, choice, grammar) and `tool_choice`, and Converse's `outputConfig`, come back in the shape asked for. Bad
+//! schemas, regexes, grammars and tool choices are a `ValidationException` naming them, and the server keeps serving.
+
+mod common;
+
+use aws_sdk_bedrockruntime::primitives::Blob;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, JsonSchemaDefinition, Message, OutputConfig, OutputFormat,
+    OutputFormatStructure, OutputFormatType,
+};
+use bedrock_server::testing::set_context_length;
+use common::{import, run_import_job, runtime, start};
+use serde_json::{Value, json};
+use test_support::Family;
+
+/// A schema whose every answer is short (so the random model finishes well within the token limit).
+fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 0, "maximum": 999},
+            "ok": {"type": "boolean"},
+            "unit": {"enum": ["kg", "lb"]}
+        },
+        "required": ["n", "ok", "unit"],
+        "additionalProperties": false
+    })
+}
+
+/// Checks `v` against [`schema`] by hand (the schema is small enough).
+fn assert_matches_schema(v: &Value) {
+    let o = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    assert_eq!(o.len(), 3, "{v}");
+    assert!(o["n"].as_u64().is_some_and(|n| n <= 999), "{v}");
+    assert!(o["ok"].is_boolean(), "{v}");
+    assert!(matches!(o["unit"].as_str(), Some("kg" | "lb")), "{v}");
+}
+
+async fn invoke(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> Value {
+    let out = rt
+        .invoke_model()
+        .model_id(arn)
+        .content_type("application/json")
+        .body(Blob::new(body.to_string().into_bytes()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("invoke {body}: {e:?}"));
+    serde_json::from_slice(out.body().as_ref()).expect("json body")
+}
+
+async fn invoke_error(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> String {
+    let e = rt
+        .invoke_model()
+        .model_id(arn)
+        .content_type("application/json")
+        .body(Blob::new(body.to_string().into_bytes()))
+        .send()
+        .await
+        .expect_err("a validation error");
+    let service = e.into_service_error();
+    assert!(service.is_validation_exception(), "{service:?}");
+    service.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_model_output_follows_the_requested_format() {
+    let local = start(true).await;
+    // The tools' specs render longer than the 512 tokens the tiny models declare; their rotary positions run at any
+    // length.
+    let model = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(model.path(), Family::Qwen2).expect("tiny model");
+    set_context_length(model.path(), 4096);
+    let (_, job) = run_import_job(&local.server, model.path(), "so-models", "so-qwen").await;
+    let arn = job.imported_model_arn().expect("arn").to_string();
+    let rt = runtime(&local.server, 1);
+
+    // response_format json_schema, in the Bedrock completion format, sampled (not greedy) with several seeds' worth
+    // of temperature: every answer validates.
+    for temperature in [0.0, 1.0, 1.5] {
+        let v = invoke(
+            &rt,
+            &arn,
+            json!({"prompt": "Weigh it:", "max_gen_len": 200, "temperature": temperature,
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": schema()}}}),
+        )
+        .await;
+        assert_eq!(v["stop_reason"], "stop", "{v}");
+        let out: Value = serde_json::from_str(v["generation"].as_str().expect("generation")).expect("JSON answer");
+        assert_matches_schema(&out);
+    }
+
+    // response_format json_object in the OpenAI chat format: the content is one JSON object, not a tool call.
+    let v = invoke(
+        &rt,
+        &arn,
+        json!({"messages": [{"role": "user", "content": "Answer in JSON"}], "max_tokens": 300, "temperature": 0.7,
+               "seed": 7, "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    let choice = &v["choices"][0];
+    if choice["finish_reason"] == "stop" {
+        let content = choice["message"]["content"].as_str().expect("content");
+        let out: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+        assert!(out.is_object(), "{out}");
+    } else {
+        // An unbounded object may run out of tokens; what was written is still a JSON object's beginning.
+        assert_eq!(choice["finish_reason"], "length", "{v}");
+        assert!(
+            choice["message"]["content"]
+                .as_str()
+                .is_some_and(|c| c.starts_with('{')),
+            "{v}"
+        );
+    }
+
+    // structured_outputs in the OpenAI completion format: a regex and a choice.
+    let v = invoke(
+        &rt,
+        &arn,
+        json!({"prompt": "Code:", "max_tokens": 40, "temperature": 1.0, "seed": 3,
+               "structured_outputs": {"regex": "[0-9]{3}-[a-z]{2}/(x|y)"}}),
+    )
+    .await;
+    let text = v["choices"][0]["text"].as_str().expect("text");
+    let ok = text.len() == 8
+        && text[..3].bytes().all(|b| b.is_ascii_digit())
+        && &text[3..4] == "-"
+        && text[4..6].bytes().all(|b| b.is_ascii_lowercase())
+        && matches!(&text[6..], "/x" | "/y");
+    assert!(ok, "{text:?} does not match the regex");
+    for seed in 0..3 {
+        let v = invoke(
+            &rt,
+            &arn,
+            json!({"prompt": "Pick:", "max_tokens": 20, "temperature": 1.0, "seed": seed,
+                   "structured_outputs": {"choice": ["alpha", "beta", "gamma delta"]}}),
+        )
+        .await;
+        let text = v["choices"][0]["text"].as_str().expect("text");
+        assert!(["alpha", "beta", "gamma delta"].contains(&text), "{text:?}");
+    }
+    let v = invoke(
+        &rt,
+        &arn,
+        json!({"prompt": "Say:", "max_tokens": 20, "temperature": 1.0, "seed": 1,
+               "structured_outputs": {"grammar": "start: greeting \" \" name\ngreeting: \"hello\" | \"hi\"\nname: /[A-Z][a-z]{1,5}/\n"}}),
+    )
+    .await;
+    let text = v["choices"][0]["text"].as_str().expect("text");
+    let (greeting, name) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
+    assert!(["hello", "hi"].contains(&greeting), "{text:?}");
+    assert!(
+        (2..=6).contains(&name.len()) && name.chars().next().is_some_and(|c| c.is_ascii_uppercase()),
+        "{text:?}"
+    );
+
+    // tool_choice "required" and a named function: the answer is a tool call with valid arguments.
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+            "properties": {"city": {"enum": ["Paris", "Oslo"]}}, "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+            "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": false}}}
+    ]);
+    for (choice, expect) in [
+        (json!("required"), None),
+        (
+            json!({"type": "function", "function": {"name": "get_time"}}),
+            Some("get_time"),
+        ),
+    ] {
+        let v = invoke(
+            &rt,
+            &arn,
+            json!({"messages": [{"role": "user", "content": "Weather in Paris?"}], "max_tokens": 120,
+                   "temperature": 0.8, "seed": 11, "tools": tools, "tool_choice": choice}),
+        )
+        .await;
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+        let call = &c["message"]["tool_calls"][0]["function"];
+        let name = call["name"].as_str().expect("name");
+        if let Some(e) = expect {
+            assert_eq!(name, e, "{v}");
+        }
+        let args: Value = serde_json::from_str(call["arguments"].as_str().expect("arguments")).expect("JSON");
+        match name {
+            "get_weather" => assert!(matches!(args["city"].as_str(), Some("Paris" | "Oslo")), "{args}"),
+            "get_time" => assert!(matches!(args["zone"].as_str(), Some("UTC" | "CET")), "{args}"),
+            other => panic!("unknown tool {other}"),
+        }
+    }
+
+    // Bad requests name what is wrong; the model keeps serving afterwards.
+    let e = invoke_error(
+        &rt,
+        &arn,
+        json!({"prompt": "x", "max_tokens": 5, "structured_outputs": {"regex": "[0-9"}}),
+    )
+    .await;
+    assert!(e.contains("output format cannot be enforced"), "{e}");
+    let e = invoke_error(
+        &rt,
+        &arn,
+        json!({"prompt": "x", "max_tokens": 5, "structured_outputs": {"grammar": "start: undefined_rule"}}),
+    )
+    .await;
+    assert!(e.contains("undefined_rule"), "{e}");
+    let e = invoke_error(
+        &rt,
+        &arn,
+        json!({"prompt": "x", "max_gen_len": 5, "response_format": {"type": "xml"}}),
+    )
+    .await;
+    assert!(e.contains("#/response_format/type") && e.contains("xml"), "{e}");
+    let e = invoke_error(
+        &rt,
+        &arn,
+        json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5, "tools": tools,
+               "tool_choice": {"type": "function", "function": {"name": "launch"}}}),
+    )
+    .await;
+    assert!(e.contains("\"launch\"") && e.contains("get_weather"), "{e}");
+    let v = invoke(
+        &rt,
+        &arn,
+        json!({"prompt": "Hello", "max_gen_len": 3, "temperature": 0}),
+    )
+    .await;
+    assert!(v["generation"].is_string(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_output_config_constrains_the_answer() {
+    let local = start(true).await;
+    let (_, job) = import(&local.server, Family::Llama, "so-models", "so-llama").await;
+    let arn = job.imported_model_arn().expect("arn").to_string();
+    let rt = runtime(&local.server, 1);
+    let output = |schema: &str| {
+        OutputConfig::builder()
+            .text_format(
+                OutputFormat::builder()
+                    .r#type(OutputFormatType::JsonSchema)
+                    .structure(OutputFormatStructure::JsonSchema(
+                        JsonSchemaDefinition::builder()
+                            .schema(schema)
+                            .name("weight")
+                            .build()
+                            .expect("schema"),
+                    ))
+                    .build()
+                    .expect("format"),
+            )
+            .build()
+    };
+    let message = Message::builder()
+        .role(ConversationRole::User)
+        .content(ContentBlock::Text("How heavy?".into()))
+        .build()
+        .expect("message");
+    for temperature in [0.0, 1.0] {
+        let r = rt
+            .converse()
+            .model_id(&arn)
+            .messages(message.clone())
+            .inference_config(
+                InferenceConfiguration::builder()
+                    .max_tokens(200)
+                    .temperature(temperature)
+                    .build(),
+            )
+            .output_config(output(&schema().to_string()))
+            .send()
+            .await
+            .expect("converse");
+        assert_eq!(r.stop_reason().as_str(), "end_turn");
+        let msg = r.output().expect("output").as_message().expect("message");
+        let text: String = msg.content().iter().filter_map(|b| b.as_text().ok().cloned()).collect();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert_matches_schema(&v);
+    }
+    let e = rt
+        .converse()
+        .model_id(&arn)
+        .messages(message)
+        .output_config(output("{not json"))
+        .send()
+        .await
+        .expect_err("a bad schema");
+    let e = e.into_service_error();
+    assert!(e.is_validation_exception(), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("outputConfig.textFormat.structure.jsonSchema.schema"),
+        "{e}"
+    );
+}
