@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{cmi_command, shared_cache, start_serve, text};
+use common::{cmi_command, convert_demo, start_serve, text};
 
 const MODEL: &str = "smol-q8";
 
@@ -68,15 +68,7 @@ async fn the_demo_model_runs_quantised_and_answers_in_the_requested_format() {
     let home = tempfile::tempdir().expect("home");
     let home = home.path();
     let model = home.join("smollm2");
-    let out = cmi_command(
-        home,
-        &shared_cache(),
-        &["convert", "demo", model.to_str().expect("utf-8")],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("cmi convert demo runs");
-    assert!(out.status.success(), "convert demo failed\n{}", text(&out));
+    convert_demo(home, &model);
 
     let server_log = home.join("serve.log");
     let mut serve = command(home, &["serve", "--port", "0", "--warm"]);

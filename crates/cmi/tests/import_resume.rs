@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{cmi_command, shared_cache, start_serve, text};
+use common::{cmi_command, convert_demo, start_serve, text};
 
 fn command_with_cache(home: &Path, cache: &Path, args: &[&str]) -> Command {
     let mut c = cmi_command(home, cache, args);
@@ -47,14 +47,7 @@ fn acknowledged_parts(uploads: &Path) -> usize {
 fn a_killed_import_resumes_without_resending_acknowledged_parts() {
     let home = tempfile::tempdir().expect("home");
     let model = home.path().join("smollm2");
-    let out = command_with_cache(
-        home.path(),
-        &shared_cache(),
-        &["convert", "demo", model.to_str().expect("utf-8")],
-    )
-    .output()
-    .expect("cmi convert demo runs");
-    assert!(out.status.success(), "convert demo failed\n{}", text(&out));
+    convert_demo(home.path(), &model);
 
     let _serve = start_serve(
         command(home.path(), &["serve", "--port", "0", "--warm"]),

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{cmi_command, shared_cache, start_serve, text};
+use common::{cmi_command, convert_demo, start_serve, text};
 
 /// ChatML with Hermes-style tools, in the shape the agent renders its conversation for chat templates (OpenAI
 /// messages: `tool_calls` with object arguments, results as `tool` messages). Without tools it renders as
@@ -201,15 +201,7 @@ fn a_model_without_converse_calls_list_files_through_invoke_model_and_answers_fr
     let home = tempfile::tempdir().expect("home");
     let home = home.path();
     let model = home.join("smollm2-hermes");
-    let out = cmi_command(
-        home,
-        &shared_cache(),
-        &["convert", "demo", model.to_str().expect("utf-8")],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .expect("cmi convert demo runs");
-    assert!(out.status.success(), "convert demo failed\n{}", text(&out));
+    convert_demo(home, &model);
     install_template(&model);
 
     let workspace = home.join("workspace");

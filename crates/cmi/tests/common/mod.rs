@@ -31,6 +31,19 @@ pub fn shared_cache() -> PathBuf {
         .expect("HOME is set")
 }
 
+/// `cmi convert demo DIR` for a test in `home`, with the GGUF from the shared cache; panics unless it succeeds.
+pub fn convert_demo(home: &Path, dir: &Path) {
+    let out = cmi_command(
+        home,
+        &shared_cache(),
+        &["convert", "demo", dir.to_str().expect("utf-8")],
+    )
+    .stdin(Stdio::null())
+    .output()
+    .expect("cmi convert demo runs");
+    assert!(out.status.success(), "convert demo failed\n{}", text(&out));
+}
+
 /// Exit status, stdout and stderr, for assertion messages.
 pub fn text(o: &Output) -> String {
     format!(
