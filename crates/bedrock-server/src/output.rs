@@ -104,16 +104,15 @@ fn map(events: Vec<ParseEvent>) -> Vec<Piece> {
         .collect()
 }
 
-/// The Lark grammar that forces a tool call when `toolChoice` is `any` or names a tool.
+/// The Lark grammar that forces a tool call when `toolChoice` is `any` or names a tool. A template that teaches no
+/// tool calls gets the Hermes form (what `cmi template fix` teaches ChatML models), which the parser reads back for
+/// such models too: Converse refuses tools for them before this, but an InvokeModel `tool_choice` still holds.
 pub(crate) fn tool_grammar(
     syntax: ToolSyntax,
     choice: &ToolRequirement,
     tools: Option<&[serde_json::Value]>,
 ) -> Option<String> {
     let tools = tools.filter(|t| !t.is_empty())?;
-    if syntax == ToolSyntax::None {
-        return None;
-    }
     match choice {
         ToolRequirement::Auto => None,
         ToolRequirement::Any => Some(chat_template::grammar::tool_call_lark(syntax, tools, None)),
@@ -187,5 +186,15 @@ mod tests {
         let g = tool_grammar(ToolSyntax::Hermes, &ToolRequirement::Any, Some(&tools)).expect("grammar");
         assert!(g.contains("tool_call"), "{g}");
         assert!(tool_grammar(ToolSyntax::Hermes, &ToolRequirement::Any, None).is_none());
+        // A template without tool calls is held to the Hermes form, which its parser reads back.
+        let g = tool_grammar(ToolSyntax::None, &ToolRequirement::Named("f".into()), Some(&tools)).expect("grammar");
+        assert!(g.contains("tool_call"), "{g}");
+        let mut p = Parser::new(ToolSyntax::None, "", &OutputMode::ToolCall(g));
+        let mut pieces = p.feed("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>");
+        pieces.extend(p.finish());
+        assert!(
+            matches!(pieces.as_slice(), [Piece::ToolCall { name, .. }] if name == "f"),
+            "{pieces:?}"
+        );
     }
 }

@@ -7,8 +7,8 @@ mod common;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, JsonSchemaDefinition, Message, OutputConfig, OutputFormat,
-    OutputFormatStructure, OutputFormatType,
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, InferenceConfiguration,
+    JsonSchemaDefinition, Message, OutputConfig, OutputFormat, OutputFormatStructure, OutputFormatType,
 };
 use bedrock_server::testing::set_context_length;
 use common::{import, run_import_job, runtime, start};
@@ -273,6 +273,33 @@ async fn converse_output_config_constrains_the_answer() {
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
         assert_matches_schema(&v);
     }
+    // ConverseStream: the text deltas add up to an answer that validates.
+    let mut out = rt
+        .converse_stream()
+        .model_id(&arn)
+        .messages(message.clone())
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(200)
+                .temperature(0.8)
+                .build(),
+        )
+        .output_config(output(&schema().to_string()))
+        .send()
+        .await
+        .expect("converse stream");
+    let (mut text, mut deltas) = (String::new(), 0);
+    while let Some(ev) = out.stream.recv().await.expect("event") {
+        if let ConverseStreamOutput::ContentBlockDelta(d) = &ev
+            && let Some(ContentBlockDelta::Text(t)) = d.delta()
+        {
+            text.push_str(t);
+            deltas += 1;
+        }
+    }
+    assert!(deltas > 1, "{deltas} deltas");
+    assert_matches_schema(&serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")));
+
     let e = rt
         .converse()
         .model_id(&arn)
