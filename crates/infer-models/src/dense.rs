@@ -310,6 +310,13 @@ impl DenseWeight {
         panic!("row {r} past the end of a {}-row matrix", self.rows());
     }
 
+    /// Rows `start..start + n`, widened to f32 into `out` (`n * cols` values, row-major).
+    pub(crate) fn rows_into(&self, start: usize, n: usize, out: &mut [f32]) {
+        for (i, row) in out.chunks_exact_mut(self.cols).take(n).enumerate() {
+            self.row_into(start + i, row);
+        }
+    }
+
     /// The whole matrix widened to f32, row-major.
     pub(crate) fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows() * self.cols];

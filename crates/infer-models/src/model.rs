@@ -48,6 +48,31 @@ macro_rules! per_instruction_set {
 /// candle's gemm multiply: it reuses each weight across many rows, which the decode kernel does not.
 const GEMM_ROWS: usize = 128;
 
+/// Bytes of f32 weights such a call widens at a time. Widening a whole matrix would hold a second copy of it, twice
+/// the size of bf16 weights, for the call (470 MB for the fused gate/up projection of an 8B model).
+const GEMM_SLICE_BYTES: usize = 4 << 20;
+
+/// `x · Wᵀ` with candle's gemm, widening `slice_bytes` of `w`'s rows to f32 at a time and writing each slice's
+/// output columns in place.
+fn gemm_in_slices(x: &Tensor, w: &DenseWeight, slice_bytes: usize) -> Result<Tensor, Error> {
+    let (m, rows, cols) = (x.dim(0)?, w.rows(), w.cols());
+    let slice = (slice_bytes / (cols * 4).max(1)).max(64).min(rows).max(1);
+    let mut out = vec![0f32; m * rows];
+    let mut start = 0;
+    while start < rows {
+        let n = slice.min(rows - start);
+        let mut wide = vec![0f32; n * cols];
+        w.rows_into(start, n, &mut wide);
+        let part = Tensor::from_vec(wide, (n, cols), &Device::Cpu)?;
+        let y = x.matmul(&part.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        for (i, row) in y.chunks_exact(n).enumerate() {
+            out[i * rows + start..i * rows + start + n].copy_from_slice(row);
+        }
+        start += n;
+    }
+    Ok(Tensor::from_vec(out, (m, rows), &Device::Cpu)?)
+}
+
 /// A linear layer `y = x Wᵀ + b`: weights as stored, or quantised at load into GGML blocks (our kernel reads both).
 struct Linear {
     w: DenseWeight,
@@ -82,8 +107,7 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
         let w = &self.w;
         let y = if x.dim(0)? >= GEMM_ROWS && !w.stored().is_quantised() {
-            let wide = Tensor::from_vec(w.to_f32(), (w.rows(), w.cols()), &Device::Cpu)?;
-            x.matmul(&wide.t()?)?
+            gemm_in_slices(x, w, GEMM_SLICE_BYTES)?
         } else {
             let m = x.dim(0)?;
             let xs = x.flatten_all()?.to_vec1::<f32>()?;
@@ -928,6 +952,27 @@ impl CausalLm for Transformer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_prompt_product_in_slices_equals_the_whole_product() {
+        use candle_core::{Device, Tensor};
+        let (rows, cols, m) = (300usize, 40usize, 130usize);
+        let values: Vec<f32> = (0..rows * cols).map(|i| ((i * 31 % 97) as f32 - 48.0) / 17.0).collect();
+        let w = super::DenseWeight::from_f32_for_tests(&values, rows, cols);
+        let xs: Vec<f32> = (0..m * cols).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+        let x = Tensor::from_vec(xs, (m, cols), &Device::Cpu).unwrap();
+        let whole = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+        let want = x.matmul(&whole.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        // Slices of 64 rows (the least), of 100, and one slice of everything; the last slice is a partial one.
+        for slice_bytes in [1, 100 * cols * 4, usize::MAX / 2] {
+            let got = super::gemm_in_slices(&x, &w, slice_bytes).unwrap().to_vec2::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                for (a, b) in g.iter().zip(w) {
+                    assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{slice_bytes}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_vectorisable_exp_matches_libm_on_the_softmax_range() {
         let mut worst = 0f32;
