@@ -355,7 +355,7 @@ struct Run {
 const MODEL_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Run {
-    fn start(
+    async fn start(
         app: &App,
         model: &ModelRow,
         loaded: Arc<Loaded>,
@@ -363,7 +363,13 @@ impl Run {
         mode: &OutputMode,
     ) -> Result<Run, ApiError> {
         let parser = Parser::new(loaded.tool_syntax(), &req.prompt, mode);
-        let events = loaded.engine.generate(req).map_err(|e| match e {
+        // Tokenising a long prompt and compiling a grammar (indexing the vocabulary, the first time) take long
+        // enough to hold up the other requests of a runtime worker.
+        let engine = loaded.clone();
+        let started = tokio::task::spawn_blocking(move || engine.engine.generate(req))
+            .await
+            .map_err(|e| ApiError::internal(format!("starting the generation failed: {e}")))?;
+        let events = started.map_err(|e| match e {
             GenError::QueueFull => {
                 ApiError::throttling("Too many requests, please wait before trying again. The model's request queue is full.")
             }
@@ -537,7 +543,7 @@ async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream: bool) -> 
         stop: ic.stop_sequences.clone().unwrap_or_default(),
         grammar: mode.grammar(),
     };
-    let mut run = Run::start(app, &model, loaded, gen_req, &mode)?;
+    let mut run = Run::start(app, &model, loaded, gen_req, &mode).await?;
     let runtime_app = app.clone();
     let model_key = model.id.clone();
 
@@ -715,7 +721,7 @@ async fn invoke(
     };
     let format = req.format();
     let chat = matches!(format, InvokeFormat::OpenAiChat);
-    let mut run = Run::start(app, &model, loaded, gen_req, &mode)?;
+    let mut run = Run::start(app, &model, loaded, gen_req, &mode).await?;
     let id = format!(
         "{}-{}",
         if chat { "chatcmpl" } else { "cmpl" },

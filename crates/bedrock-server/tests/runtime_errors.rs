@@ -288,3 +288,53 @@ async fn a_full_engine_queue_gives_throttling_and_the_server_recovers() {
         .expect("served after the flood");
     assert!(r.usage().is_some_and(|u| u.output_tokens() > 0), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_longer_than_the_context_is_refused_with_both_numbers() {
+    let local = start(true).await;
+    let (_, job) = import(&local.server, Family::Llama, "rt-models", "short-context").await;
+    let arn = job.imported_model_arn().expect("model arn").to_string();
+    let rt = runtime(&local.server, 1);
+    // The tiny models declare a 512-token context.
+    let long = "many words here ".repeat(400);
+    let e = rt
+        .converse()
+        .model_id(&arn)
+        .messages(user(&long))
+        .send()
+        .await
+        .expect_err("too long");
+    let e = e.into_service_error();
+    assert!(e.is_validation_exception(), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("the context window is 512") && msg.contains("tokens"),
+        "{msg}"
+    );
+    let n: usize = msg
+        .split("the prompt has ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no prompt length in {msg}"));
+    assert!(n > 512, "{msg}");
+    // The same through InvokeModel; the model still answers a short prompt afterwards.
+    let body = serde_json::json!({"prompt": long, "max_gen_len": 4});
+    let e = rt
+        .invoke_model()
+        .model_id(&arn)
+        .content_type("application/json")
+        .body(Blob::new(body.to_string().into_bytes()))
+        .send()
+        .await
+        .expect_err("too long")
+        .into_service_error();
+    assert!(e.is_validation_exception() && e.to_string().contains("512"), "{e:?}");
+    rt.converse()
+        .model_id(&arn)
+        .messages(user("Hi"))
+        .inference_config(InferenceConfiguration::builder().max_tokens(2).build())
+        .send()
+        .await
+        .expect("a short prompt");
+}

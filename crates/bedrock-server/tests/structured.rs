@@ -1,6 +1,6 @@
 //! Structured output through the real `aws-sdk-bedrockruntime` client, on a tiny random-weight model: whatever the
 //! weights, constrained decoding makes InvokeModel's `response_format` (JSON object, JSON schema), `structured_outputs`
-//! (regex, choice, grammar) and `tool_choice`, and Converse's `outputConfig`, come back in the shape asked for. Bad
+//! (regex, choice, grammar) and `tool_choice`, and Converse's `outputConfig` and named `toolChoice`, come back in the shape asked for. Bad
 //! schemas, regexes, grammars and tool choices are a `ValidationException` naming them, and the server keeps serving.
 
 mod common;
@@ -9,9 +9,11 @@ use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, InferenceConfiguration,
     JsonSchemaDefinition, Message, OutputConfig, OutputFormat, OutputFormatStructure, OutputFormatType,
+    SpecificToolChoice, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolSpecification,
 };
+use aws_smithy_types::Document;
 use bedrock_server::testing::set_context_length;
-use common::{import, run_import_job, runtime, start};
+use common::{run_import_job, runtime, start};
 use serde_json::{Value, json};
 use test_support::Family;
 
@@ -27,6 +29,18 @@ fn schema() -> Value {
         "required": ["n", "ok", "unit"],
         "additionalProperties": false
     })
+}
+
+/// A JSON value as an SDK document.
+fn doc(v: &Value) -> Document {
+    match v {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => Document::Number(aws_smithy_types::Number::Float(n.as_f64().unwrap_or_default())),
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(a) => Document::Array(a.iter().map(doc).collect()),
+        Value::Object(o) => Document::Object(o.iter().map(|(k, v)| (k.clone(), doc(v))).collect()),
+    }
 }
 
 /// Checks `v` against [`schema`] by hand (the schema is small enough).
@@ -227,7 +241,10 @@ async fn invoke_model_output_follows_the_requested_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converse_output_config_constrains_the_answer() {
     let local = start(true).await;
-    let (_, job) = import(&local.server, Family::Llama, "so-models", "so-llama").await;
+    let model = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(model.path(), Family::Llama).expect("tiny model");
+    set_context_length(model.path(), 4096);
+    let (_, job) = run_import_job(&local.server, model.path(), "so-models", "so-llama").await;
     let arn = job.imported_model_arn().expect("arn").to_string();
     let rt = runtime(&local.server, 1);
     let output = |schema: &str| {
@@ -299,6 +316,56 @@ async fn converse_output_config_constrains_the_answer() {
     }
     assert!(deltas > 1, "{deltas} deltas");
     assert_matches_schema(&serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")));
+
+    // A named tool (Converse toolChoice `tool`), beside a structured format: the tool call wins, in Llama 3's syntax,
+    // with input that validates.
+    let tool = |name: &str, prop: &str, choices: [&str; 2]| {
+        Tool::ToolSpec(
+            ToolSpecification::builder()
+                .name(name)
+                .input_schema(ToolInputSchema::Json(doc(&json!({"type": "object",
+                    "properties": {prop: {"enum": choices}}, "required": [prop], "additionalProperties": false}))))
+                .build()
+                .expect("tool spec"),
+        )
+    };
+    let r = rt
+        .converse()
+        .model_id(&arn)
+        .messages(message.clone())
+        .inference_config(
+            InferenceConfiguration::builder()
+                .max_tokens(60)
+                .temperature(0.9)
+                .build(),
+        )
+        .tool_config(
+            ToolConfiguration::builder()
+                .tools(tool("get_weather", "city", ["Paris", "Oslo"]))
+                .tools(tool("get_time", "zone", ["UTC", "CET"]))
+                .tool_choice(ToolChoice::Tool(
+                    SpecificToolChoice::builder().name("get_time").build().expect("choice"),
+                ))
+                .build()
+                .expect("tool config"),
+        )
+        .output_config(output(&schema().to_string()))
+        .send()
+        .await
+        .expect("converse with a named tool");
+    assert_eq!(r.stop_reason().as_str(), "tool_use");
+    let msg = r.output().expect("output").as_message().expect("message");
+    let call = msg
+        .content()
+        .iter()
+        .find_map(|b| b.as_tool_use().ok())
+        .unwrap_or_else(|| panic!("no tool use in {msg:?}"));
+    assert_eq!(call.name(), "get_time");
+    let zone = match call.input() {
+        Document::Object(o) => o.get("zone").and_then(Document::as_string).map(str::to_string),
+        _ => None,
+    };
+    assert!(matches!(zone.as_deref(), Some("UTC" | "CET")), "{:?}", call.input());
 
     let e = rt
         .converse()

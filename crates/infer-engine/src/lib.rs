@@ -33,6 +33,9 @@ pub enum Error {
     /// `tokenizer.json` is missing or invalid.
     #[error("{path}: cannot load the tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    /// A JSON file of the folder (`generation_config.json`, `tokenizer_config.json`) cannot be read.
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
     /// The tokenizer has more tokens than the model's embedding.
     #[error("{path} has {tokenizer} tokens but config.json says vocab_size {config}; expected at most {config}")]
     VocabMismatch {
@@ -256,18 +259,31 @@ impl Engine {
         }
         // EOS: generation_config.json (what transformers' generate uses), else config.json; plus the chat EOS token
         // of tokenizer_config.json.
-        let read = |name: &str| {
-            std::fs::read(dir.join(name))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        // Both files are optional; one that is there must be JSON.
+        let read = |name: &str| -> Result<Option<serde_json::Value>, Error> {
+            let path = dir.join(name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(Error::File {
+                        message: format!("cannot read it: {e}"),
+                        path,
+                    });
+                }
+            };
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::File {
+                message: format!("not valid JSON: {e}; expected a JSON object"),
+                path,
+            })
         };
-        let mut eos_ids = read("generation_config.json")
+        let mut eos_ids = read("generation_config.json")?
             .map(|g| infer_models::eos_ids(&g))
             .unwrap_or_default();
         if eos_ids.is_empty() {
             eos_ids = cfg.eos_token_ids.clone();
         }
-        if let Some(id) = read("tokenizer_config.json").and_then(|t| token_id(&tokenizer, &t["eos_token"]))
+        if let Some(id) = read("tokenizer_config.json")?.and_then(|t| token_id(&tokenizer, &t["eos_token"]))
             && !eos_ids.contains(&id)
         {
             eos_ids.push(id);

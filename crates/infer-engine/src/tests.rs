@@ -383,6 +383,40 @@ fn a_tokenizer_larger_than_the_vocabulary_is_refused_naming_both_sizes() {
 }
 
 #[test]
+fn a_malformed_generation_or_tokenizer_config_is_refused_naming_the_file() {
+    for name in ["generation_config.json", "tokenizer_config.json"] {
+        let dir = tiny(Family::Llama);
+        std::fs::write(dir.path().join(name), "{\"eos_token_id\": [2,\n").expect("write");
+        match Engine::load(dir.path(), LoadOptions::default()) {
+            Err(e @ Error::File { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(name) && msg.contains("line 2"), "{msg}");
+            }
+            Err(e) => panic!("{name}: wrong error {e}"),
+            Ok(_) => panic!("{name}: loaded a folder with a malformed {name}"),
+        }
+    }
+    // Both are optional.
+    let dir = tiny(Family::Llama);
+    std::fs::remove_file(dir.path().join("generation_config.json")).expect("remove");
+    Engine::load(dir.path(), LoadOptions::default()).expect("loads without generation_config.json");
+}
+
+#[test]
+fn a_config_with_mlp_biases_is_refused_naming_the_field() {
+    let dir = tiny(Family::Llama);
+    let path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    cfg["mlp_bias"] = serde_json::json!(true);
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("ser")).expect("write");
+    let msg = Engine::load(dir.path(), LoadOptions::default())
+        .map(drop)
+        .expect_err("mlp_bias is not supported")
+        .to_string();
+    assert!(msg.contains("config.json") && msg.contains("mlp_bias"), "{msg}");
+}
+
+#[test]
 fn a_full_queue_is_a_distinct_error() {
     let dir = endless_tiny(Family::Llama);
     let engine = Engine::load(

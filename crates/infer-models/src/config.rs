@@ -252,6 +252,13 @@ impl ModelConfig {
         {
             return Err(field("hidden_act", "\"silu\""));
         }
+        // Llama configs may give the MLP biases; the engine runs none, and ignoring their tensors would be wrong.
+        if bool_or("mlp_bias", false)? {
+            return Err(field(
+                "mlp_bias",
+                "false (MLP projections with biases are not supported)",
+            ));
+        }
         let rope_scaling = match config.get("rope_scaling") {
             None | Some(Value::Null) => None,
             Some(rs) => {

@@ -317,7 +317,8 @@ impl DenseWeight {
         }
     }
 
-    /// The whole matrix widened to f32, row-major.
+    /// The whole matrix widened to f32, row-major (tests; the engine widens a few rows at a time).
+    #[cfg(test)]
     pub(crate) fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows() * self.cols];
         let mut at = 0;

