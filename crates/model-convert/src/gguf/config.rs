@@ -149,6 +149,65 @@ fn rope_scaling(meta: &Meta<'_>, arch: &str) -> Result<Option<Json>, Error> {
     }
 }
 
+/// Llama 3's rope scaling, as transformers computes its frequencies from `config.json`: the inverse frequency of
+/// each pair of dimensions divided by the factor that llama.cpp stores per pair in `rope_freqs.weight`.
+fn llama3_factors(theta: f64, head_dim: usize, factor: f64, low: f64, high: f64, original: f64) -> Vec<f64> {
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let inv_freq = theta.powf(-((2 * i) as f64) / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
+/// The `rope_scaling` of `config.json` that gives the per-pair frequency factors a Llama 3.1+ GGUF stores in
+/// `rope_freqs.weight` (the GGUF keeps no rope-scaling keys for them). The factor is the largest one stored; the
+/// other parameters are Llama 3.1's (low 1, high 4, original context 8192, or the GGUF's
+/// `rope.scaling.original_context_length`), and every stored factor must agree with them: factors that do not are
+/// refused rather than converted into a model that runs differently.
+pub(crate) fn llama3_rope_scaling(h: &Hparams, factors: &[f32], original: Option<u64>) -> Result<Json, Error> {
+    let bad = |why: String| Error::tensor("rope_freqs.weight", why);
+    if factors.len() != h.head_dim / 2 {
+        return Err(bad(format!(
+            "has {} factors, expected one per pair of the {} dimensions of a head",
+            factors.len(),
+            h.head_dim
+        )));
+    }
+    let factor = factors.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let original = original.unwrap_or(8192) as f64;
+    let (low, high) = (1.0, 4.0);
+    let want = llama3_factors(h.rope_theta, h.head_dim, factor, low, high, original);
+    if let Some((i, (got, want))) = factors
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .find(|(_, (g, w))| (f64::from(**g) - **w).abs() > 1e-3 * w.abs())
+    {
+        return Err(bad(format!(
+            "factor {i} is {got}, but Llama 3 rope scaling (factor {factor}, low_freq_factor {low}, \
+             high_freq_factor {high}, original_max_position_embeddings {original}) gives {want:.6}: expected \
+             llama3 frequency factors, which is all config.json can express"
+        )));
+    }
+    Ok(json!({
+        "factor": factor,
+        "low_freq_factor": low,
+        "high_freq_factor": high,
+        "original_max_position_embeddings": original as u64,
+        "rope_type": "llama3"
+    }))
+}
+
 /// Token ids `config.json` and `generation_config.json` carry.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SpecialIds {
@@ -218,4 +277,51 @@ pub(crate) fn generation_config_json(ids: &SpecialIds) -> Json {
         c.insert("pad_token_id".into(), json!(pad));
     }
     Json::Object(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_3_1_frequency_factors_give_back_its_rope_scaling() {
+        // Llama 3.1 8B: rope base 500000, heads of 128 dimensions, factor 8, low 1, high 4, original context 8192.
+        let factors = llama3_factors(500_000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+        let smooth = factors.iter().filter(|f| **f > 1.0 && **f < 8.0).count();
+        assert!(smooth > 0 && factors[0] == 1.0 && factors[63] == 8.0, "{factors:?}");
+        let h = Hparams {
+            arch: Arch::Llama,
+            gguf_arch: "llama".into(),
+            context_length: 131_072,
+            hidden_size: 4096,
+            intermediate_size: 14_336,
+            num_layers: 32,
+            num_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 128,
+            rope_theta: 500_000.0,
+            rms_norm_eps: 1e-5,
+            rope_scaling: None,
+        };
+        let stored: Vec<f32> = factors.iter().map(|f| *f as f32).collect();
+        let rs = llama3_rope_scaling(&h, &stored, None).unwrap();
+        assert_eq!(rs["rope_type"], "llama3");
+        assert_eq!(rs["factor"], 8.0);
+        assert_eq!(rs["original_max_position_embeddings"], 8192);
+        // Llama 3.2 1B/3B: factor 32.
+        let stored: Vec<f32> = llama3_factors(500_000.0, 64, 32.0, 1.0, 4.0, 8192.0)
+            .iter()
+            .map(|f| *f as f32)
+            .collect();
+        let h = Hparams { head_dim: 64, ..h };
+        assert_eq!(llama3_rope_scaling(&h, &stored, None).unwrap()["factor"], 32.0);
+        // A factor off in the smooth band, and a wrong count.
+        let mut off = stored.clone();
+        let i = off.iter().position(|f| *f > 1.0 && *f < 32.0).unwrap();
+        off[i] *= 1.1;
+        let e = llama3_rope_scaling(&h, &off, None).unwrap_err().to_string();
+        assert!(e.contains(&format!("factor {i} is")), "{e}");
+        let e = llama3_rope_scaling(&h, &stored[..10], None).unwrap_err().to_string();
+        assert!(e.contains("has 10 factors"), "{e}");
+    }
 }

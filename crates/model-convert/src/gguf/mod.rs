@@ -117,9 +117,25 @@ pub fn convert_with(
     check_out_dir(out_dir, opts.overwrite)?;
     let mut file = GgufFile::open(gguf)?;
     let meta = Meta::new(&file.content.metadata);
-    let hparams = Hparams::read(&meta)?;
+    let mut hparams = Hparams::read(&meta)?;
     let vocab = GgufVocab::read(&meta)?;
     let plan = names::plan(&hparams, &file.content.tensor_infos)?;
+    if let Some(info) = file.content.tensor_infos.get("rope_freqs.weight") {
+        let original = meta.u64_opt(&format!("{}.rope.scaling.original_context_length", hparams.gguf_arch))?;
+        let factors = file.load(&names::Planned {
+            gguf: "rope_freqs.weight".into(),
+            hf: String::new(),
+            shape: info.shape.dims().to_vec(),
+            unpermute_heads: None,
+        })?;
+        if let Some(other) = &hparams.rope_scaling {
+            return Err(Error::tensor(
+                "rope_freqs.weight",
+                format!("comes with rope scaling {other} in the metadata: expected one or the other"),
+            ));
+        }
+        hparams.rope_scaling = Some(config::llama3_rope_scaling(&hparams, &factors, original)?);
+    }
     if vocab.tokens.len() > plan.vocab_rows {
         return Err(Error::tensor(
             "token_embd.weight",

@@ -189,11 +189,10 @@ pub(crate) fn plan(h: &Hparams, infos: &HashMap<String, TensorInfo>) -> Result<P
     for name in unknown {
         if name == "rope_freqs.weight" {
             // Llama 3.1 GGUFs store the llama3 rope scaling as precomputed frequency factors; transformers derives
-            // them from `rope_scaling` in config.json instead, which the GGUF does not record.
-            tracing::warn!(tensor = %name, "skipping rope frequency factors: config.json gets no llama3 rope_scaling");
+            // them from `rope_scaling` in config.json instead, which `convert_with` writes from these factors.
             skipped.push((
                 name.clone(),
-                "rope frequency factors are derived from config.json's rope_scaling".into(),
+                "rope frequency factors, written as config.json's llama3 rope_scaling".into(),
             ));
             continue;
         }

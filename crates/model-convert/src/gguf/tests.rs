@@ -107,6 +107,8 @@ struct TinyOpts {
     arch: &'static str,
     /// A sentencepiece vocabulary (`tokenizer.ggml.model = llama`, scores, no merges) from spm_reference.json.
     spm: bool,
+    /// A `rope_freqs.weight` tensor with these factors (Llama 3.1+ GGUFs).
+    rope_freqs: Option<[f32; HEAD_DIM / 2]>,
 }
 
 impl Default for TinyOpts {
@@ -117,6 +119,7 @@ impl Default for TinyOpts {
             pre: "smollm",
             arch: "llama",
             spm: false,
+            rope_freqs: None,
         }
     }
 }
@@ -344,6 +347,13 @@ fn tiny_gguf(opts: TinyOpts) -> Tiny {
         meta.push((
             "tokenizer.ggml.scores".into(),
             Value::Array(scores.iter().map(|x| Value::F32(x.as_f64().unwrap() as f32)).collect()),
+        ));
+    }
+    if let Some(f) = opts.rope_freqs {
+        let t = Tensor::from_slice(&f, HEAD_DIM / 2, &Device::Cpu).unwrap();
+        gguf_tensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&t, GgmlDType::F32).unwrap(),
         ));
     }
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -881,4 +891,49 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         prop_assert!(assert_clean_failure(dir.path(), &bytes).is_some());
     }
+}
+
+#[test]
+fn llama3_frequency_factors_become_config_rope_scaling_and_others_are_refused() {
+    // The tiny model's heads (8 dimensions, rope base 100000) against Llama 3.1's scaling (original context 8192):
+    // wavelengths 6.3, 112 and 1987 are below 8192 / 4 (factor 1), 35330 is above 8192 (the full factor).
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = write_tiny(
+        dir.path(),
+        TinyOpts {
+            rope_freqs: Some([1.0, 1.0, 1.0, 8.0]),
+            ..TinyOpts::default()
+        },
+    );
+    let out = dir.path().join("hf");
+    let report = convert(&gguf, &out, DType::F32).unwrap();
+    let cfg = read_json(&out.join("config.json"));
+    assert_eq!(
+        cfg["rope_scaling"],
+        serde_json::json!({"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192, "rope_type": "llama3"}),
+        "{cfg}"
+    );
+    assert!(
+        !read_safetensors(&out).keys().any(|k| k.contains("rope")),
+        "the factors are not a model tensor"
+    );
+    assert!(
+        report.skipped.iter().any(|(n, _)| n == "rope_freqs.weight"),
+        "{:?}",
+        report.skipped
+    );
+
+    // Factors no llama3 rope_scaling gives: refused, naming the tensor and the first factor that disagrees.
+    let (gguf, _) = write_tiny(
+        dir.path(),
+        TinyOpts {
+            rope_freqs: Some([1.0, 2.0, 1.0, 8.0]),
+            ..TinyOpts::default()
+        },
+    );
+    let out = dir.path().join("hf2");
+    let e = convert(&gguf, &out, DType::F32).unwrap_err().to_string();
+    assert!(e.contains("rope_freqs.weight") && e.contains("factor 1 is 2"), "{e}");
+    assert!(!out.exists(), "nothing is written for a refused file");
 }
