@@ -1,5 +1,6 @@
 //! The engine's greedy continuations of chat prompts on the converted demo folder (`--dtype f32`) are the text
-//! transformers generates from the same GGUF (`fixtures/smollm2_135m_reference.json`), compared up to the first step
+//! transformers generates from the same GGUF (`fixtures/smollm2_135m_reference.json`) and from the converted folder
+//! itself, with the prompt its template renders (`fixtures/smollm2_135m_folder_reference.json`), compared up to the first step
 //! where transformers' top-two logits are within 0.1 (a near-tie that f32 rounding differences may flip); at that step
 //! the engine's token must be one of the tied pair.
 
@@ -39,14 +40,42 @@ fn run(engine: &Engine, prompt: &str, max_tokens: usize) -> (String, StopReason,
     }
 }
 
+/// transformers on the converted folder itself (`fixtures/gen_folder.py`): its config, weights, tokenizer and chat
+/// template, as Custom Model Import and every Hugging Face user read them.
+const FOLDER_FIXTURE: &str = include_str!("../fixtures/smollm2_135m_folder_reference.json");
+
 #[test]
 fn engine_greedy_text_equals_transformers_until_a_near_tie() {
     let dir = common::converted("model-convert-greedy-f32");
     let engine = Engine::load(dir, LoadOptions::default()).expect("engine loads the converted folder");
+    let compared = compare(&engine, common::fixture(), false);
+    assert!(
+        compared >= 20,
+        "only {compared} tokens compared: the fixture needs prompts without early near-ties"
+    );
+}
+
+#[test]
+fn engine_greedy_text_equals_transformers_on_the_converted_folder() {
+    let dir = common::converted("model-convert-greedy-f32");
+    let engine = Engine::load(dir, LoadOptions::default()).expect("engine loads the converted folder");
+    let fixture: serde_json::Value = serde_json::from_str(FOLDER_FIXTURE).expect("fixture is valid JSON");
+    let compared = compare(&engine, &fixture, true);
+    assert!(compared >= 80, "only {compared} tokens compared");
+}
+
+/// Compares the engine's greedy text with each generation of `fixture` up to its first near-tie; with `same_prompt`,
+/// the prompt transformers rendered from the folder's own template must also tokenise to the same ids here. Returns
+/// how many tokens were compared.
+fn compare(engine: &Engine, fixture: &serde_json::Value, same_prompt: bool) -> usize {
     let mut compared = 0;
     let mut report = Vec::new();
-    for g in common::fixture()["generations"].as_array().unwrap() {
+    for g in fixture["generations"].as_array().unwrap() {
         let prompt = g["prompt"].as_str().unwrap();
+        if same_prompt {
+            let here = engine.tokenizer().encode(prompt, false).unwrap().get_ids().to_vec();
+            assert_eq!(here, ids(&g["prompt_ids"]), "prompt ids of {prompt:?}");
+        }
         let greedy = ids(&g["greedy_ids"]);
         let gaps: Vec<f64> = g["top2_gap"]
             .as_array()
@@ -98,10 +127,7 @@ fn engine_greedy_text_equals_transformers_until_a_near_tie() {
         compared += k;
     }
     eprintln!("{}", report.join("\n"));
-    assert!(
-        compared >= 20,
-        "only {compared} tokens compared: the fixture needs prompts without early near-ties"
-    );
+    compared
 }
 
 /// The default (bf16) conversion, as the quickstart imports it, answers a plain question sensibly and stops on EOS.
