@@ -90,7 +90,7 @@ fn compare(engine: &Engine, fixture: &serde_json::Value, same_prompt: bool) -> u
         // token more and accept both.
         let tie = (k < greedy.len()).then(|| ids(&g["top2_ids"][k]));
         let max_tokens = k + usize::from(tie.is_some());
-        let (text, stop, completion) = run(&engine, prompt, max_tokens);
+        let (text, stop, completion) = run(engine, prompt, max_tokens);
         let accepted: Vec<(String, Vec<u32>)> = match &tie {
             None => vec![(decode(want), want.to_vec())],
             Some(top2) => top2
