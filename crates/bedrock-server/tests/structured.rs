@@ -52,6 +52,16 @@ fn assert_matches_schema(v: &Value) {
     assert!(matches!(o["unit"].as_str(), Some("kg" | "lb")), "{v}");
 }
 
+/// Imports a tiny model of `family` as `name`; returns its ARN. The tools' specs render longer than the 512 tokens
+/// the tiny models declare, so they declare 4096 here (their rotary positions run at any length).
+async fn import_tiny(local: &common::TestServer, family: Family, name: &str) -> String {
+    let model = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(model.path(), family).expect("tiny model");
+    set_context_length(model.path(), 4096);
+    let (_, job) = run_import_job(&local.server, model.path(), "so-models", name).await;
+    job.imported_model_arn().expect("arn").to_string()
+}
+
 async fn invoke(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> Value {
     let out = rt
         .invoke_model()
@@ -81,13 +91,7 @@ async fn invoke_error(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_model_output_follows_the_requested_format() {
     let local = start(true).await;
-    // The tools' specs render longer than the 512 tokens the tiny models declare; their rotary positions run at any
-    // length.
-    let model = tempfile::tempdir().expect("tempdir");
-    test_support::tiny_model(model.path(), Family::Qwen2).expect("tiny model");
-    set_context_length(model.path(), 4096);
-    let (_, job) = run_import_job(&local.server, model.path(), "so-models", "so-qwen").await;
-    let arn = job.imported_model_arn().expect("arn").to_string();
+    let arn = import_tiny(&local, Family::Qwen2, "so-qwen").await;
     let rt = runtime(&local.server, 1);
 
     // response_format json_schema, in the Bedrock completion format, sampled (not greedy) with several seeds' worth
@@ -241,11 +245,7 @@ async fn invoke_model_output_follows_the_requested_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converse_output_config_constrains_the_answer() {
     let local = start(true).await;
-    let model = tempfile::tempdir().expect("tempdir");
-    test_support::tiny_model(model.path(), Family::Llama).expect("tiny model");
-    set_context_length(model.path(), 4096);
-    let (_, job) = run_import_job(&local.server, model.path(), "so-models", "so-llama").await;
-    let arn = job.imported_model_arn().expect("arn").to_string();
+    let arn = import_tiny(&local, Family::Llama, "so-llama").await;
     let rt = runtime(&local.server, 1);
     let output = |schema: &str| {
         OutputConfig::builder()
