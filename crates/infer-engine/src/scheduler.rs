@@ -255,7 +255,7 @@ fn step(inner: &Inner, s: &mut Seq, logits: &mut [f32]) -> bool {
     }
     s.completion.push(token);
     let is_byte = inner.byte_tokens.get(token as usize).copied().unwrap_or(false);
-    let up = s.text.after_token(is_byte, || decode(inner, &s.completion));
+    let up = s.text.after_token(is_byte, &s.completion, |ids| decode(inner, ids));
     if !up.delta.is_empty() && s.events.send(EngineEvent::Delta { text: up.delta }).is_err() {
         return false; // cancelled
     }

@@ -500,19 +500,16 @@ fn incremental_text_never_splits_a_character_and_equals_the_whole_decode() {
     let text = "こんにちは世界 🙂 café, the weather!";
     let ids = tok.encode(text, false).expect("enc").get_ids().to_vec();
     assert!(ids.len() > 10);
-    let mut st = TextState::new(vec![]);
-    let mut out = String::new();
-    let mut held_back = 0;
-    for i in 1..=ids.len() {
-        let up = st.update(tok.decode(&ids[..i], true).expect("decode"), i == ids.len());
-        assert!(!up.delta.contains('\u{FFFD}'), "half a character streamed at {i}");
-        if up.delta.is_empty() {
-            held_back += 1;
-        }
-        out.push_str(&up.delta);
-    }
+    let (out, deltas) = stream(&tok, &ids);
+    assert!(
+        !deltas.iter().any(|d| d.contains('\u{FFFD}')),
+        "half a character streamed: {deltas:?}"
+    );
     assert_eq!(out, text);
-    assert!(held_back > 0, "some tokens end inside a character");
+    assert!(
+        deltas.iter().any(String::is_empty),
+        "some tokens end inside a character"
+    );
 }
 
 /// A sentencepiece-style tokenizer as Llama 2, Mistral and the GGUF `llama` vocabularies have it: `▁` for spaces (a
@@ -616,6 +613,45 @@ fn byte_fallback_and_sentencepiece_spaces_stream_as_the_whole_decode() {
     assert_eq!(stream(&tok, &ids).0, "\u{FFFD}".repeat(5));
 }
 
+#[test]
+fn streaming_decodes_a_window_not_the_whole_completion_and_still_equals_it() {
+    // Byte-level BPE (the tiny models') and sentencepiece with byte fallback, on random token sequences (invalid
+    // UTF-8 included) and on one long run of text.
+    let dir = tiny(Family::Llama);
+    let byte_level = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).expect("tokenizer");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11);
+    for tok in [byte_level, sentencepiece_tokenizer()] {
+        let vocab = tok.get_vocab_size(true) as u32;
+        for _ in 0..200 {
+            let n = rand::Rng::random_range(&mut rng, 1..40);
+            let ids: Vec<u32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, 3..vocab)).collect();
+            assert_eq!(stream(&tok, &ids).0, tok.decode(&ids, true).expect("decode"), "{ids:?}");
+        }
+        let long = "The café's naïve robot painted 日本の海 at dawn; it said \"wow 🎨\" twice. ".repeat(60);
+        let ids = tok.encode(long.as_str(), false).expect("enc").get_ids().to_vec();
+        let bytes = crate::text::byte_fallback_tokens(&tok);
+        let decoded = std::cell::Cell::new(0usize);
+        let mut st = TextState::new(vec![]);
+        let mut out = String::new();
+        for i in 1..ids.len() {
+            let up = st.after_token(bytes[ids[i - 1] as usize], &ids[..i], |w| {
+                decoded.set(decoded.get() + w.len());
+                tok.decode(w, true).expect("decode")
+            });
+            out.push_str(&up.delta);
+        }
+        out.push_str(&st.update(tok.decode(&ids, true).expect("decode"), true).delta);
+        assert_eq!(out, long);
+        // Whole decodes would take n²/2 token decodes; windows a few per token.
+        assert!(
+            decoded.get() < 8 * ids.len(),
+            "{} token decodes for {} tokens",
+            decoded.get(),
+            ids.len()
+        );
+    }
+}
+
 /// Streams `ids` as the scheduler does (a delta after each token, the whole decode at the end); returns the text
 /// and each token's delta.
 fn stream(tok: &tokenizers::Tokenizer, ids: &[u32]) -> (String, Vec<String>) {
@@ -623,8 +659,8 @@ fn stream(tok: &tokenizers::Tokenizer, ids: &[u32]) -> (String, Vec<String>) {
     let mut st = TextState::new(vec![]);
     let mut deltas = Vec::new();
     for i in 1..ids.len() {
-        let up = st.after_token(bytes[ids[i - 1] as usize], || {
-            tok.decode(&ids[..i], true).expect("decode")
+        let up = st.after_token(bytes[ids[i - 1] as usize], &ids[..i], |w| {
+            tok.decode(w, true).expect("decode")
         });
         deltas.push(up.delta);
     }

@@ -10,6 +10,13 @@
 //! the run's ASCII bytes included. So `<0x0A>` decodes to a newline until a stray continuation byte follows it and
 //! turns both into U+FFFD; text that ends in a run of byte tokens is final only once a token that is not a byte ends
 //! the run (or the generation ends), and is held until then.
+//!
+//! Decoding the whole completion after every token would cost time growing with its length. After each token only a
+//! window is decoded, from the token where the last released text began (so that a decoder which treats the first
+//! token of its input apart, like sentencepiece's leading-space strip, sees the same first token in both decodes):
+//! the text the window adds beyond what its first part decoded to is appended to the text so far. Where the window
+//! does not extend its first part's text, the whole completion is decoded instead, and the final text of a
+//! generation is always the whole decode.
 
 /// The text state of one sequence.
 pub(crate) struct TextState {
@@ -18,6 +25,11 @@ pub(crate) struct TextState {
     text: String,
     /// Bytes of `text` already emitted.
     sent: usize,
+    /// Token where the decode window starts.
+    window: usize,
+    /// Tokens of the completion whose decode is `text[..read_len]`.
+    read: usize,
+    read_len: usize,
 }
 
 /// What [`TextState::update`] found.
@@ -32,19 +44,42 @@ impl TextState {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             text: String::new(),
             sent: 0,
+            window: 0,
+            read: 0,
+            read_len: 0,
         }
     }
 
-    /// After a generated token: `last_is_byte` when it is a byte-fallback token (see the module comment), in which
-    /// case nothing is final yet and `decode` (of the whole completion) is not even run.
-    pub(crate) fn after_token(&mut self, last_is_byte: bool, decode: impl FnOnce() -> String) -> Update {
+    /// After a generated token, the last of `ids` (the completion so far): `last_is_byte` when it is a byte-fallback
+    /// token (see the module comment), in which case nothing is final yet and nothing is decoded. `decode` decodes a
+    /// run of the completion's tokens.
+    pub(crate) fn after_token(&mut self, last_is_byte: bool, ids: &[u32], decode: impl Fn(&[u32]) -> String) -> Update {
         if last_is_byte {
             return Update {
                 delta: String::new(),
                 stop: None,
             };
         }
-        self.update(decode(), false)
+        let base = decode(&ids[self.window..self.read]);
+        let grown = decode(&ids[self.window..]);
+        let whole = match grown.strip_prefix(base.as_str()) {
+            Some(added) => {
+                let mut whole = String::with_capacity(self.text.len() + added.len());
+                whole.push_str(&self.text[..self.read_len]);
+                whole.push_str(added);
+                whole
+            }
+            None => decode(ids),
+        };
+        let complete = !whole.ends_with('\u{FFFD}');
+        let up = self.update(whole, false);
+        if complete {
+            // Text up to here is final: the next window starts at this token.
+            self.window = self.read;
+            self.read = ids.len();
+            self.read_len = self.text.len();
+        }
+        up
     }
 
     /// Takes the decode of the whole completion so far; returns the text that can be released now.
