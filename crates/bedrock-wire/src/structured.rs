@@ -227,9 +227,11 @@ pub fn parse_tool_choice(v: Option<&Value>, tools: Option<&[Value]>) -> Result<T
             }
         },
         Some(obj @ Value::Object(_)) => {
+            // `{"type": "function", "function": {"name"}}`, or the flat `{"type": "function", "name"}`.
             let name = obj
                 .get("function")
                 .and_then(|f| f.get("name"))
+                .or_else(|| obj.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| malformed(P, "expected {\"type\": \"function\", \"function\": {\"name\": NAME}}"))?;
             if !names.contains(&name) {
@@ -398,6 +400,10 @@ mod tests {
         );
         assert_eq!(
             tc(json!({"type": "function", "function": {"name": "get_weather"}})).unwrap(),
+            ToolChoiceRequest::Tools(ToolRequirement::Named("get_weather".into()))
+        );
+        assert_eq!(
+            tc(json!({"type": "function", "name": "get_weather"})).unwrap(),
             ToolChoiceRequest::Tools(ToolRequirement::Named("get_weather".into()))
         );
         let e = msg(tc(json!({"type": "function", "function": {"name": "nope"}})).unwrap_err());
