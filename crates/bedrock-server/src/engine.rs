@@ -117,6 +117,7 @@ impl Engine {
         use futures::StreamExt as _;
         let r = infer_engine::GenerateRequest {
             prompt: req.prompt,
+            prompt_tokens: None,
             // Chat templates write the BOS token themselves; raw InvokeModel prompts are sent as given.
             add_special_tokens: false,
             max_tokens: req.max_tokens,

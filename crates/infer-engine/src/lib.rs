@@ -122,8 +122,10 @@ impl Default for Sampling {
 /// One generation request.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
-    /// The rendered prompt text.
+    /// The rendered prompt text (ignored when `prompt_tokens` is set).
     pub prompt: String,
+    /// The prompt as token ids, used as they are instead of tokenising `prompt`.
+    pub prompt_tokens: Option<Vec<u32>>,
     /// Let the tokenizer add its special tokens (e.g. BOS). Rendered chat templates usually contain them already.
     pub add_special_tokens: bool,
     /// Upper bound on generated tokens.
@@ -137,10 +139,19 @@ pub struct GenerateRequest {
 }
 
 impl GenerateRequest {
+    /// A greedy request for the token ids `tokens` with 256 max tokens.
+    pub fn from_tokens(tokens: Vec<u32>) -> Self {
+        GenerateRequest {
+            prompt_tokens: Some(tokens),
+            ..GenerateRequest::new(String::new())
+        }
+    }
+
     /// A greedy request for `prompt` with 256 max tokens.
     pub fn new(prompt: impl Into<String>) -> Self {
         GenerateRequest {
             prompt: prompt.into(),
+            prompt_tokens: None,
             add_special_tokens: false,
             max_tokens: 256,
             sampling: Sampling::default(),
@@ -353,13 +364,25 @@ impl Engine {
     }
 
     /// Queues a request. Fails at once with [`Error::PromptTooLong`], [`Error::QueueFull`] or [`Error::Grammar`].
-    pub fn generate(&self, req: GenerateRequest) -> Result<Generation, Error> {
-        let enc = self
-            .inner
-            .tokenizer
-            .encode(req.prompt.as_str(), req.add_special_tokens)
-            .map_err(|e| Error::Tokenize(e.to_string()))?;
-        let tokens = enc.get_ids().to_vec();
+    pub fn generate(&self, mut req: GenerateRequest) -> Result<Generation, Error> {
+        let tokens = match req.prompt_tokens.take() {
+            Some(tokens) => {
+                let vocab = self.inner.model.config().vocab_size;
+                if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(Error::Tokenize(format!(
+                        "prompt token id {bad} is past the vocabulary: expected ids below {vocab}"
+                    )));
+                }
+                tokens
+            }
+            None => self
+                .inner
+                .tokenizer
+                .encode(req.prompt.as_str(), req.add_special_tokens)
+                .map_err(|e| Error::Tokenize(e.to_string()))?
+                .get_ids()
+                .to_vec(),
+        };
         if tokens.is_empty() {
             return Err(Error::EmptyPrompt);
         }

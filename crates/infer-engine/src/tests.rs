@@ -383,6 +383,38 @@ fn a_tokenizer_larger_than_the_vocabulary_is_refused_naming_both_sizes() {
 }
 
 #[test]
+fn prompt_tokens_in_give_the_same_generation_as_the_prompt_text() {
+    let dir = tiny(Family::Qwen2);
+    let engine = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let prompt = "the weather in paris: こんにちは 🙂";
+    let ids = engine
+        .tokenizer()
+        .encode(prompt, false)
+        .expect("enc")
+        .get_ids()
+        .to_vec();
+    let mut by_text = GenerateRequest::new(prompt);
+    by_text.max_tokens = 24;
+    let mut by_ids = GenerateRequest::from_tokens(ids.clone());
+    by_ids.max_tokens = 24;
+    let a = collect(engine.generate(by_text).expect("generate"));
+    let b = collect(engine.generate(by_ids).expect("generate"));
+    assert_eq!(a, b);
+    assert_eq!(b.2, ids.len());
+    // Ids the model cannot embed, and no ids at all, are refused.
+    let vocab = engine.tokenizer().get_vocab_size(true) as u32;
+    let e = engine
+        .generate(GenerateRequest::from_tokens(vec![1, 100_000 + vocab]))
+        .map(drop)
+        .unwrap_err();
+    assert!(e.to_string().contains(&(100_000 + vocab).to_string()), "{e}");
+    assert!(matches!(
+        engine.generate(GenerateRequest::from_tokens(vec![])).map(drop),
+        Err(Error::EmptyPrompt)
+    ));
+}
+
+#[test]
 fn a_malformed_generation_or_tokenizer_config_is_refused_naming_the_file() {
     for name in ["generation_config.json", "tokenizer_config.json"] {
         let dir = tiny(Family::Llama);
