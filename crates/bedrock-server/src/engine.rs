@@ -67,6 +67,8 @@ pub(crate) fn check_quantize(value: &str) -> Result<(), &'static str> {
 /// How models are loaded (from [`crate::ServerConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LoadSettings {
+    /// A quantisation the engine runs, or `None` for the weights as stored (a per-model `none` is resolved before:
+    /// `Models::settings_for`).
     pub(crate) quantize: Option<String>,
     pub(crate) max_batch: usize,
     pub(crate) max_queue: usize,
@@ -92,7 +94,7 @@ impl Engine {
     /// Loads a model folder (blocking; call from `spawn_blocking`).
     pub(crate) fn load(dir: &Path, settings: &LoadSettings) -> Result<Engine, String> {
         let quantize = match settings.quantize.as_deref() {
-            None | Some("none") => None,
+            None => None,
             Some(q) => Some(
                 q.parse::<infer_engine::Quantize>()
                     .map_err(|e| format!("invalid quantisation {q:?}: {e}"))?,

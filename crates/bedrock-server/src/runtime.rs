@@ -70,11 +70,10 @@ const NOT_READY: &str = "Model is not ready for inference. Wait and try your req
 fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> {
     let engine = Engine::load(dir, settings)?;
     let template = chat_template::ChatTemplate::from_model_dir(dir).ok();
-    let quantize = settings.quantize.clone().filter(|q| q != "none");
     Ok(Loaded {
         engine,
         template,
-        quantize,
+        quantize: settings.quantize.clone(),
     })
 }
 
@@ -670,16 +669,9 @@ async fn invoke(
     })?;
     let structured = req.structured_output().map_err(wire_error)?;
     let loaded = app.runtime.get(&model).await?;
-    let syntax = loaded.tool_syntax();
-    let (prompt, mode) = match &req {
-        InvokeRequest::BedrockCompletion(r) => (
-            r.prompt.clone(),
-            output_mode(syntax, &ToolRequirement::Auto, None, structured.as_ref()),
-        ),
-        InvokeRequest::OpenAiCompletion(r) => (
-            r.prompt.clone(),
-            output_mode(syntax, &ToolRequirement::Auto, None, structured.as_ref()),
-        ),
+    let (prompt, choice, tools) = match &req {
+        InvokeRequest::BedrockCompletion(r) => (r.prompt.clone(), ToolRequirement::Auto, None),
+        InvokeRequest::OpenAiCompletion(r) => (r.prompt.clone(), ToolRequirement::Auto, None),
         InvokeRequest::OpenAiChat(r) => {
             let template = loaded.template.as_ref().ok_or_else(|| {
                 ApiError::validation("The model has no chat template in tokenizer_config.json, so it cannot take messages. Send a prompt instead.")
@@ -699,12 +691,10 @@ async fn invoke(
                     now: None,
                 })
                 .map_err(|e| ApiError::validation(format!("The model's chat template rejected the messages: {e}")))?;
-            (
-                prompt,
-                output_mode(syntax, &choice, tools.as_deref(), structured.as_ref()),
-            )
+            (prompt, choice, tools)
         }
     };
+    let mode = output_mode(loaded.tool_syntax(), &choice, tools.as_deref(), structured.as_ref());
     let gen_req = GenRequest {
         prompt,
         max_tokens: params

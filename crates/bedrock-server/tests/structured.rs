@@ -62,12 +62,20 @@ async fn import_tiny(local: &common::TestServer, family: Family, name: &str) -> 
     job.imported_model_arn().expect("arn").to_string()
 }
 
-async fn invoke(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> Value {
-    let out = rt
-        .invoke_model()
+/// InvokeModel with a JSON `body`.
+fn invoke_request(
+    rt: &aws_sdk_bedrockruntime::Client,
+    arn: &str,
+    body: &Value,
+) -> aws_sdk_bedrockruntime::operation::invoke_model::builders::InvokeModelFluentBuilder {
+    rt.invoke_model()
         .model_id(arn)
         .content_type("application/json")
         .body(Blob::new(body.to_string().into_bytes()))
+}
+
+async fn invoke(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> Value {
+    let out = invoke_request(rt, arn, &body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("invoke {body}: {e:?}"));
@@ -75,11 +83,7 @@ async fn invoke(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> 
 }
 
 async fn invoke_error(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> String {
-    let e = rt
-        .invoke_model()
-        .model_id(arn)
-        .content_type("application/json")
-        .body(Blob::new(body.to_string().into_bytes()))
+    let e = invoke_request(rt, arn, &body)
         .send()
         .await
         .expect_err("a validation error");

@@ -38,6 +38,16 @@ pub(crate) struct Update {
     pub(crate) stop: Option<String>,
 }
 
+impl Update {
+    /// Nothing to release yet.
+    fn nothing() -> Self {
+        Update {
+            delta: String::new(),
+            stop: None,
+        }
+    }
+}
+
 impl TextState {
     pub(crate) fn new(stops: Vec<String>) -> Self {
         TextState {
@@ -55,10 +65,7 @@ impl TextState {
     /// run of the completion's tokens.
     pub(crate) fn after_token(&mut self, last_is_byte: bool, ids: &[u32], decode: impl Fn(&[u32]) -> String) -> Update {
         if last_is_byte {
-            return Update {
-                delta: String::new(),
-                stop: None,
-            };
+            return Update::nothing();
         }
         let base = decode(&ids[self.window..self.read]);
         let grown = decode(&ids[self.window..]);
@@ -85,10 +92,7 @@ impl TextState {
     /// Takes the decode of the whole completion so far; returns the text that can be released now.
     pub(crate) fn update(&mut self, decoded: String, final_: bool) -> Update {
         if !final_ && decoded.ends_with('\u{FFFD}') {
-            return Update {
-                delta: String::new(),
-                stop: None,
-            };
+            return Update::nothing();
         }
         if !decoded.starts_with(&self.text[..self.sent]) {
             // The decoder rewrote text already sent (it should not for byte-level BPE); keep going from here.
