@@ -47,6 +47,10 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env("TERM", "xterm-256color")
             .current_dir(self.path("workspace"));
+        // The kernels' instruction sets, when capped to reproduce what another machine computes.
+        if let Some(simd) = std::env::var_os("CMI_SIMD") {
+            c.env("CMI_SIMD", simd);
+        }
         c
     }
 
@@ -109,9 +113,14 @@ impl Term {
 
     /// Waits for text matching `pattern` (a regular expression over [`bytes_as_chars`]); returns the match.
     fn expect_regex(&mut self, pattern: &str) -> String {
+        self.expect_regex_after(pattern).1
+    }
+
+    /// Waits for text matching `pattern`; returns what came before it, and the match.
+    fn expect_regex_after(&mut self, pattern: &str) -> (String, String) {
         let re = Regex::new(pattern).expect("a valid pattern");
         match self.0.exp_any(vec![ReadUntil::Regex(re)]) {
-            Ok((_, seen)) => chars_as_utf8(&seen),
+            Ok((before, seen)) => (chars_as_utf8(&before), chars_as_utf8(&seen)),
             Err(e) => self.failed(pattern, e),
         }
     }
@@ -178,18 +187,20 @@ const ATTEMPTS: usize = 3;
 /// result (`← …`, or `✗ …` for an error), declining the command when it is one. Returns the tool's name.
 ///
 /// The question is asked again (at most [`ATTEMPTS`] times) when the turn ends without a call: constrained decoding
-/// keeps random weights to the call's grammar, but what they write there is random, and may be cut off at
-/// `--max-tokens` or be a JSON number too large to read back, and then the chat rightly shows text.
+/// keeps random weights to the call's grammar, but what they write there is random, and a string may run past
+/// `--max-tokens`, and then the chat rightly shows text (and asks the model once for a smaller call).
 fn ask_for_tool_call(t: &mut Term, question: &str) -> String {
     let call_or_prompt = format!(
         "{} (read_file|list_files|write_file|run_command) \\{{|\\n> ",
         bytes_as_chars("→")
     );
+    let mut turns = String::new();
     for _ in 0..ATTEMPTS {
         t.type_line(question);
         t.expect(WAITING);
-        let seen = t.expect_regex(&call_or_prompt);
+        let (before, seen) = t.expect_regex_after(&call_or_prompt);
         if seen == PROMPT {
+            turns.push_str(&format!("\n--- a turn without a call:\n{before}"));
             continue;
         }
         let name = seen.trim_start_matches("→ ").trim_end_matches(" {").to_string();
@@ -201,7 +212,7 @@ fn ask_for_tool_call(t: &mut Term, question: &str) -> String {
         }
         return name;
     }
-    panic!("no tool call in {ATTEMPTS} turns with --tool-choice any");
+    panic!("no tool call in {ATTEMPTS} turns with --tool-choice any; the terminal showed:{turns}");
 }
 
 /// The message count `/session` shows, after checking it names the session.
@@ -215,8 +226,9 @@ fn session_messages(t: &mut Term, id: &str) -> usize {
     n
 }
 
-/// The tiny model folder, with its context widened: the tool definitions alone fill its 512 tokens in a byte-level
-/// vocabulary, and `maxTokensLimit` is registered as half the context.
+/// The tiny model folder, with its context widened (the tool definitions alone fill its 512 tokens in a byte-level
+/// vocabulary, and `maxTokensLimit` is registered as half the context), and its end tokens silenced, so that every
+/// answer runs to `--max-tokens`: an answer is never empty, and Ctrl-C always finds one still being written.
 fn tiny_model(sb: &Sandbox) -> PathBuf {
     let dir = sb.path("tiny");
     sb.run(&[
@@ -225,6 +237,7 @@ fn tiny_model(sb: &Sandbox) -> PathBuf {
         dir.to_str().expect("utf-8 path"),
         "--family",
         "llama",
+        "--endless",
     ]);
     widen_context(&dir.join("config.json"), 8192);
     dir
@@ -269,8 +282,12 @@ fn a_person_asks_sees_a_tool_call_cancels_a_turn_leaves_and_resumes() {
         "any",
         "--max-tokens",
         "2048",
+        // Sampled, not greedy: greedy decoding of random weights falls into loops, and a loop inside a JSON string
+        // never closes it, so a call can be cut off at --max-tokens on every attempt (whether it is depends on the
+        // CPU's rounding and on the temporary workspace's path, which tool errors quote); sampled, a string closes
+        // within a few hundred tokens. The silenced end tokens keep answers running to --max-tokens all the same.
         "--temperature",
-        "0",
+        "1",
         // Every command asks first (and is declined): the model is random.
         "--allow",
         "none",

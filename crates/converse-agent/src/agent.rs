@@ -97,6 +97,9 @@ pub struct Agent {
     /// For models without Converse: the model's chat template.
     invoke: Option<invoke::InvokeBackend>,
     jitter: fn(Duration) -> Duration,
+    /// The history budget (estimated tokens) learned from the model refusing a prompt as too long: the estimate
+    /// counts bytes, and a model's tokenizer can need several times more tokens for the same text.
+    learned_budget: Option<usize>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -124,6 +127,7 @@ impl Agent {
             on_streaming_refused: None,
             invoke: None,
             jitter: equal_jitter,
+            learned_budget: None,
         }
     }
 
@@ -161,6 +165,32 @@ impl Agent {
         &self.tools
     }
 
+    /// The history as it is sent: normalised, the oldest exchanges left out to fit the budget (the entry's
+    /// `contextLength` less `maxTokens`, or what the model's refusals taught), tool blocks flattened when tools are off.
+    fn messages_to_send(&self, history: &[Message]) -> Vec<Message> {
+        let mut send = message::normalize(history, self.config.entry.supports_thinking == Some(true));
+        let configured = self.config.history_budget.or_else(|| {
+            self.config
+                .entry
+                .context_length
+                .map(|c| (c as usize).saturating_sub(self.config.max_tokens() as usize))
+        });
+        let budget = match (configured, self.learned_budget) {
+            (Some(c), Some(l)) => Some(c.min(l)),
+            (c, l) => c.or(l),
+        };
+        if let Some(b) = budget {
+            let dropped = message::trim_to_budget(&mut send, b);
+            if dropped > 0 {
+                tracing::info!(dropped, budget = b, "left out the oldest messages to fit the context");
+            }
+        }
+        if !self.tools_active() {
+            send = flatten_tool_blocks(send);
+        }
+        send
+    }
+
     fn tools_active(&self) -> bool {
         self.config.use_tools && self.config.entry.tool_use && !self.tools.is_empty()
     }
@@ -179,23 +209,28 @@ impl Agent {
         emit(AgentEvent::Message(user));
         let mut truncated_before = false;
         for step in 1..=self.config.max_steps {
-            let mut send = message::normalize(history, self.config.entry.supports_thinking == Some(true));
-            let budget = self.config.history_budget.or_else(|| {
-                self.config
-                    .entry
-                    .context_length
-                    .map(|c| (c as usize).saturating_sub(self.config.max_tokens() as usize))
-            });
-            if let Some(b) = budget {
-                let dropped = message::trim_to_budget(&mut send, b);
-                if dropped > 0 {
-                    tracing::info!(dropped, budget = b, "trimmed the oldest messages to fit the context");
+            let mut send = self.messages_to_send(history);
+            let out = loop {
+                match self.call_model(step, &send, emit).await {
+                    Err(e @ Error::Validation { .. }) if e.is_context_refusal() => {
+                        // Too long for the model after all: halve the estimate of what was sent and leave out older
+                        // exchanges until it fits, or until only the latest question is left.
+                        let smaller = send.iter().map(message::estimate_tokens).sum::<usize>() / 2;
+                        let kept = self.learned_budget.replace(smaller);
+                        let shorter = self.messages_to_send(history);
+                        if shorter.len() >= send.len() {
+                            self.learned_budget = kept;
+                            return Err(e);
+                        }
+                        let all = message::normalize(history, false).len();
+                        emit(AgentEvent::ContextTrimmed {
+                            left_out: all.saturating_sub(shorter.len()),
+                        });
+                        send = shorter;
+                    }
+                    r => break r?,
                 }
-            }
-            if !self.tools_active() {
-                send = flatten_tool_blocks(send);
-            }
-            let out = self.call_model(step, &send, emit).await?;
+            };
             if !out.message.content.is_empty() {
                 history.push(out.message.clone());
                 emit(AgentEvent::Message(out.message.clone()));
@@ -229,7 +264,14 @@ impl Agent {
                     is_error,
                 });
             }
-            if let Some(name) = out.truncated_tool.clone() {
+            // A call cut off at max_tokens: as a toolUse block whose input is not whole, or (how imported models
+            // return it) as text that opens a call.
+            let truncated = out.truncated_tool.clone().or_else(|| {
+                (self.tools_active() && out.stop_reason == "max_tokens" && calls.is_empty())
+                    .then(|| message::cut_off_tool_call(&out.message.text()))
+                    .flatten()
+            });
+            if let Some(name) = truncated {
                 if truncated_before {
                     return Err(Error::TruncatedToolCall {
                         name,
@@ -238,8 +280,13 @@ impl Agent {
                 }
                 truncated_before = true;
                 emit(AgentEvent::TruncatedToolCall { name: name.clone() });
+                let call = if name.is_empty() {
+                    "Your tool call".to_string()
+                } else {
+                    format!("Your call of the tool `{name}`")
+                };
                 results.push(Block::Text(format!(
-                    "Your call of the tool `{name}` was cut off at the output limit ({} tokens), so it was not run. Make smaller tool calls, for example write a long file in several parts.",
+                    "{call} was cut off at the output limit ({} tokens), so it was not run. Make smaller tool calls, for example write a long file in several parts.",
                     self.config.max_tokens()
                 )));
             } else {

@@ -67,7 +67,7 @@ pub enum Error {
         steps: usize,
     },
     /// Tool calls kept being cut off at max_tokens.
-    #[error("the model's tool call `{name}` was cut off at max_tokens ({max_tokens}) twice in a row")]
+    #[error("the model's tool call{} was cut off at max_tokens ({max_tokens}) twice in a row", if name.is_empty() { String::new() } else { format!(" `{name}`") })]
     TruncatedToolCall {
         /// The tool.
         name: String,
@@ -101,4 +101,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl Error {
+    /// Whether the model refused the request as longer than its context (so older turns can be left out).
+    pub fn is_context_refusal(&self) -> bool {
+        match self {
+            Error::Validation { message, .. } => crate::retry::is_context_refusal(message),
+            _ => false,
+        }
+    }
 }

@@ -191,6 +191,12 @@ pub enum AgentEvent {
         /// The tool, if its name arrived.
         name: String,
     },
+    /// The model refused the conversation as longer than its context, so the oldest exchanges are left out of what
+    /// is sent from now on (the history keeps them).
+    ContextTrimmed {
+        /// Messages of the history no longer sent.
+        left_out: usize,
+    },
     /// The turn ended.
     TurnEnd {
         /// The final stop reason.

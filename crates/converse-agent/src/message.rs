@@ -235,6 +235,41 @@ pub fn estimate_tokens(m: &Message) -> usize {
     bytes / 4 + 4
 }
 
+/// Markers that open a tool call written as text, in the families' own syntaxes (Llama 3.1, Hermes/Qwen, Mistral,
+/// DeepSeek).
+const CALL_MARKERS: [&str; 5] = [
+    "<|python_tag|>",
+    "<tool_call>",
+    "[TOOL_CALLS]",
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁call▁begin｜>",
+];
+
+/// When an answer cut off at `max_tokens` is a tool call the model was still writing, the tool's name (empty if the
+/// name itself did not arrive): text that opens with a tool-call marker, or with a JSON object whose first key is
+/// `"name"` (Llama 3's form). Imported models return such a cut-off call as plain text.
+pub(crate) fn cut_off_tool_call(text: &str) -> Option<String> {
+    let t = text.trim_start();
+    let marked = CALL_MARKERS.iter().find_map(|m| t.strip_prefix(m));
+    let body = marked.unwrap_or(t).trim_start().trim_start_matches('[').trim_start();
+    let name = body
+        .strip_prefix('{')
+        .map(str::trim_start)
+        .and_then(|b| b.strip_prefix("\"name\""))
+        .map(|rest| {
+            let value = rest.trim_start().strip_prefix(':').map(str::trim_start);
+            match value.and_then(|v| v.strip_prefix('"')).and_then(|v| v.split_once('"')) {
+                Some((name, _)) => name.to_string(),
+                None => String::new(),
+            }
+        });
+    match (marked, name) {
+        (_, Some(name)) => Some(name),
+        (Some(_), None) => Some(String::new()),
+        (None, None) => None,
+    }
+}
+
 /// Drops the oldest messages until the estimate fits `budget` tokens. Whole exchanges go together: the history
 /// always restarts at a user message that is not a tool result, so a toolUse is never sent without its toolResult (or
 /// the reverse). The latest user message is always kept, even if it alone is over budget.

@@ -308,6 +308,21 @@ pub(crate) fn equal_jitter(ceiling: Duration) -> Duration {
     half + extra
 }
 
+/// Whether a ValidationException message refuses the prompt as longer than the model's context ("Input is too long
+/// for requested model", "maximum context length", …).
+pub(crate) fn is_context_refusal(message: &str) -> bool {
+    let m = message.to_lowercase();
+    [
+        "too long",
+        "context length",
+        "context window",
+        "input length",
+        "too many tokens",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
 /// Explains a ValidationException message: what it usually means and what to change.
 pub(crate) fn explain_validation(message: &str) -> Option<String> {
     let m = message.to_lowercase();
@@ -325,8 +340,8 @@ pub(crate) fn explain_validation(message: &str) -> Option<String> {
         "check the model ID and the region (`cmi models show NAME`); ARNs are callable only in their own region"
     } else if m.contains("blank") || m.contains("empty") {
         "the conversation has an empty message; start a new session (this is a bug in cmi: please report it)"
-    } else if m.contains("too long") || m.contains("context") || m.contains("input length") {
-        "the conversation is longer than the model's context; start a new session or set `contextLength` in the registry entry so older turns are trimmed"
+    } else if is_context_refusal(message) || m.contains("context") {
+        "even the latest message, with the tool definitions, is longer than the model's context (older turns are already left out); shorten it, start a new session, or run with --no-tools"
     } else {
         return None;
     };

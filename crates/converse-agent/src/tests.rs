@@ -219,6 +219,42 @@ fn synthesized_stream_has_chunks_indices_and_reasoning() {
 }
 
 #[test]
+fn a_tool_call_cut_off_in_text_is_recognised() {
+    use crate::message::cut_off_tool_call;
+    for (text, name) in [
+        (
+            r#"{"name": "read_file", "parameters": {"path": "jjjj"#,
+            Some("read_file"),
+        ),
+        (r#"  {"name":"write_file","#, Some("write_file")),
+        (r#"{"name": "wri"#, Some("")),
+        (
+            r#"<|python_tag|>{"name": "list_files", "parameters": {"#,
+            Some("list_files"),
+        ),
+        (
+            r#"<tool_call>
+{"name": "run_command", "arguments": {"command": "ls"#,
+            Some("run_command"),
+        ),
+        (
+            r#"[TOOL_CALLS][{"name": "read_file", "arguments": {"#,
+            Some("read_file"),
+        ),
+        (
+            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>read_file",
+            Some(""),
+        ),
+        ("<tool_call>", Some("")),
+        (r#"{"answer": 42, "name": "x""#, None),
+        ("The file says {\"name\": 1}", None),
+        ("", None),
+    ] {
+        assert_eq!(cut_off_tool_call(text).as_deref(), name, "{text:?}");
+    }
+}
+
+#[test]
 fn truncated_tool_json_at_max_tokens_is_not_run() {
     let mut asm = Assembler::new(false);
     let mut sink = |_e: AgentEvent| {};
@@ -586,6 +622,90 @@ async fn validation_errors_are_explained_not_retried() {
         msg.contains("doesn't support tool use") && msg.contains("hint: ") && msg.contains("--no-tools"),
         "{msg}"
     );
+}
+
+fn too_long() -> ConverseError {
+    ConverseError::ValidationException(
+        ValidationException::builder()
+            .message(
+                "Input is too long for requested model: the prompt has 9241 tokens and the context window is 8192.",
+            )
+            .build(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_as_too_long_leaves_out_the_oldest_exchanges_and_is_remembered() {
+    // The model takes at most 1000 bytes of text (its tokenizer needs a token for every byte, say); with no
+    // `contextLength` in the entry, only its refusals tell.
+    fn bytes(r: &aws_sdk_bedrockruntime::operation::converse::ConverseInput) -> usize {
+        r.messages()
+            .iter()
+            .flat_map(|m| m.content())
+            .filter_map(|c| c.as_text().ok())
+            .map(String::len)
+            .sum()
+    }
+    let refused = mock!(Client::converse)
+        .match_requests(|r| bytes(r) > 1000)
+        .then_error(too_long);
+    let answered = mock!(Client::converse)
+        .match_requests(|r| bytes(r) <= 1000)
+        .then_output(|| text_output("fits now"));
+    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&refused, &answered]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = agent(&client, dir.path());
+    let mut history = vec![];
+    for i in 0..4 {
+        history.push(Message::user(format!("question {i} {}", "x".repeat(400))));
+        history.push(assistant(vec![Block::Text(format!("answer {i} {}", "y".repeat(400)))]));
+    }
+    let before = history.len();
+    let mut events = vec![];
+    let out = agent
+        .run_turn(&mut history, Message::user("and now?"), &mut |e| events.push(e))
+        .await
+        .expect("answers once older turns are left out");
+    assert_eq!(out.text, "fits now");
+    let left_out: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ContextTrimmed { left_out } => Some(*left_out),
+            _ => None,
+        })
+        .collect();
+    assert!(!left_out.is_empty() && left_out.iter().all(|&n| n > 0), "{events:?}");
+    assert_eq!(history.len(), before + 2, "the history keeps every message");
+    assert!(refused.num_calls() >= 1);
+    assert_eq!(answered.num_calls(), 1);
+
+    // The next turn starts from what the refusal taught: no second refusal.
+    let refusals = refused.num_calls();
+    let mut events = vec![];
+    agent
+        .run_turn(&mut history, Message::user("and then?"), &mut |e| events.push(e))
+        .await
+        .expect("answers");
+    assert_eq!(refused.num_calls(), refusals, "refused again: {events:?}");
+    assert_eq!(answered.num_calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_question_too_long_on_its_own_is_refused_with_a_hint() {
+    let rule = mock!(Client::converse).then_error(too_long);
+    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::Sequential, [&rule]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, events, history) = run(&mut agent(&client, dir.path()), "hi").await;
+    let err = r.expect_err("refused");
+    assert!(err.is_context_refusal(), "{err}");
+    assert_eq!(rule.num_calls(), 1, "nothing older to leave out, so no retry");
+    assert!(!events.iter().any(|e| matches!(e, AgentEvent::ContextTrimmed { .. })));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("9241 tokens") && msg.contains("hint: ") && msg.contains("new session"),
+        "{msg}"
+    );
+    assert_eq!(history, vec![Message::user("hi")]);
 }
 
 #[tokio::test]

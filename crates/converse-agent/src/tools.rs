@@ -202,7 +202,7 @@ impl Tool for ReadFile {
         "Read a UTF-8 text file in the workspace. Paths are relative to the workspace root."
     }
     fn input_schema(&self) -> Value {
-        json!({"type": "object", "properties": {"path": {"type": "string", "description": "File path"}}, "required": ["path"]})
+        json!({"type": "object", "additionalProperties": false, "properties": {"path": {"type": "string", "description": "File path"}}, "required": ["path"]})
     }
     fn call<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
@@ -234,7 +234,7 @@ impl Tool for ListFiles {
         "List files and directories in a workspace directory (directories end with /)."
     }
     fn input_schema(&self) -> Value {
-        json!({"type": "object", "properties": {
+        json!({"type": "object", "additionalProperties": false, "properties": {
             "path": {"type": "string", "description": "Directory, relative to the workspace root (default: the root)"},
             "recursive": {"type": "boolean", "description": "List subdirectories too"}}})
     }
@@ -283,7 +283,7 @@ impl Tool for WriteFile {
         "Create or overwrite a text file in the workspace (parent directories are created)."
     }
     fn input_schema(&self) -> Value {
-        json!({"type": "object", "properties": {
+        json!({"type": "object", "additionalProperties": false, "properties": {
             "path": {"type": "string", "description": "File path, relative to the workspace root"},
             "content": {"type": "string", "description": "The whole new content"}}, "required": ["path", "content"]})
     }
@@ -327,7 +327,7 @@ impl Tool for RunCommand {
         "Run a shell command in the workspace directory and return its exit status and output. The user may be asked to approve it."
     }
     fn input_schema(&self) -> Value {
-        json!({"type": "object", "properties": {"command": {"type": "string", "description": "The shell command"}}, "required": ["command"]})
+        json!({"type": "object", "additionalProperties": false, "properties": {"command": {"type": "string", "description": "The shell command"}}, "required": ["command"]})
     }
     fn call<'a>(&'a self, input: &'a Value) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {

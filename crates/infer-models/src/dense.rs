@@ -620,12 +620,51 @@ pub(crate) mod simd {
     #[cfg(test)]
     static NARROW: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-    /// Whether the tests allow the AMX tiles now.
-    fn tiles_allowed() -> bool {
+    /// The environment variable that caps the instruction sets the kernels use (see [`ceiling`]).
+    const SIMD_VARIABLE: &str = "CMI_SIMD";
+
+    /// The widest kernels `CMI_SIMD` allows, read once: `auto` (or unset) = all this CPU has, AMX tiles too;
+    /// `avx512` = the vector kernels without AMX; `avx2`; `none` = no SIMD. The same numbers as the tests' narrowing.
+    /// Each set rounds floating-point sums its own way, so greedy text from random weights differs between machines;
+    /// this lets one machine reproduce what another computes. An unknown value is reported and ignored.
+    fn ceiling() -> u8 {
+        static CEILING: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+        *CEILING.get_or_init(|| {
+            let Some(value) = std::env::var_os(SIMD_VARIABLE) else {
+                return 0;
+            };
+            let value = value.to_string_lossy();
+            parse_ceiling(&value).unwrap_or_else(|| {
+                tracing::warn!(
+                    "{SIMD_VARIABLE}={value:?} is not one of auto, avx512, avx2, none; using what the CPU has"
+                );
+                0
+            })
+        })
+    }
+
+    /// A `CMI_SIMD` value as a narrowing (0 = all the CPU has … 3 = no SIMD); `None` if it is none of the names.
+    pub(crate) fn parse_ceiling(value: &str) -> Option<u8> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Some(0),
+            "avx512" => Some(1),
+            "avx2" => Some(2),
+            "none" => Some(3),
+            _ => None,
+        }
+    }
+
+    /// How far the kernels are narrowed now: the larger of `CMI_SIMD`'s ceiling and a test's narrowing.
+    fn narrowed() -> u8 {
         #[cfg(test)]
-        return NARROW.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        return ceiling().max(NARROW.load(std::sync::atomic::Ordering::Relaxed));
         #[cfg(not(test))]
-        true
+        ceiling()
+    }
+
+    /// Whether the AMX tiles are allowed now.
+    fn tiles_allowed() -> bool {
+        narrowed() == 0
     }
 
     /// Held exclusively while a test narrows the level, shared by tests that need one level throughout.
@@ -658,13 +697,11 @@ pub(crate) mod simd {
 
     /// The widest instruction set of this CPU that the kernels use (detected once).
     pub(crate) fn level() -> Option<Level> {
-        #[cfg(test)]
-        match (NARROW.load(std::sync::atomic::Ordering::Relaxed), detected()) {
-            (2, Some(_)) => return Some(Level::Avx2),
-            (3, _) => return None,
-            _ => {}
+        match (narrowed(), detected()) {
+            (2, Some(_)) => Some(Level::Avx2),
+            (3, _) => None,
+            (_, detected) => detected,
         }
-        detected()
     }
 
     fn detected() -> Option<Level> {
@@ -1395,6 +1432,23 @@ pub(crate) fn for_each_kernel(check: impl Fn()) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn cmi_simd_names_each_narrowing() {
+        use simd::parse_ceiling;
+        for (value, narrowing) in [
+            ("", Some(0)),
+            ("auto", Some(0)),
+            ("avx512", Some(1)),
+            (" AVX2 ", Some(2)),
+            ("none", Some(3)),
+            ("sse4", None),
+            ("avx-512", None),
+        ] {
+            assert_eq!(parse_ceiling(value), narrowing, "{value:?}");
+        }
+    }
 
     fn mapped(stored: Stored, values: &[f32]) -> (tempfile::NamedTempFile, Arc<Mmap>) {
         use std::io::Write;

@@ -608,10 +608,21 @@ impl Ui {
                 eprintln!("[{code}: retry {attempt} in {:.1}s]", delay.as_secs_f64());
             }
             AgentEvent::SwitchedToNonStreaming { .. } => {}
+            AgentEvent::ContextTrimmed { left_out } => {
+                self.clear_status();
+                eprintln!(
+                    "[the conversation is longer than the model's context: the oldest {left_out} messages are no longer sent (the session keeps them)]"
+                );
+            }
             AgentEvent::TruncatedToolCall { name } => {
                 drop(out);
                 self.end_line();
-                eprintln!("[the call of `{name}` was cut off at max_tokens; asking the model for smaller calls]");
+                let call = if name.is_empty() {
+                    "a tool call".to_string()
+                } else {
+                    format!("the call of `{name}`")
+                };
+                eprintln!("[{call} was cut off at max_tokens; asking the model for smaller calls]");
             }
             _ => {}
         }
