@@ -222,7 +222,7 @@ impl Agent {
                             self.learned_budget = kept;
                             return Err(e);
                         }
-                        let all = message::normalize(history, false).len();
+                        let all = message::normalize(history, self.config.entry.supports_thinking == Some(true)).len();
                         emit(AgentEvent::ContextTrimmed {
                             left_out: all.saturating_sub(shorter.len()),
                         });
