@@ -227,8 +227,9 @@ fn session_messages(t: &mut Term, id: &str) -> usize {
 }
 
 /// The tiny model folder, with its context widened (the tool definitions alone fill its 512 tokens in a byte-level
-/// vocabulary, and `maxTokensLimit` is registered as half the context), and its end tokens silenced, so that every
-/// answer runs to `--max-tokens`: an answer is never empty, and Ctrl-C always finds one still being written.
+/// vocabulary, and `maxTokensLimit` is registered as half the context), and its end tokens silenced (a logit of 0,
+/// where a likely token scores about 5), so that answers run long: never empty, and still being written when Ctrl-C
+/// comes.
 fn tiny_model(sb: &Sandbox) -> PathBuf {
     let dir = sb.path("tiny");
     sb.run(&[
@@ -285,7 +286,7 @@ fn a_person_asks_sees_a_tool_call_cancels_a_turn_leaves_and_resumes() {
         // Sampled, not greedy: greedy decoding of random weights falls into loops, and a loop inside a JSON string
         // never closes it, so a call can be cut off at --max-tokens on every attempt (whether it is depends on the
         // CPU's rounding and on the temporary workspace's path, which tool errors quote); sampled, a string closes
-        // within a few hundred tokens. The silenced end tokens keep answers running to --max-tokens all the same.
+        // within a few hundred tokens. The silenced end tokens still keep answers long.
         "--temperature",
         "1",
         // Every command asks first (and is declined): the model is random.

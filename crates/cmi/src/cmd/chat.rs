@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use converse_agent::invoke::InvokeBackend;
 use converse_agent::session::{Record, Session};
 use converse_agent::tools::{Approver, ToolSet, Workspace};
-use converse_agent::{Agent, AgentConfig, AgentEvent, Api, Message, RetryPolicy};
+use converse_agent::{Agent, AgentConfig, AgentEvent, Api, Message, RetryPolicy, TurnOutcome};
 use model_registry::{Availability, Registry, ResolvedModel};
 use tokio::sync::{Mutex, mpsc};
 
@@ -343,11 +343,31 @@ async fn turn(
             eprintln!("[cancelled — the session is kept]");
             Ok(false)
         }
-        Some(Ok(_)) => Ok(true),
+        Some(Ok(outcome)) => {
+            if let Some(note) = end_note(&outcome).filter(|_| !ui.json) {
+                eprintln!("{note}");
+            }
+            Ok(true)
+        }
         Some(Err(e)) => {
             eprintln!("error: {e}");
             Ok(false)
         }
+    }
+}
+
+/// What to say when a turn ends in a way the answer alone does not show: cut off at the output limit, or with no
+/// answer text at all (a model that only reasoned, or stopped at once).
+fn end_note(outcome: &TurnOutcome) -> Option<String> {
+    if outcome.stop_reason == "max_tokens" {
+        Some("[cut off at the output limit: --max-tokens raises it]".into())
+    } else if outcome.text.trim().is_empty() {
+        Some(format!(
+            "[the model ended its turn without answer text (stop reason {})]",
+            outcome.stop_reason
+        ))
+    } else {
+        None
     }
 }
 
@@ -632,10 +652,29 @@ impl Ui {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, replay};
+    use super::{TurnOutcome, end_note, parse_duration, replay};
     use converse_agent::session::Session;
     use converse_agent::{AgentEvent, Message, Role};
     use std::time::Duration;
+
+    #[test]
+    fn a_turn_cut_off_or_without_text_says_so() {
+        let outcome = |stop: &str, text: &str| TurnOutcome {
+            stop_reason: stop.into(),
+            steps: 1,
+            text: text.into(),
+        };
+        assert_eq!(end_note(&outcome("end_turn", "Paris.")), None);
+        assert_eq!(end_note(&outcome("stop_sequence", "Paris.")), None);
+        let cut = end_note(&outcome("max_tokens", "Once upon a")).expect("a note");
+        assert!(cut.contains("--max-tokens"), "{cut}");
+        assert_eq!(end_note(&outcome("max_tokens", "")), Some(cut));
+        let empty = end_note(&outcome("end_turn", " \n")).expect("a note");
+        assert!(
+            empty.contains("without answer text") && empty.contains("end_turn"),
+            "{empty}"
+        );
+    }
 
     #[test]
     fn text_shown_before_a_cancel_stays_in_the_history_after_later_turns() {
