@@ -205,28 +205,43 @@ impl Agent {
         user: Message,
         emit: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<TurnOutcome, Error> {
+        let start = history.len();
         history.push(user.clone());
         emit(AgentEvent::Message(user));
         let mut truncated_before = false;
         for step in 1..=self.config.max_steps {
             let mut send = self.messages_to_send(history);
+            let before = self.learned_budget;
             let out = loop {
-                match self.call_model(step, &send, emit).await {
-                    Err(e @ Error::Validation { .. }) if e.is_context_refusal() => {
-                        // Too long for the model after all: halve the estimate of what was sent and leave out older
-                        // exchanges until it fits, or until only the latest question is left.
-                        let smaller = send.iter().map(message::estimate_tokens).sum::<usize>() / 2;
-                        let kept = self.learned_budget.replace(smaller);
+                let mut shown = false;
+                let r = self
+                    .call_model(step, &send, &mut |e| {
+                        shown |= matches!(e, AgentEvent::Text(_) | AgentEvent::Reasoning(_));
+                        emit(e)
+                    })
+                    .await;
+                match r {
+                    // Too long for the model after all (refusals come before any output): leave out older
+                    // exchanges until it fits.
+                    Err(e) if e.is_context_refusal() && !shown => {
+                        let estimate = send.iter().map(message::estimate_tokens).sum::<usize>();
+                        self.learned_budget = Some(smaller_budget(&e, estimate, self.config.max_tokens()));
                         let shorter = self.messages_to_send(history);
-                        if shorter.len() >= send.len() {
-                            self.learned_budget = kept;
-                            return Err(e);
+                        if shorter.len() < send.len() {
+                            let all = message::normalize(history, self.config.entry.supports_thinking == Some(true));
+                            emit(AgentEvent::ContextTrimmed {
+                                left_out: all.len().saturating_sub(shorter.len()),
+                            });
+                            send = shorter;
+                            continue;
                         }
-                        let all = message::normalize(history, self.config.entry.supports_thinking == Some(true)).len();
-                        emit(AgentEvent::ContextTrimmed {
-                            left_out: all.saturating_sub(shorter.len()),
-                        });
-                        send = shorter;
+                        // Nothing older is left to leave out: this turn alone does not fit. Take it out of the
+                        // history, or every later question, merged with it, would be refused too.
+                        self.learned_budget = before;
+                        let withdrawn = history.len() - start;
+                        history.truncate(start);
+                        emit(AgentEvent::Withdrawn { messages: withdrawn });
+                        return Err(e);
                     }
                     r => break r?,
                 }
@@ -268,7 +283,10 @@ impl Agent {
             // return it) as text that opens a call.
             let truncated = out.truncated_tool.clone().or_else(|| {
                 (self.tools_active() && out.stop_reason == "max_tokens" && calls.is_empty())
-                    .then(|| message::cut_off_tool_call(&out.message.text()))
+                    .then(|| {
+                        let tools: Vec<&str> = self.tools.iter().map(|t| t.name()).collect();
+                        message::cut_off_tool_call(&out.message.text(), &tools)
+                    })
                     .flatten()
             });
             if let Some(name) = truncated {
@@ -592,6 +610,33 @@ type SdkParts = (
     sdk::InferenceConfiguration,
     Option<sdk::ToolConfiguration>,
 );
+
+/// The history budget (estimated tokens) to try after a refusal as too long of `estimate` estimated tokens: scaled by
+/// the refusal's own figures where it gives them (the larger number what was sent, the smaller the context window,
+/// as in "the prompt has 9241 tokens and the context window is 8192"), leaving room for `max_tokens` of answer; else
+/// half. Always less than `estimate`.
+pub(crate) fn smaller_budget(refusal: &Error, estimate: usize, max_tokens: u32) -> usize {
+    let half = estimate / 2;
+    let Error::Validation { message, .. } = refusal else {
+        return half;
+    };
+    let numbers: Vec<usize> = message
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .filter(|&n| n >= 16)
+        .take(2)
+        .collect();
+    let &[a, b] = numbers.as_slice() else {
+        return half;
+    };
+    let (sent, window) = (a.max(b), a.min(b));
+    if sent == window {
+        return half;
+    }
+    let room = window.saturating_sub(max_tokens as usize).max(window / 2);
+    let scaled = (estimate as u128 * room as u128 / sent as u128) as usize;
+    scaled.min(estimate.saturating_sub(1))
+}
 
 /// Turns tool blocks into text, for sending a history with tool calls to a model without tools (Bedrock requires a
 /// toolConfig whenever the history holds tool blocks).

@@ -197,6 +197,12 @@ pub enum AgentEvent {
         /// Messages of the history no longer sent.
         left_out: usize,
     },
+    /// This turn alone is longer than the model's context (older turns already left out): its messages are taken
+    /// out of the history (and the session), so that later questions are not refused with it.
+    Withdrawn {
+        /// Messages taken out: the question, and any tool calls and results of the turn.
+        messages: usize,
+    },
     /// The turn ended.
     TurnEnd {
         /// The final stop reason.

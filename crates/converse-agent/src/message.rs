@@ -247,25 +247,28 @@ const CALL_MARKERS: [&str; 5] = [
 
 /// When an answer cut off at `max_tokens` is a tool call the model was still writing, the tool's name (empty if the
 /// name itself did not arrive): text that opens with a tool-call marker, or with a JSON object whose first key is
-/// `"name"` (Llama 3's form). Imported models return such a cut-off call as plain text.
-pub(crate) fn cut_off_tool_call(text: &str) -> Option<String> {
+/// `"name"` naming one of `tools` (Llama 3's form; an answer that merely is JSON with a `name` names no tool).
+/// Imported models return such a cut-off call as plain text.
+pub(crate) fn cut_off_tool_call(text: &str, tools: &[&str]) -> Option<String> {
     let t = text.trim_start();
     let marked = CALL_MARKERS.iter().find_map(|m| t.strip_prefix(m));
     let body = marked.unwrap_or(t).trim_start().trim_start_matches('[').trim_start();
+    // The name as far as it arrived, and whether it is whole.
     let name = body
         .strip_prefix('{')
         .map(str::trim_start)
         .and_then(|b| b.strip_prefix("\"name\""))
-        .map(|rest| {
-            let value = rest.trim_start().strip_prefix(':').map(str::trim_start);
-            match value.and_then(|v| v.strip_prefix('"')).and_then(|v| v.split_once('"')) {
-                Some((name, _)) => name.to_string(),
-                None => String::new(),
-            }
+        .and_then(|rest| rest.trim_start().strip_prefix(':'))
+        .and_then(|rest| rest.trim_start().strip_prefix('"'))
+        .map(|v| match v.split_once('"') {
+            Some((name, _)) => (name, true),
+            None => (v, false),
         });
     match (marked, name) {
-        (_, Some(name)) => Some(name),
-        (Some(_), None) => Some(String::new()),
+        (Some(_), Some((name, true))) => Some(name.to_string()),
+        (Some(_), _) => Some(String::new()),
+        (None, Some((name, true))) => tools.contains(&name).then(|| name.to_string()),
+        (None, Some((part, false))) => tools.iter().any(|t| t.starts_with(part)).then(String::new),
         (None, None) => None,
     }
 }

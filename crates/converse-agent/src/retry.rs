@@ -341,7 +341,7 @@ pub(crate) fn explain_validation(message: &str) -> Option<String> {
     } else if m.contains("blank") || m.contains("empty") {
         "the conversation has an empty message; start a new session (this is a bug in cmi: please report it)"
     } else if is_context_refusal(message) || m.contains("context") {
-        "even the latest message, with the tool definitions, is longer than the model's context (older turns are already left out); shorten it, start a new session, or run with --no-tools"
+        "this turn is longer than the model's context even with every older turn left out, so it is taken out of the conversation; ask again more briefly (tool definitions count too: --no-tools leaves them out)"
     } else {
         return None;
     };

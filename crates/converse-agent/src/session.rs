@@ -38,6 +38,11 @@ pub enum Record {
     },
     /// The turn was cancelled.
     Cancelled,
+    /// The last `messages` messages were taken out of the history (a turn too long for the model on its own).
+    Withdrawn {
+        /// How many.
+        messages: usize,
+    },
 }
 
 /// An open session.
@@ -139,6 +144,11 @@ impl Session {
                     }
                 }
                 Record::Cancelled => {}
+                Record::Withdrawn { messages: n } => {
+                    partial.clear();
+                    partial_reasoning.clear();
+                    messages.truncate(messages.len().saturating_sub(n));
+                }
             }
         }
         if !partial.is_empty() || !partial_reasoning.is_empty() {
@@ -211,6 +221,10 @@ impl Session {
                 },
                 false,
             ),
+            AgentEvent::Withdrawn { messages } => {
+                self.messages.truncate(self.messages.len().saturating_sub(*messages));
+                self.write(&Record::Withdrawn { messages: *messages }, true)
+            }
             _ => Ok(()),
         }
     }

@@ -221,6 +221,7 @@ fn synthesized_stream_has_chunks_indices_and_reasoning() {
 #[test]
 fn a_tool_call_cut_off_in_text_is_recognised() {
     use crate::message::cut_off_tool_call;
+    let tools = ["read_file", "write_file", "list_files", "run_command"];
     for (text, name) in [
         (
             r#"{"name": "read_file", "parameters": {"path": "jjjj"#,
@@ -232,6 +233,7 @@ fn a_tool_call_cut_off_in_text_is_recognised() {
             r#"<|python_tag|>{"name": "list_files", "parameters": {"#,
             Some("list_files"),
         ),
+        (r#"<|python_tag|>{"name": "anything", "#, Some("anything")),
         (
             r#"<tool_call>
 {"name": "run_command", "arguments": {"command": "ls"#,
@@ -246,12 +248,43 @@ fn a_tool_call_cut_off_in_text_is_recognised() {
             Some(""),
         ),
         ("<tool_call>", Some("")),
-        (r#"{"answer": 42, "name": "x""#, None),
-        ("The file says {\"name\": 1}", None),
+        // Answers that are JSON, not calls.
+        (r#"[{"name": "Alice", "age": 31}, {"name": "Bo"#, None),
+        (r#"{"name": "Alice", "#, None),
+        (r#"{"name": "Al"#, None),
+        (r#"{"name": 42, "#, None),
+        (r#"{"answer": 42, "name": "read_file""#, None),
+        ("The file says {\"name\": \"read_file\"}", None),
         ("", None),
     ] {
-        assert_eq!(cut_off_tool_call(text).as_deref(), name, "{text:?}");
+        assert_eq!(cut_off_tool_call(text, &tools).as_deref(), name, "{text:?}");
     }
+}
+
+#[test]
+fn a_refusal_with_figures_scales_the_budget_to_them() {
+    use crate::agent::smaller_budget;
+    let refusal = |m: &str| Error::Validation {
+        model_id: "m".into(),
+        message: m.into(),
+        hint: None,
+    };
+    // 9241 sent, 8192 fit, 1024 kept for the answer: 7168 of 9241.
+    let ours =
+        refusal("Input is too long for requested model: the prompt has 9241 tokens and the context window is 8192.");
+    assert_eq!(smaller_budget(&ours, 2000, 1024), 2000 * 7168 / 9241);
+    // The window first, as vLLM words it; the answer's room never below half the window.
+    let vllm = refusal(
+        "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 in the completion).",
+    );
+    assert_eq!(smaller_budget(&vllm, 1000, 4000), 1000 * 2048 / 5000);
+    // Without figures: half. Always less than what was sent.
+    assert_eq!(smaller_budget(&refusal("Input is too long"), 1000, 10), 500);
+    assert_eq!(smaller_budget(&refusal("too long: 8192 of 8192"), 1000, 10), 500);
+    assert_eq!(
+        smaller_budget(&refusal("the prompt has 9000 tokens, the window 8192"), 1, 10),
+        0
+    );
 }
 
 #[test]
@@ -420,6 +453,10 @@ fn entry(streaming_tools: bool) -> ModelEntry {
 }
 
 fn text_output(text: &str) -> ConverseOutput {
+    stopped_output(text, StopReason::EndTurn)
+}
+
+fn stopped_output(text: &str, stop: StopReason) -> ConverseOutput {
     ConverseOutput::builder()
         .output(sdk::ConverseOutput::Message(
             sdk::Message::builder()
@@ -428,7 +465,7 @@ fn text_output(text: &str) -> ConverseOutput {
                 .build()
                 .expect("msg"),
         ))
-        .stop_reason(StopReason::EndTurn)
+        .stop_reason(stop)
         .usage(
             TokenUsage::builder()
                 .input_tokens(3)
@@ -634,78 +671,170 @@ fn too_long() -> ConverseError {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_refusal_as_too_long_leaves_out_the_oldest_exchanges_and_is_remembered() {
-    // The model takes at most 1000 bytes of text (its tokenizer needs a token for every byte, say); with no
-    // `contextLength` in the entry, only its refusals tell.
-    fn bytes(r: &aws_sdk_bedrockruntime::operation::converse::ConverseInput) -> usize {
-        r.messages()
-            .iter()
-            .flat_map(|m| m.content())
-            .filter_map(|c| c.as_text().ok())
-            .map(String::len)
-            .sum()
-    }
-    let refused = mock!(Client::converse)
-        .match_requests(|r| bytes(r) > 1000)
-        .then_error(too_long);
-    let answered = mock!(Client::converse)
-        .match_requests(|r| bytes(r) <= 1000)
-        .then_output(|| text_output("fits now"));
-    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&refused, &answered]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut agent = agent(&client, dir.path());
-    let mut history = vec![];
-    for i in 0..4 {
-        history.push(Message::user(format!("question {i} {}", "x".repeat(400))));
-        history.push(assistant(vec![Block::Text(format!("answer {i} {}", "y".repeat(400)))]));
-    }
-    let before = history.len();
-    let mut events = vec![];
-    let out = agent
-        .run_turn(&mut history, Message::user("and now?"), &mut |e| events.push(e))
-        .await
-        .expect("answers once older turns are left out");
-    assert_eq!(out.text, "fits now");
-    let left_out: Vec<usize> = events
+/// Bytes of text in a Converse request.
+fn request_bytes(r: &aws_sdk_bedrockruntime::operation::converse::ConverseInput) -> usize {
+    r.messages()
         .iter()
-        .filter_map(|e| match e {
-            AgentEvent::ContextTrimmed { left_out } => Some(*left_out),
-            _ => None,
-        })
-        .collect();
-    assert!(!left_out.is_empty() && left_out.iter().all(|&n| n > 0), "{events:?}");
-    assert_eq!(history.len(), before + 2, "the history keeps every message");
-    assert!(refused.num_calls() >= 1);
-    assert_eq!(answered.num_calls(), 1);
-
-    // The next turn starts from what the refusal taught: no second refusal.
-    let refusals = refused.num_calls();
-    let mut events = vec![];
-    agent
-        .run_turn(&mut history, Message::user("and then?"), &mut |e| events.push(e))
-        .await
-        .expect("answers");
-    assert_eq!(refused.num_calls(), refusals, "refused again: {events:?}");
-    assert_eq!(answered.num_calls(), 2);
+        .flat_map(|m| m.content())
+        .filter_map(|c| c.as_text().ok())
+        .map(String::len)
+        .sum()
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_question_too_long_on_its_own_is_refused_with_a_hint() {
-    let rule = mock!(Client::converse).then_error(too_long);
-    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::Sequential, [&rule]);
+async fn a_refusal_as_too_long_leaves_out_the_oldest_exchanges_and_is_remembered() {
+    // The model takes at most `limit` bytes of text (its tokenizer needs a token for every byte, say), which the
+    // byte estimate cannot know: with no budget configured, or with one too large for it.
+    for (configured, limit) in [(None, 1000), (Some(300), 600)] {
+        let refused = mock!(Client::converse)
+            .match_requests(move |r| request_bytes(r) > limit)
+            .then_error(too_long);
+        let answered = mock!(Client::converse)
+            .match_requests(move |r| request_bytes(r) <= limit)
+            .then_output(|| text_output("fits now"));
+        let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&refused, &answered]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = agent(&client, dir.path());
+        let mut history = vec![];
+        for i in 0..4 {
+            history.push(Message::user(format!("question {i} {}", "x".repeat(400))));
+            history.push(assistant(vec![Block::Text(format!("answer {i} {}", "y".repeat(400)))]));
+        }
+        let mut config = base.config().clone();
+        config.history_budget = configured;
+        let mut agent = Agent::new(&client, config, base.tools().clone()).with_jitter(|d| d);
+        let before = history.len();
+        let mut events = vec![];
+        let out = agent
+            .run_turn(&mut history, Message::user("and now?"), &mut |e| events.push(e))
+            .await
+            .expect("answers once older turns are left out");
+        assert_eq!(out.text, "fits now");
+        let left_out: Vec<usize> = events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::ContextTrimmed { left_out } => Some(*left_out),
+                _ => None,
+            })
+            .collect();
+        assert!(!left_out.is_empty() && left_out.iter().all(|&n| n > 0), "{events:?}");
+        assert_eq!(history.len(), before + 2, "the history keeps every message");
+        assert!(refused.num_calls() >= 1);
+        assert_eq!(answered.num_calls(), 1);
+
+        // The next turn starts from what the refusal taught (the smaller of it and the configured budget): no
+        // second refusal.
+        let refusals = refused.num_calls();
+        let mut events = vec![];
+        agent
+            .run_turn(&mut history, Message::user("and then?"), &mut |e| events.push(e))
+            .await
+            .expect("answers");
+        assert_eq!(
+            refused.num_calls(),
+            refusals,
+            "{configured:?}: refused again: {events:?}"
+        );
+        assert_eq!(answered.num_calls(), 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_too_long_on_its_own_is_refused_taken_out_and_the_chat_goes_on() {
+    let refused = mock!(Client::converse)
+        .match_requests(|r| request_bytes(r) > 1000)
+        .then_error(too_long);
+    let answered = mock!(Client::converse)
+        .match_requests(|r| request_bytes(r) <= 1000)
+        .then_output(|| text_output("short is fine"));
+    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&refused, &answered]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (r, events, history) = run(&mut agent(&client, dir.path()), "hi").await;
-    let err = r.expect_err("refused");
+    let mut agent = agent(&client, dir.path());
+    let mut history = vec![Message::user("earlier"), assistant(vec![Block::Text("yes".into())])];
+    let mut events = vec![];
+    let err = agent
+        .run_turn(&mut history, Message::user("z".repeat(5000)), &mut |e| events.push(e))
+        .await
+        .expect_err("refused");
     assert!(err.is_context_refusal(), "{err}");
-    assert_eq!(rule.num_calls(), 1, "nothing older to leave out, so no retry");
-    assert!(!events.iter().any(|e| matches!(e, AgentEvent::ContextTrimmed { .. })));
     let msg = err.to_string();
     assert!(
-        msg.contains("9241 tokens") && msg.contains("hint: ") && msg.contains("new session"),
+        msg.contains("9241 tokens") && msg.contains("hint: ") && msg.contains("taken out of the conversation"),
         "{msg}"
     );
-    assert_eq!(history, vec![Message::user("hi")]);
+    assert_eq!(
+        refused.num_calls(),
+        2,
+        "once as it was, once with the earlier exchange left out"
+    );
+    assert!(events.contains(&AgentEvent::Withdrawn { messages: 1 }), "{events:?}");
+    assert_eq!(history.len(), 2, "the question is taken out");
+
+    // The next question is not merged with the refused one.
+    let out = agent
+        .run_turn(&mut history, Message::user("short one?"), &mut |_| {})
+        .await
+        .expect("answers");
+    assert_eq!(out.text, "short is fine");
+    assert_eq!(refused.num_calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_cut_off_in_text_is_not_shown_as_the_answer_but_asked_again() {
+    let rule = mock!(Client::converse)
+        .sequence()
+        .output(|| {
+            stopped_output(
+                r#"{"name": "read_file", "parameters": {"path": "aaaa"#,
+                StopReason::MaxTokens,
+            )
+        })
+        .output(|| text_output("done"))
+        .build();
+    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::Sequential, [&rule]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, events, history) = run(&mut agent(&client, dir.path()), "read it").await;
+    assert_eq!(r.expect("answers").text, "done");
+    assert_eq!(rule.num_calls(), 2);
+    assert!(
+        events.contains(&AgentEvent::TruncatedToolCall {
+            name: "read_file".into()
+        }),
+        "{events:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|m| m.role == Role::User && m.text().contains("`read_file` was cut off")),
+        "{history:?}"
+    );
+
+    // An answer that is JSON naming no tool, cut off, is the answer.
+    let json = r#"[{"name": "Alice", "age": 31}, {"name": "Bo"#;
+    let rule = mock!(Client::converse).then_output(move || stopped_output(json, StopReason::MaxTokens));
+    let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::Sequential, [&rule]);
+    let (r, events, _) = run(&mut agent(&client, dir.path()), "people as JSON").await;
+    let out = r.expect("answers");
+    assert_eq!((out.text.as_str(), out.stop_reason.as_str()), (json, "max_tokens"));
+    assert_eq!(rule.num_calls(), 1);
+    assert!(!events.iter().any(|e| matches!(e, AgentEvent::TruncatedToolCall { .. })));
+}
+
+#[test]
+fn a_withdrawn_turn_stays_out_of_a_resumed_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = crate::session::Session::create(dir.path(), "tiny").expect("session");
+    for e in [
+        AgentEvent::Message(Message::user("first")),
+        AgentEvent::Message(assistant(vec![Block::Text("one".into())])),
+        AgentEvent::Message(Message::user("far too long")),
+        AgentEvent::Withdrawn { messages: 1 },
+    ] {
+        s.record(&e).expect("record");
+    }
+    assert_eq!(s.messages.len(), 2);
+    let resumed = crate::session::Session::open(s.path()).expect("open");
+    assert_eq!(resumed.messages, s.messages);
 }
 
 #[tokio::test]

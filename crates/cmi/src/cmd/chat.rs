@@ -379,8 +379,11 @@ fn replay(path: &Path) -> Result<Session> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let saved = text
         .lines()
-        .filter(|l| matches!(serde_json::from_str::<Record>(l), Ok(Record::Message { .. })))
-        .count();
+        .fold(0usize, |n, l| match serde_json::from_str::<Record>(l) {
+            Ok(Record::Message { .. }) => n + 1,
+            Ok(Record::Withdrawn { messages }) => n.saturating_sub(messages),
+            _ => n,
+        });
     if session.messages.len() > saved
         && let Some(interrupted) = session.messages.pop()
     {
@@ -682,6 +685,9 @@ mod tests {
         let mut s = Session::create(dir.path(), "tiny").expect("session");
         let path = s.path().to_path_buf();
         for e in [
+            // A turn taken out of the history first (too long for the model), which must not count as saved.
+            AgentEvent::Message(Message::user("far too long")),
+            AgentEvent::Withdrawn { messages: 1 },
             AgentEvent::Message(Message::user("tell me a story")),
             AgentEvent::Text("Once upon".into()),
             AgentEvent::Text(" a time".into()),
