@@ -42,7 +42,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
     /// How long to keep retrying a cold imported model (ModelNotReadyException): `90s`, `10m`, `1h`.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     cold_start_timeout: Duration,
     /// Offer no tools to the model.
     #[arg(long)]
@@ -70,21 +70,6 @@ pub(crate) struct Args {
     /// Model calls allowed per turn.
     #[arg(long, default_value_t = 25)]
     max_steps: usize,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 10m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m or h)")),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
@@ -655,10 +640,9 @@ impl Ui {
 
 #[cfg(test)]
 mod tests {
-    use super::{TurnOutcome, end_note, parse_duration, replay};
+    use super::{TurnOutcome, end_note, replay};
     use converse_agent::session::Session;
     use converse_agent::{AgentEvent, Message, Role};
-    use std::time::Duration;
 
     #[test]
     fn a_turn_cut_off_or_without_text_says_so() {
@@ -714,14 +698,5 @@ mod tests {
         let resumed = Session::open(&path).expect("open");
         assert_eq!(resumed.messages.len(), 3, "{:?}", resumed.messages);
         assert!(resumed.messages[1].text().starts_with("Once upon a time"));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert!(parse_duration("10 minutes").is_err());
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod serve;
 pub(crate) mod template;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -51,5 +52,40 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> Result<ExitCode> {
         Command::Convert(args) => convert::run(args, ctx).await,
         Command::Dev(args) => dev::run(args, ctx).await,
         Command::Bench(args) => bench::run(args, ctx).await,
+    }
+}
+
+/// A duration argument: `250ms`, `90s`, `5m`, `1h`, or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 10m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (expected ms, s, m or h)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 45 "), Ok(Duration::from_secs(45)));
+        let e = parse_duration("10 minutes").expect_err("a space and a word");
+        assert!(e.contains("10 minutes") && e.contains("expected ms, s, m or h"), "{e}");
+        let e = parse_duration("soon").expect_err("no number");
+        assert!(e.contains("`soon`"), "{e}");
     }
 }

@@ -27,7 +27,7 @@ pub(crate) struct Args {
     #[arg(long)]
     warm: bool,
     /// Unload a model after this long without requests (`90s`, `5m`, `1h`).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     idle_unload: Duration,
     /// Quantise models at load (models imported with `cmi import --quantize` keep their own setting).
     #[arg(long, value_parser = ["q8_0", "q4k", "q4_0"])]
@@ -40,24 +40,8 @@ pub(crate) struct Args {
     #[arg(long = "model-stream-tools", value_name = "NAME=BOOL", value_parser = parse_model_flag)]
     model_stream_tools: Vec<(String, bool)>,
     /// Longest generation before `ModelTimeoutException`.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     model_timeout: Duration,
-}
-
-/// `90s`, `5m`, `1h`, `250ms` or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration unit in {s:?}: expected ms, s, m or h")),
-    }
 }
 
 fn parse_model_quantize(s: &str) -> Result<(String, String), String> {
