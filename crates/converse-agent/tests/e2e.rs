@@ -1,6 +1,7 @@
 //! End-to-end: the agent on the real `aws-sdk-bedrockruntime` client against the local Bedrock (`bedrock-server`)
 //! serving tiny generated models: a streamed turn, a tool round trip with `supportsStreamingToolUse: false`, the
-//! run-time switch-over, a cold start, and chat through InvokeModel with the model's own template.
+//! run-time switch-over, a cold start, chat through InvokeModel with the model's own template, and a conversation
+//! that outgrows the model's context.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -46,13 +47,23 @@ fn runtime(server: &RunningServer) -> aws_sdk_bedrockruntime::Client {
 /// Imports a tiny model of `family` under `name`; returns its registry entry (from GetImportedModel, as
 /// `cmi models sync` builds it) and the model folder.
 async fn import(server: &RunningServer, family: Family, name: &str) -> (ModelEntry, tempfile::TempDir) {
-    let model = tempfile::tempdir().expect("tempdir");
-    test_support::tiny_model(model.path(), family).expect("tiny model");
     // The tiny models declare a 512-token context; the built-in tools' specs alone render longer than that. Positions
     // are rotary, so the same weights run at any length.
+    import_with_context(server, family, name, 8192).await
+}
+
+/// As [`import`], with a context window of `context` tokens.
+async fn import_with_context(
+    server: &RunningServer,
+    family: Family,
+    name: &str,
+    context: u32,
+) -> (ModelEntry, tempfile::TempDir) {
+    let model = tempfile::tempdir().expect("tempdir");
+    test_support::tiny_model(model.path(), family).expect("tiny model");
     let cfg_path = model.path().join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).expect("config")).expect("json");
-    cfg["max_position_embeddings"] = serde_json::json!(8192);
+    cfg["max_position_embeddings"] = serde_json::json!(context);
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).expect("json")).expect("write config");
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::Config::builder()
@@ -358,4 +369,61 @@ async fn invoke_model_chat_with_the_models_own_template() {
             .any(|e| matches!(e, AgentEvent::Stream(StreamEvent::MessageStop { .. })))
     );
     assert!(history.len() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_longer_than_the_context_is_trimmed_at_the_refusal() {
+    let local = start(true, vec![]).await;
+    let (entry, _m) = import_with_context(&local.server, Family::Llama, "tiny-512", 512).await;
+    let ws = tempfile::tempdir().expect("ws");
+    let mut c = config(&entry);
+    c.use_tools = false;
+    let mut agent = Agent::new(&runtime(&local.server), c, tools(ws.path()));
+    // The byte-level vocabulary takes a token or more per byte of this text; the agent's estimate counts a quarter
+    // of that, so only the local Bedrock's refusal can tell it that four exchanges do not fit in 512 tokens.
+    let mut history = vec![];
+    for i in 0..4 {
+        history.push(Message::user(format!("{i} {}", "äöü€".repeat(40))));
+        history.push(Message {
+            role: converse_agent::Role::Assistant,
+            content: vec![converse_agent::Block::Text(format!("{i} {}", "→←↑↓".repeat(40)))],
+        });
+    }
+    let kept = history.len();
+    let history_before = history.clone();
+    let mut events = vec![];
+    agent
+        .run_turn(&mut history, Message::user("And now?"), &mut |e| events.push(e))
+        .await
+        .expect("answered once the oldest exchanges are left out");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ContextTrimmed { left_out } if *left_out > 0)),
+        "{events:?}"
+    );
+    assert!(history.len() > kept, "the question is kept");
+    assert_eq!(history[..kept], history_before[..], "the history keeps every message");
+
+    // The next turn is sent trimmed at once: one request, no refusal.
+    let mut events = vec![];
+    agent
+        .run_turn(&mut history, Message::user("And then?"), &mut |e| events.push(e))
+        .await
+        .expect("answered");
+    assert_eq!(apis(&events).len(), 1, "{events:?}");
+
+    // A question that alone does not fit is refused, taken out, and the chat goes on.
+    let before = history.len();
+    let err = agent
+        .run_turn(&mut history, Message::user("€".repeat(600)), &mut |_| {})
+        .await
+        .expect_err("refused");
+    assert!(err.is_context_refusal(), "{err}");
+    assert!(err.to_string().contains("context window is 512"), "{err}");
+    assert_eq!(history.len(), before);
+    agent
+        .run_turn(&mut history, Message::user("Short?"), &mut |_| {})
+        .await
+        .expect("answered");
 }
