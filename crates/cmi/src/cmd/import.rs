@@ -66,7 +66,7 @@ struct RunArgs {
     /// How the local Bedrock runs this model: quantised at load (`q8_0`, `q4k`, `q4_0`) or `none` for the weights
     /// as stored, whatever `cmi serve --quantize` says. Sent as the `cmi:quantize` tag of the imported model (Amazon
     /// Bedrock keeps the tag and runs the model as it always does).
-    #[arg(long, value_parser = ["q8_0", "q4k", "q4_0", "none"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(super::QUANTIZE_OR_NONE))]
     quantize: Option<String>,
     /// Repair the chat template in the source folder itself instead of a staged copy.
     #[arg(long)]

@@ -55,6 +55,14 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> Result<ExitCode> {
     }
 }
 
+/// The quantisations a model can run in on the local Bedrock (`--quantize`), and `none`: the weights as stored.
+pub(crate) const QUANTIZE_OR_NONE: [&str; 4] = ["q8_0", "q4k", "q4_0", "none"];
+
+/// The `--quantize` values that quantise (all but `none`).
+pub(crate) fn quantize_values() -> &'static [&'static str] {
+    &QUANTIZE_OR_NONE[..3]
+}
+
 /// A duration argument: `250ms`, `90s`, `5m`, `1h`, or plain seconds.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

@@ -30,7 +30,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     idle_unload: Duration,
     /// Quantise models at load (models imported with `cmi import --quantize` keep their own setting).
-    #[arg(long, value_parser = ["q8_0", "q4k", "q4_0"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(super::quantize_values()))]
     quantize: Option<String>,
     /// Per-model quantisation, `NAME=q4k` (`q8_0`, `q4k`, `q4_0`, or `none` for the weights as stored); wins over
     /// the model's import setting and `--quantize` (repeatable).
@@ -45,12 +45,16 @@ pub(crate) struct Args {
 }
 
 fn parse_model_quantize(s: &str) -> Result<(String, String), String> {
+    let expected = super::QUANTIZE_OR_NONE.join(", ");
     let (name, q) = s
         .split_once('=')
-        .ok_or_else(|| format!("invalid {s:?}: expected NAME=q8_0, NAME=q4k, NAME=q4_0 or NAME=none"))?;
-    if !["q8_0", "q4k", "q4_0", "none"].contains(&q) {
+        .ok_or_else(|| format!("invalid {s:?}: expected NAME=Q with Q one of {expected}"))?;
+    if name.trim().is_empty() {
+        return Err(format!("invalid {s:?}: no model name before `=`"));
+    }
+    if !super::QUANTIZE_OR_NONE.contains(&q) {
         return Err(format!(
-            "invalid quantisation {q:?} in {s:?}: expected q8_0, q4k, q4_0 or none"
+            "invalid quantisation {q:?} in {s:?}: expected one of {expected}"
         ));
     }
     Ok((name.to_string(), q.to_string()))
@@ -60,6 +64,9 @@ fn parse_model_flag(s: &str) -> Result<(String, bool), String> {
     let (name, v) = s
         .split_once('=')
         .ok_or_else(|| format!("invalid {s:?}: expected NAME=true or NAME=false"))?;
+    if name.trim().is_empty() {
+        return Err(format!("invalid {s:?}: no model name before `=`"));
+    }
     let on = match v {
         "true" | "on" | "yes" => true,
         "false" | "off" | "no" => false,
@@ -137,4 +144,28 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_model_flag, parse_model_quantize};
+
+    #[test]
+    fn per_model_settings_parse_and_name_what_is_wrong() {
+        for q in super::super::QUANTIZE_OR_NONE {
+            assert_eq!(
+                parse_model_quantize(&format!("tiny={q}")),
+                Ok(("tiny".into(), q.into()))
+            );
+        }
+        let e = parse_model_quantize("tiny=q5").expect_err("unknown");
+        assert!(e.contains("\"q5\"") && e.contains("q8_0, q4k, q4_0, none"), "{e}");
+        let e = parse_model_quantize("tiny").expect_err("no =");
+        assert!(e.contains("\"tiny\"") && e.contains("NAME=Q"), "{e}");
+        let e = parse_model_quantize("=q4k").expect_err("no name");
+        assert!(e.contains("no model name"), "{e}");
+        assert_eq!(parse_model_flag("tiny=false"), Ok(("tiny".into(), false)));
+        assert!(parse_model_flag("=true").is_err());
+        assert!(parse_model_flag("tiny=maybe").is_err());
+    }
 }
