@@ -262,6 +262,20 @@ fn a_tool_call_cut_off_in_text_is_recognised() {
 }
 
 #[test]
+fn the_estimate_counts_ascii_by_bytes_and_other_characters_one_each() {
+    use crate::message::estimate_tokens;
+    // 4 a message, then ASCII at 4 bytes a token (rounded up per block).
+    assert_eq!(estimate_tokens(&Message::user("")), 4);
+    assert_eq!(estimate_tokens(&Message::user("x".repeat(400))), 104);
+    assert_eq!(estimate_tokens(&Message::user("abcde")), 6);
+    // Japanese: a token a character, not a quarter of its 3 bytes.
+    assert_eq!(estimate_tokens(&Message::user("こんにちは、世界")), 4 + 8);
+    assert_eq!(estimate_tokens(&Message::user("日本語 ok")), 4 + 3 + 1);
+    let call = assistant(vec![tool_use("t1")]);
+    assert!(estimate_tokens(&call) > 4);
+}
+
+#[test]
 fn a_refusal_with_figures_scales_the_budget_to_them() {
     use crate::agent::smaller_budget;
     let refusal = |m: &str| Error::Validation {
