@@ -82,6 +82,15 @@ async fn invoke(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> 
     serde_json::from_slice(out.body().as_ref()).expect("json body")
 }
 
+/// The text of an OpenAI-completion-format answer.
+async fn completion_text(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> String {
+    let v = invoke(rt, arn, body).await;
+    v["choices"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {v}"))
+        .to_string()
+}
+
 async fn invoke_error(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: Value) -> String {
     let e = invoke_request(rt, arn, &body)
         .send()
@@ -138,14 +147,13 @@ async fn invoke_model_output_follows_the_requested_format() {
     }
 
     // structured_outputs in the OpenAI completion format: a regex and a choice.
-    let v = invoke(
+    let text = completion_text(
         &rt,
         &arn,
         json!({"prompt": "Code:", "max_tokens": 40, "temperature": 1.0, "seed": 3,
                "structured_outputs": {"regex": "[0-9]{3}-[a-z]{2}/(x|y)"}}),
     )
     .await;
-    let text = v["choices"][0]["text"].as_str().expect("text");
     let ok = text.len() == 8
         && text[..3].bytes().all(|b| b.is_ascii_digit())
         && &text[3..4] == "-"
@@ -153,24 +161,22 @@ async fn invoke_model_output_follows_the_requested_format() {
         && matches!(&text[6..], "/x" | "/y");
     assert!(ok, "{text:?} does not match the regex");
     for seed in 0..3 {
-        let v = invoke(
+        let text = completion_text(
             &rt,
             &arn,
             json!({"prompt": "Pick:", "max_tokens": 20, "temperature": 1.0, "seed": seed,
                    "structured_outputs": {"choice": ["alpha", "beta", "gamma delta"]}}),
         )
         .await;
-        let text = v["choices"][0]["text"].as_str().expect("text");
-        assert!(["alpha", "beta", "gamma delta"].contains(&text), "{text:?}");
+        assert!(["alpha", "beta", "gamma delta"].contains(&text.as_str()), "{text:?}");
     }
-    let v = invoke(
+    let text = completion_text(
         &rt,
         &arn,
         json!({"prompt": "Say:", "max_tokens": 20, "temperature": 1.0, "seed": 1,
                "structured_outputs": {"grammar": "start: greeting \" \" name\ngreeting: \"hello\" | \"hi\"\nname: /[A-Z][a-z]{1,5}/\n"}}),
     )
     .await;
-    let text = v["choices"][0]["text"].as_str().expect("text");
     let (greeting, name) = text.split_once(' ').unwrap_or_else(|| panic!("{text:?}"));
     assert!(["hello", "hi"].contains(&greeting), "{text:?}");
     assert!(
