@@ -166,8 +166,9 @@ impl Agent {
     }
 
     /// The history as it is sent: normalised, the oldest exchanges left out to fit the budget (the entry's
-    /// `contextLength` less `maxTokens`, or what the model's refusals taught), tool blocks flattened when tools are off.
-    fn messages_to_send(&self, history: &[Message]) -> Vec<Message> {
+    /// `contextLength` less `maxTokens`, or what the model's refusals taught), tool blocks flattened when tools are off;
+    /// and how many messages were left out.
+    fn messages_to_send(&self, history: &[Message]) -> (Vec<Message>, usize) {
         let mut send = message::normalize(history, self.config.entry.supports_thinking == Some(true));
         let configured = self.config.history_budget.or_else(|| {
             self.config
@@ -179,16 +180,14 @@ impl Agent {
             (Some(c), Some(l)) => Some(c.min(l)),
             (c, l) => c.or(l),
         };
-        if let Some(b) = budget {
-            let dropped = message::trim_to_budget(&mut send, b);
-            if dropped > 0 {
-                tracing::info!(dropped, budget = b, "left out the oldest messages to fit the context");
-            }
+        let dropped = budget.map_or(0, |b| message::trim_to_budget(&mut send, b));
+        if dropped > 0 {
+            tracing::info!(dropped, budget, "left out the oldest messages to fit the context");
         }
         if !self.tools_active() {
             send = flatten_tool_blocks(send);
         }
-        send
+        (send, dropped)
     }
 
     fn tools_active(&self) -> bool {
@@ -210,7 +209,7 @@ impl Agent {
         emit(AgentEvent::Message(user));
         let mut truncated_before = false;
         for step in 1..=self.config.max_steps {
-            let mut send = self.messages_to_send(history);
+            let (mut send, _) = self.messages_to_send(history);
             let before = self.learned_budget;
             let out = loop {
                 let mut shown = false;
@@ -226,12 +225,9 @@ impl Agent {
                     Err(e) if e.is_context_refusal() && !shown => {
                         let estimate = send.iter().map(message::estimate_tokens).sum::<usize>();
                         self.learned_budget = Some(smaller_budget(&e, estimate, self.config.max_tokens()));
-                        let shorter = self.messages_to_send(history);
+                        let (shorter, left_out) = self.messages_to_send(history);
                         if shorter.len() < send.len() {
-                            let all = message::normalize(history, self.config.entry.supports_thinking == Some(true));
-                            emit(AgentEvent::ContextTrimmed {
-                                left_out: all.len().saturating_sub(shorter.len()),
-                            });
+                            emit(AgentEvent::ContextTrimmed { left_out });
                             send = shorter;
                             continue;
                         }
