@@ -42,6 +42,10 @@ pub const DS_CALL_END: &str = "<｜tool▁call▁end｜>";
 /// Separator between the call type and the function name.
 pub const DS_SEP: &str = "<｜tool▁sep｜>";
 
+/// Every marker that opens a tool call in one family's syntax or another (Hermes/Qwen, Mistral, Llama 3.1's
+/// `<|python_tag|>`, DeepSeek's block and single call): what a family-agnostic reader of model output looks for.
+pub const TOOL_CALL_OPENERS: [&str; 5] = [HERMES_OPEN, MISTRAL_OPEN, PYTHON_TAG, DS_CALLS_BEGIN, DS_CALL_BEGIN];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Llama 3 JSON: at the start of the answer (only whitespace so far), a `{` opens a candidate tool call.

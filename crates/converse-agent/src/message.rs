@@ -244,23 +244,15 @@ fn estimate_text(s: &str) -> usize {
     ascii.div_ceil(4) + other
 }
 
-/// Markers that open a tool call written as text, in the families' own syntaxes (Llama 3.1, Hermes/Qwen, Mistral,
-/// DeepSeek).
-const CALL_MARKERS: [&str; 5] = [
-    "<|python_tag|>",
-    "<tool_call>",
-    "[TOOL_CALLS]",
-    "<｜tool▁calls▁begin｜>",
-    "<｜tool▁call▁begin｜>",
-];
-
 /// When an answer cut off at `max_tokens` is a tool call the model was still writing, the tool's name (empty if the
-/// name itself did not arrive): text that opens with a tool-call marker, or with a JSON object whose first key is
-/// `"name"` naming one of `tools` (Llama 3's form; an answer that merely is JSON with a `name` names no tool).
+/// name itself did not arrive): text that opens with any family's tool-call marker, or with a JSON object whose first
+/// key is `"name"` naming one of `tools` (Llama 3's form; an answer that merely is JSON with a `name` names no tool).
 /// Imported models return such a cut-off call as plain text.
 pub(crate) fn cut_off_tool_call(text: &str, tools: &[&str]) -> Option<String> {
     let t = text.trim_start();
-    let marked = CALL_MARKERS.iter().find_map(|m| t.strip_prefix(m));
+    let marked = chat_template::parse::TOOL_CALL_OPENERS
+        .iter()
+        .find_map(|m| t.strip_prefix(m));
     let body = marked.unwrap_or(t).trim_start().trim_start_matches('[').trim_start();
     // The name as far as it arrived, and whether it is whole.
     let name = body
