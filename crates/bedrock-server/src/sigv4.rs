@@ -119,11 +119,7 @@ pub(crate) fn verify(
     // Canonical headers from exactly the signed list.
     let mut canon_headers = String::new();
     for name in &p.signed_headers {
-        let values: Vec<String> = headers
-            .get_all(*name)
-            .iter()
-            .map(|v| collapse_spaces(&String::from_utf8_lossy(v.as_bytes())))
-            .collect();
+        let values = header_values(name, uri, headers);
         if values.is_empty() {
             return Err(AuthError::Invalid(format!(
                 "signed header {name:?} is missing from the request"
@@ -179,6 +175,34 @@ pub(crate) fn verify(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
             .into(),
     ))
+}
+
+/// The values of one signed header, as the canonical request takes them.
+///
+/// The request's authority is one value with two names. Over HTTP/2 the AWS SDK for JavaScript v3 signs the
+/// `:authority` pseudo-header in place of `host` (bedrock-runtime's HTTP/2 handler), and AWS accepts it; over HTTP/2
+/// an SDK that signed `host` may send no `host` header at all, the authority travelling in the URI. So either name
+/// is answered from the request itself: the URI's authority (how hyper presents HTTP/2's `:authority`), else the
+/// `host` header (HTTP/1.1). A value the client did not send is never made up: a request signed for another
+/// authority, or with its authority changed after signing, still fails the signature.
+fn header_values(name: &str, uri: &http::Uri, headers: &HeaderMap) -> Vec<String> {
+    let sent: Vec<String> = if name.starts_with(':') {
+        Vec::new()
+    } else {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| collapse_spaces(&String::from_utf8_lossy(v.as_bytes())))
+            .collect()
+    };
+    if !sent.is_empty() || !(name == ":authority" || name == "host") {
+        return sent;
+    }
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string));
+    authority.into_iter().collect()
 }
 
 fn parse_header<'a>(h: &'a str, headers: &HeaderMap) -> Result<Parsed<'a>, AuthError> {

@@ -187,3 +187,86 @@ async fn the_server_accepts_every_quantisation_the_engine_runs_and_names_a_bad_o
         Ok(_) => panic!("q5_k was accepted"),
     }
 }
+
+/// Signs a POST the way the AWS SDK for JavaScript v3 does over HTTP/2: the canonical request names `:authority`
+/// (written out here as the SigV4 specification defines it, not with the server's code) in place of `host`.
+fn signed_with_authority(authority: &str, path: &str, body: &[u8], time: SystemTime, secret: &str) -> (String, String) {
+    use sha2::{Digest as _, Sha256};
+    let amz_date = chrono::DateTime::<chrono::Utc>::from(time).format("%Y%m%dT%H%M%SZ").to_string();
+    let date = &amz_date[..8];
+    let payload = hex::encode(Sha256::digest(body));
+    let canonical = format!(
+        "POST\n{path}\n\n:authority:{authority}\ncontent-type:application/json\nx-amz-date:{amz_date}\n\n:authority;content-type;x-amz-date\n{payload}"
+    );
+    let scope = format!("{date}/us-east-1/bedrock/aws4_request");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let key = aws_sigv4::sign::v4::generate_signing_key(secret, time, "us-east-1", "bedrock");
+    let signature = aws_sigv4::sign::v4::calculate_signature(key.as_ref(), to_sign.as_bytes());
+    (
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{scope}, SignedHeaders=:authority;content-type;x-amz-date, Signature={signature}"
+        ),
+        amz_date,
+    )
+}
+
+fn request(uri: &str, host: Option<&str>, auth: &str, amz_date: &str, body: &[u8]) -> http::Request<Vec<u8>> {
+    let mut b = http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("x-amz-date", amz_date)
+        .header("authorization", auth);
+    if let Some(h) = host {
+        b = b.header("host", h);
+    }
+    b.body(body.to_vec()).expect("request")
+}
+
+#[test]
+fn sigv4_accepts_a_signed_authority_pseudo_header_in_either_protocol() {
+    let now = SystemTime::now();
+    let body = br#"{"messages":[]}"#;
+    let path = "/model/my-model/converse";
+    let (auth, date) = signed_with_authority("127.0.0.1:8777", path, body, now, "secret/key");
+    // HTTP/2: hyper gives the `:authority` in the URI, and there is no host header.
+    let h2 = request(&format!("http://127.0.0.1:8777{path}"), None, &auth, &date, body);
+    assert_eq!(check(&h2, body, now), Ok(()));
+    // HTTP/1.1: the authority is the host header.
+    let h1 = request(path, Some("127.0.0.1:8777"), &auth, &date, body);
+    assert_eq!(check(&h1, body, now), Ok(()));
+}
+
+#[test]
+fn sigv4_refuses_a_signature_for_another_or_a_tampered_authority() {
+    let now = SystemTime::now();
+    let body = b"{}";
+    let path = "/model/my-model/converse";
+    // Signed for another server, sent to this one.
+    let (auth, date) = signed_with_authority("bedrock-runtime.us-east-1.example:443", path, body, now, "secret/key");
+    let h2 = request(&format!("http://127.0.0.1:8777{path}"), None, &auth, &date, body);
+    assert!(matches!(check(&h2, body, now), Err(AuthError::Invalid(_))));
+    // Signed for this server, the authority changed on the way.
+    let (auth, date) = signed_with_authority("127.0.0.1:8777", path, body, now, "secret/key");
+    let tampered = request(&format!("http://127.0.0.1:9999{path}"), None, &auth, &date, body);
+    assert!(matches!(check(&tampered, body, now), Err(AuthError::Invalid(_))));
+    let tampered = request(path, Some("127.0.0.1:9999"), &auth, &date, body);
+    assert!(matches!(check(&tampered, body, now), Err(AuthError::Invalid(_))));
+    // No authority at all.
+    let none = request(path, None, &auth, &date, body);
+    assert!(matches!(check(&none, body, now), Err(AuthError::Invalid(m)) if m.contains(":authority")));
+}
+
+#[test]
+fn sigv4_takes_a_signed_host_from_the_uri_over_http2() {
+    // An SDK that signs `host` over HTTP/2 sends the authority as `:authority` only.
+    let uri = "http://127.0.0.1:8777/model/my-model/converse";
+    let now = SystemTime::now();
+    let body = b"{}";
+    let mut req = signed("POST", uri, body, now, "secret/key", true);
+    req.headers_mut().remove("host");
+    assert_eq!(check(&req, body, now), Ok(()));
+}
