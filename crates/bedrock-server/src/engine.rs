@@ -114,8 +114,8 @@ impl Engine {
         self.inner.context_length()
     }
 
-    /// Starts a generation; dropping the stream cancels it.
-    pub(crate) fn generate(&self, req: GenRequest) -> Result<BoxStream<'static, GenEvent>, GenError> {
+    /// Starts a generation; dropping the stream cancels it. Also returns the prompt's length in tokens.
+    pub(crate) fn generate(&self, req: GenRequest) -> Result<(usize, BoxStream<'static, GenEvent>), GenError> {
         use futures::StreamExt as _;
         let r = infer_engine::GenerateRequest {
             prompt: req.prompt,
@@ -144,7 +144,8 @@ impl Engine {
             infer_engine::Error::Grammar(m) => GenError::Grammar(m),
             other => GenError::Other(other.to_string()),
         })?;
-        Ok(generation
+        let prompt_tokens = generation.prompt_tokens();
+        let events = generation
             .map(|e| match e {
                 infer_engine::EngineEvent::Delta { text } => GenEvent::Delta(text),
                 infer_engine::EngineEvent::Done {
@@ -162,6 +163,7 @@ impl Engine {
                 },
                 infer_engine::EngineEvent::Failed { message } => GenEvent::Failed(message),
             })
-            .boxed())
+            .boxed();
+        Ok((prompt_tokens, events))
     }
 }

@@ -342,6 +342,8 @@ enum Step {
 
 struct Run {
     events: BoxStream<'static, GenEvent>,
+    /// The prompt's length in tokens, known before the first token (the Llama-format stream's first chunk says it).
+    prompt_tokens: usize,
     parser: Parser,
     deadline: tokio::time::Instant,
     model_arn: String,
@@ -368,7 +370,7 @@ impl Run {
         let started = tokio::task::spawn_blocking(move || engine.engine.generate(req))
             .await
             .map_err(|e| ApiError::internal(format!("starting the generation failed: {e}")))?;
-        let events = started.map_err(|e| match e {
+        let (prompt_tokens, events) = started.map_err(|e| match e {
             GenError::QueueFull => {
                 ApiError::throttling("Too many requests, please wait before trying again. The model's request queue is full.")
             }
@@ -383,6 +385,7 @@ impl Run {
         let timeout = app.config.model_timeout.unwrap_or(MODEL_TIMEOUT);
         Ok(Run {
             events,
+            prompt_tokens,
             parser,
             deadline: tokio::time::Instant::now() + timeout,
             model_arn: model.arn.clone(),
@@ -768,7 +771,9 @@ async fn invoke(
                         }
                     }
                     .map_err(|e| ApiError::internal(e.to_string()))?;
-                    return Ok(json_response(StatusCode::OK, &v));
+                    let mut resp = json_response(StatusCode::OK, &v);
+                    usage_headers(resp.headers_mut(), p, c, ms(started.elapsed()));
+                    return Ok(resp);
                 }
                 Step::Failed(e) => return Err(e),
             }
@@ -784,9 +789,10 @@ async fn invoke(
                 Step::Text { raw, pieces } => {
                     generated += 1;
                     match format {
+                        // As Bedrock's Llama stream: the prompt's count in the first chunk, null after it.
                         InvokeFormat::BedrockCompletion => serde_json::to_value(inv::BedrockCompletionChunk {
                             generation: raw,
-                            prompt_token_count: None,
+                            prompt_token_count: (generated == 1).then(|| u32c(run.prompt_tokens)),
                             generation_token_count: generated,
                             stop_reason: None,
                             invocation_metrics: None,
@@ -908,6 +914,16 @@ async fn invoke(
         rx,
         Some(("x-amzn-bedrock-content-type", "application/json")),
     ))
+}
+
+/// The usage headers of an InvokeModel answer. They are not in the service model, but Bedrock sends them and clients
+/// read usage from them (LiteLLM does, and without them reports its own estimate instead of the model's count).
+/// A stream's answer has its headers before any token, so a stream carries the counts in its last chunk instead
+/// (`amazon-bedrock-invocationMetrics`).
+fn usage_headers(h: &mut HeaderMap, input_tokens: u32, output_tokens: u32, latency_ms: u64) {
+    h.insert("x-amzn-bedrock-input-token-count", input_tokens.into());
+    h.insert("x-amzn-bedrock-output-token-count", output_tokens.into());
+    h.insert("x-amzn-bedrock-invocation-latency", latency_ms.into());
 }
 
 /// Splits pieces into OpenAI chat content, reasoning and tool calls.

@@ -173,6 +173,47 @@ async fn converse_and_invoke_on_a_warm_model() {
     let last = chunks.last().expect("chunks");
     assert!(last.get("amazon-bedrock-invocationMetrics").is_some(), "{last}");
     assert!(last["stop_reason"].is_string(), "{last}");
+    // As Bedrock's Llama stream: the prompt's count in the first chunk (and the last), null in between.
+    let prompt_tokens = last["prompt_token_count"].as_u64().expect("last prompt_token_count");
+    assert_eq!(chunks[0]["prompt_token_count"].as_u64(), Some(prompt_tokens), "{chunks:?}");
+    for c in &chunks[1..chunks.len() - 1] {
+        assert!(c["prompt_token_count"].is_null(), "{c}");
+    }
+
+    // InvokeModel's usage headers carry the model's own counts (LiteLLM reads usage from them).
+    let path = format!(
+        "/model/{}/invoke",
+        percent_encoding::utf8_percent_encode(&arn, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let (status, headers, body) = common::raw(
+        &local.server,
+        "POST",
+        &path,
+        &[("content-type", "application/json"), ("accept", "application/json")],
+        br#"{"prompt":"Hello","max_gen_len":4,"temperature":0}"#.to_vec(),
+        Some(common::Sign::good(&local.server, "bedrock")),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let header = |name: &str| -> u64 {
+        headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {headers:?}"))
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("a number")
+    };
+    assert_eq!(
+        header("x-amzn-bedrock-input-token-count"),
+        v["prompt_token_count"].as_u64().expect("prompt count")
+    );
+    assert_eq!(
+        header("x-amzn-bedrock-output-token-count"),
+        v["generation_token_count"].as_u64().expect("generation count")
+    );
+    header("x-amzn-bedrock-invocation-latency");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
