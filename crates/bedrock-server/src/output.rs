@@ -32,6 +32,10 @@ impl OutputMode {
 pub(crate) struct Parser {
     /// `None`: the text is passed through as it is.
     inner: Option<OutputParser>,
+    /// A forced tool call: the grammar allows nothing but the call, so any text is a call that did not close (cut off
+    /// at the token limit). It is not returned: a client that forced a call gets the call or nothing, never the raw
+    /// `<tool_call>…` text as an answer.
+    call_only: bool,
 }
 
 impl Parser {
@@ -42,19 +46,31 @@ impl Parser {
             OutputMode::Free => Some(OutputParser::new(syntax, prompt_opens_thinking(prompt))),
             OutputMode::Structured(_) => None,
         };
-        Parser { inner }
-    }
-
-    pub(crate) fn feed(&mut self, text: &str) -> Vec<Piece> {
-        match &mut self.inner {
-            Some(p) => map(p.feed(text)),
-            None if text.is_empty() => Vec::new(),
-            None => vec![Piece::Text(text.to_owned())],
+        Parser {
+            inner,
+            call_only: matches!(mode, OutputMode::ToolCall(_)),
         }
     }
 
+    pub(crate) fn feed(&mut self, text: &str) -> Vec<Piece> {
+        let pieces = match &mut self.inner {
+            Some(p) => map(p.feed(text)),
+            None if text.is_empty() => Vec::new(),
+            None => vec![Piece::Text(text.to_owned())],
+        };
+        self.keep(pieces)
+    }
+
     pub(crate) fn finish(&mut self) -> Vec<Piece> {
-        self.inner.as_mut().map(|p| map(p.finish())).unwrap_or_default()
+        let pieces = self.inner.as_mut().map(|p| map(p.finish())).unwrap_or_default();
+        self.keep(pieces)
+    }
+
+    fn keep(&self, mut pieces: Vec<Piece>) -> Vec<Piece> {
+        if self.call_only {
+            pieces.retain(|p| matches!(p, Piece::ToolCall { .. }));
+        }
+        pieces
     }
 }
 
@@ -143,6 +159,22 @@ mod tests {
         assert!(id.starts_with("tooluse_"));
         assert_eq!(name, "get_weather");
         assert_eq!(input, serde_json::json!({"city": "Paris"}));
+    }
+
+    #[test]
+    fn a_forced_call_cut_off_is_never_returned_as_text() {
+        let tools =
+            vec![serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})];
+        let mode = output_mode(ToolSyntax::Hermes, &ToolRequirement::Any, Some(&tools), None);
+        let mut p = Parser::new(ToolSyntax::Hermes, "", &mode);
+        let mut pieces = p.feed("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": \"bbbb");
+        pieces.extend(p.finish());
+        assert!(pieces.is_empty(), "{pieces:?}");
+        // A whole call still comes back.
+        let mut p = Parser::new(ToolSyntax::Hermes, "", &mode);
+        let mut pieces = p.feed("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>");
+        pieces.extend(p.finish());
+        assert!(matches!(pieces.as_slice(), [Piece::ToolCall { name, .. }] if name == "f"), "{pieces:?}");
     }
 
     #[test]

@@ -25,50 +25,72 @@ fn x_guidance() -> Json {
 const NUMBER_BOUND: f64 = 1e15;
 const INTEGER_BOUND: i64 = 9_007_199_254_740_991;
 
-/// Adds [`NUMBER_BOUND`] / [`INTEGER_BOUND`] limits to every unbounded numeric schema inside `schema`.
-pub fn bound_numbers(schema: &mut Json) {
+/// Calls `f` on `schema` and on every schema nested inside it (properties, items, combinators, definitions).
+fn for_each_schema(schema: &mut Json, f: &mut dyn FnMut(&mut serde_json::Map<String, Json>)) {
     use serde_json::Value;
     let Some(obj) = schema.as_object_mut() else { return };
-    let types: Vec<String> = match obj.get("type") {
-        Some(Value::String(t)) => vec![t.clone()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
-        _ => vec![],
-    };
-    let integer_only = types.iter().any(|t| t == "integer") && !types.iter().any(|t| t == "number");
-    if types.iter().any(|t| t == "number" || t == "integer") {
-        let (lo, hi) = if integer_only {
-            (Value::from(-INTEGER_BOUND), Value::from(INTEGER_BOUND))
-        } else {
-            (Value::from(-NUMBER_BOUND), Value::from(NUMBER_BOUND))
-        };
-        if !obj.contains_key("minimum") && !obj.contains_key("exclusiveMinimum") {
-            obj.insert("minimum".into(), lo);
-        }
-        if !obj.contains_key("maximum") && !obj.contains_key("exclusiveMaximum") {
-            obj.insert("maximum".into(), hi);
-        }
-    }
+    f(obj);
     for (key, v) in obj.iter_mut() {
         match key.as_str() {
             "properties" | "patternProperties" | "$defs" | "definitions" | "dependentSchemas" => {
                 if let Some(m) = v.as_object_mut() {
-                    m.values_mut().for_each(bound_numbers);
+                    m.values_mut().for_each(|s| for_each_schema(s, f));
                 }
             }
             "items" | "additionalProperties" | "not" | "contains" | "if" | "then" | "else" | "additionalItems" => {
                 match v {
-                    Value::Array(a) => a.iter_mut().for_each(bound_numbers),
-                    other => bound_numbers(other),
+                    Value::Array(a) => a.iter_mut().for_each(|s| for_each_schema(s, f)),
+                    other => for_each_schema(other, f),
                 }
             }
             "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
                 if let Some(a) = v.as_array_mut() {
-                    a.iter_mut().for_each(bound_numbers);
+                    a.iter_mut().for_each(|s| for_each_schema(s, f));
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Adds [`NUMBER_BOUND`] / [`INTEGER_BOUND`] limits to every unbounded numeric schema inside `schema`.
+pub fn bound_numbers(schema: &mut Json) {
+    use serde_json::Value;
+    for_each_schema(schema, &mut |obj| {
+        let types: Vec<String> = match obj.get("type") {
+            Some(Value::String(t)) => vec![t.clone()],
+            Some(Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+            _ => vec![],
+        };
+        let integer_only = types.iter().any(|t| t == "integer") && !types.iter().any(|t| t == "number");
+        if types.iter().any(|t| t == "number" || t == "integer") {
+            let (lo, hi) = if integer_only {
+                (Value::from(-INTEGER_BOUND), Value::from(INTEGER_BOUND))
+            } else {
+                (Value::from(-NUMBER_BOUND), Value::from(NUMBER_BOUND))
+            };
+            if !obj.contains_key("minimum") && !obj.contains_key("exclusiveMinimum") {
+                obj.insert("minimum".into(), lo);
+            }
+            if !obj.contains_key("maximum") && !obj.contains_key("exclusiveMaximum") {
+                obj.insert("maximum".into(), hi);
+            }
+        }
+    });
+}
+
+/// Sets `additionalProperties: false` on every object schema inside `schema` that declares `properties` and says
+/// nothing of other keys: a forced call is held to the properties its tool declares. JSON Schema's default allows
+/// any other key, and the schemas agent frameworks generate (LangChain's `with_structured_output`, Strands' `@tool`,
+/// pydantic's) never set it; constrained to such a schema, a small model goes on inventing keys (`temperature_f`,
+/// `temperature_c_min`, …) until its token limit, and the call never closes. An object that declares no properties
+/// (`{"type": "object"}`) stays open: nothing is declared to hold it to.
+pub fn close_objects(schema: &mut Json) {
+    for_each_schema(schema, &mut |obj| {
+        if obj.contains_key("properties") && !obj.contains_key("additionalProperties") {
+            obj.insert("additionalProperties".into(), Json::Bool(false));
+        }
+    });
 }
 
 /// `(name, parameters schema)` of each OpenAI-style tool (`{"type": "function", "function": {...}}`, or the bare
@@ -95,6 +117,7 @@ fn all_functions(tools: &[Json]) -> Vec<(&str, Json)> {
                 .cloned()
                 .unwrap_or_else(|| json!({"type": "object"}));
             bound_numbers(&mut params);
+            close_objects(&mut params);
             Some((name, params))
         })
         .collect()
