@@ -1,8 +1,8 @@
 """Drives the local Bedrock with boto3, an independent client: S3 (incl. multipart), an import job, and the runtime.
 
-Usage: python flow.py MODEL_DIR   (endpoint, region and credentials from AWS_ENDPOINT_URL, AWS_REGION,
+Usage: python boto3_flow.py MODEL_DIR   (endpoint, region and credentials from AWS_ENDPOINT_URL, AWS_REGION,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Set CMI_BOTO3_RUNTIME=1 to also run Converse / ConverseStream with tools
-(needs a server built with the inference engine).
+(needs a server built with the inference engine). Run by crates/cmi/tests/clients.rs.
 """
 
 import json

@@ -1,0 +1,355 @@
+//! The client conformance suite (issue 20): the clients our users run, installed from their registries by the suite
+//! itself, drive a real `cmi serve`.
+//!
+//! - the AWS SDK for JavaScript v3 (`clients/js/flow.mjs`), once with bedrock-runtime's default HTTP/2 handler and
+//!   once with its HTTP/1.1 handler: S3 with a `lib-storage` multipart upload, an import job to Completed,
+//!   Converse, ConverseStream (text and a forced tool call), InvokeModel, InvokeModelWithResponseStream, typed
+//!   errors;
+//! - boto3 (`clients/python/boto3_flow.py`) and the AWS CLI;
+//! - LiteLLM, Strands Agents and LangChain's `ChatBedrockConverse` (`clients/python/frameworks.py`) on the real
+//!   demo model, whose own template and context fit their tool prompts.
+//!
+//! The SDK clients import a tiny random Qwen2 model themselves (its window raised for tool prompts, as the boto3
+//! test always did); the demo model is imported with `cmi import`. Versions are pinned in `clients/js/package.json`
+//! and `clients/python/*.txt`; each set is installed once into `$HOME/.cache/cmi/clients/<kind>-<hash of the pins>`
+//! and reused while the pins stay the same. Every client runs even when an earlier one failed, and the test fails
+//! at the end naming each one that did, with its output.
+//!
+//! Needs the npm and PyPI registries, so it is opt-in: `cargo test -p cmi --test clients -- --ignored` (a step of
+//! `.ci/run`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+mod common;
+
+use common::{cmi_command, convert_demo, start_serve, text};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn clients_dir() -> PathBuf {
+    repo().join("clients")
+}
+
+/// Where installs are kept between runs: `$HOME/.cache/cmi/clients`.
+fn install_root() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(".cache/cmi/clients")
+}
+
+/// A directory named for the pinned versions (`pins` are the files that pin them), so that changed pins install
+/// afresh and unchanged ones are reused. `install` fills a fresh directory; it is kept only once it succeeded.
+fn installed(kind: &str, pins: &[PathBuf], install: impl FnOnce(&Path)) -> PathBuf {
+    let mut key = 0u32;
+    for p in pins {
+        let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        key = crc32c::crc32c_append(key, &bytes);
+    }
+    let dir = install_root().join(format!("{kind}-{key:08x}"));
+    let done = dir.join(".installed");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the install directory");
+        let t = Instant::now();
+        install(&dir);
+        std::fs::write(&done, "").expect("mark the install done");
+        eprintln!("installed {kind} into {} in {:.0?}", dir.display(), t.elapsed());
+    }
+    dir
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed\n{}", text(&out));
+}
+
+/// The JavaScript clients: `npm install` of `clients/js/package.json` (exact versions, no lockfile).
+fn js_install() -> PathBuf {
+    let pkg = clients_dir().join("js/package.json");
+    installed("js", std::slice::from_ref(&pkg), |dir| {
+        std::fs::copy(&pkg, dir.join("package.json")).expect("copy package.json");
+        run_ok(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--no-package-lock",
+                    "--loglevel=error",
+                ])
+                .current_dir(dir),
+            "npm install",
+        );
+    })
+}
+
+/// A venv with the pins of `requirements` (a file of `clients/python`) installed; returns its python.
+fn py_install(kind: &str, requirements: &str) -> PathBuf {
+    let req = clients_dir().join("python").join(requirements);
+    let dir = installed(kind, std::slice::from_ref(&req), |dir| {
+        run_ok(Command::new("python3").args(["-m", "venv"]).arg(dir), "python3 -m venv");
+        run_ok(
+            Command::new(dir.join("bin/python"))
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+                .arg(&req),
+            "pip install",
+        );
+    });
+    dir.join("bin/python")
+}
+
+/// A client's run: what it is, and how it went.
+struct Run {
+    client: String,
+    out: Output,
+    secs: f64,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+}
+
+struct Suite {
+    endpoint: String,
+    region: String,
+    key: String,
+    secret: String,
+    home: PathBuf,
+    runs: Vec<Run>,
+    failures: Vec<String>,
+}
+
+impl Suite {
+    /// `cmd` with the endpoint, region and credentials in the standard AWS variables, and nothing else of AWS.
+    fn aws_env(&self, mut cmd: Command) -> Command {
+        cmd.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", &self.region)
+            .env("AWS_DEFAULT_REGION", &self.region)
+            .env("AWS_ACCESS_KEY_ID", &self.key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_BEARER_TOKEN_BEDROCK")
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.home.join("no-aws-credentials"))
+            .env("AWS_CONFIG_FILE", self.home.join("no-aws-config"))
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `cmd` as `client` and checks that it succeeded and printed each of `expect`.
+    fn run(&mut self, client: &str, cmd: Command, expect: &[&str]) -> Option<String> {
+        let mut cmd = self.aws_env(cmd);
+        let t = Instant::now();
+        let out = cmd.output().unwrap_or_else(|e| panic!("{client}: {e}"));
+        let run = Run {
+            client: client.to_string(),
+            out,
+            secs: t.elapsed().as_secs_f64(),
+        };
+        let stdout = run.stdout();
+        let missing: Vec<_> = expect.iter().filter(|e| !stdout.contains(**e)).collect();
+        let passed = run.out.status.success() && missing.is_empty();
+        eprintln!("{} {client} ({:.1}s)", if passed { "PASS" } else { "FAIL" }, run.secs);
+        if !passed {
+            self.failures
+                .push(format!("{client}: missing {missing:?}\n{}", text(&run.out)));
+        }
+        self.runs.push(run);
+        passed.then_some(stdout)
+    }
+}
+
+fn tiny_qwen(dir: &Path) {
+    test_support::tiny_model(dir, test_support::Family::Qwen2).expect("tiny model");
+    // Qwen's tool prompt needs more than the tiny model's 512-token window in a byte-level vocabulary.
+    let cfg_path = dir.join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).expect("config")).expect("json");
+    cfg["max_position_embeddings"] = 4096.into();
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "installs its clients from the npm and PyPI registries"]
+async fn clients_drive_the_local_bedrock() {
+    let started = Instant::now();
+    let home = tempfile::tempdir().expect("home");
+    let home = home.path().to_path_buf();
+    let command = |args: &[&str]| {
+        let mut c = cmi_command(&home, &home.join("cache"), args);
+        c.env("CMI_DATA_DIR", home.join("server"));
+        c
+    };
+
+    // Installs and the demo model's conversion run beside each other; the server starts meanwhile.
+    let demo = home.join("smollm2");
+    let (js, py, cli) = std::thread::scope(|s| {
+        let js = s.spawn(js_install);
+        let py = s.spawn(|| py_install("py", "requirements.txt"));
+        let cli = s.spawn(|| py_install("awscli", "awscli.txt"));
+        convert_demo(&home, &demo);
+        (
+            js.join().expect("js install"),
+            py.join().expect("python install"),
+            cli.join().expect("awscli install"),
+        )
+    });
+    eprintln!("installs and demo model ready after {:.0?}", started.elapsed());
+
+    let log = std::fs::File::create(home.join("serve.log")).expect("serve.log");
+    let mut serve = command(&["serve", "--port", "0", "--warm"]);
+    serve.env("CMI_LOG", "warn");
+    let _serve = start_serve(serve, log.into(), &home.join("server/endpoint.json"));
+    let server = bedrock_server::find_running(&home.join("server"))
+        .await
+        .expect("the cmi serve is advertised");
+
+    let out = command(&["import", demo.to_str().expect("utf-8"), "--name", "smol", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cmi import runs");
+    assert!(out.status.success(), "cmi import failed\n{}", text(&out));
+    let imported: Value = serde_json::from_slice(&out.stdout).expect("import --json");
+    let demo_arn = imported["modelArn"].as_str().expect("modelArn").to_string();
+
+    let tiny = home.join("tiny");
+    tiny_qwen(&tiny);
+
+    let mut suite = Suite {
+        endpoint: server.endpoint_url.clone(),
+        region: server.region.clone(),
+        key: server.credentials.access_key_id.clone(),
+        secret: server.credentials.secret_access_key.clone(),
+        home: home.clone(),
+        runs: Vec::new(),
+        failures: Vec::new(),
+    };
+
+    tokio::task::block_in_place(|| {
+        // The JavaScript SDK runs from the install directory, where Node resolves its packages.
+        std::fs::copy(clients_dir().join("js/flow.mjs"), js.join("flow.mjs")).expect("copy flow.mjs");
+        let js_steps = [
+            "ok s3",
+            "ok import",
+            "ok control-plane errors",
+            "ok converse ",
+            "ok converse tool ",
+            "ok converse tool result",
+            "ok converse-stream ",
+            "ok converse-stream tool",
+            "ok invoke ",
+            "ok invoke openai-chat",
+            "ok invoke-stream",
+            "ok runtime errors",
+        ];
+        for mode in ["h2", "h1"] {
+            let mut c = Command::new("node");
+            c.arg(js.join("flow.mjs")).arg(&tiny).arg(mode).arg(mode);
+            let mut expect = js_steps.to_vec();
+            let done = format!("js flow ok ({mode})");
+            expect.push(&done);
+            suite.run(&format!("js-sdk-v3 {mode}"), c, &expect);
+        }
+
+        let mut c = Command::new(&py);
+        c.arg(clients_dir().join("python/boto3_flow.py"))
+            .arg(&tiny)
+            .env("CMI_BOTO3_RUNTIME", "1");
+        suite.run(
+            "boto3",
+            c,
+            &["boto3 flow ok", "converse-stream with tools ok", "invoke ok"],
+        );
+
+        aws_cli(&mut suite, &cli, &demo_arn);
+
+        for (framework, expect) in [
+            ("litellm", &["litellm suite ok"][..]),
+            ("strands", &["strands suite ok"][..]),
+            ("langchain", &["langchain suite ok"][..]),
+        ] {
+            let mut c = Command::new(&py);
+            c.arg(clients_dir().join("python/frameworks.py"))
+                .arg(&demo_arn)
+                .arg(framework);
+            // LiteLLM fetches its model price list from the network unless told to use the copy it ships.
+            c.env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
+            suite.run(framework, c, expect);
+        }
+    });
+
+    eprintln!("\nclient conformance, {:.0?} in all:", started.elapsed());
+    for r in &suite.runs {
+        let steps = r.stdout().lines().filter(|l| l.starts_with("ok ")).count();
+        eprintln!(
+            "  {:<16} {:>6.1}s  {steps} steps  exit {:?}",
+            r.client,
+            r.secs,
+            r.out.status.code()
+        );
+    }
+    assert!(
+        suite.failures.is_empty(),
+        "{} client run(s) failed:\n\n{}\n--- serve.log (tail)\n{}",
+        suite.failures.len(),
+        suite.failures.join("\n\n"),
+        tail(&home.join("serve.log"), 40)
+    );
+}
+
+/// The AWS CLI (botocore under it, its own install): S3, the control plane and Converse.
+fn aws_cli(suite: &mut Suite, python: &Path, model_arn: &str) {
+    let aws = python.with_file_name("aws");
+    let mut c = Command::new("bash");
+    let script = format!(
+        r#"set -euo pipefail
+echo hello > "$TMP/f.txt"
+aws s3 mb s3://cli-bucket
+aws s3 cp "$TMP/f.txt" s3://cli-bucket/f.txt
+aws s3 ls s3://cli-bucket/ | grep -q f.txt && echo "ok cli s3"
+aws bedrock list-imported-models --query 'modelSummaries[].modelArn' --output text | grep -q '{model_arn}' && echo "ok cli list-imported-models"
+aws bedrock-runtime converse --model-id '{model_arn}' --messages '[{{"role":"user","content":[{{"text":"Hello"}}]}}]' \
+  --inference-config maxTokens=8,temperature=0 --query stopReason --output text | grep -Eq 'end_turn|max_tokens' && echo "ok cli converse"
+echo "aws cli ok"
+"#
+    );
+    let tmp = suite.home.join("cli");
+    std::fs::create_dir_all(&tmp).expect("cli dir");
+    c.arg("-c").arg(script).env("TMP", &tmp).env(
+        "PATH",
+        format!(
+            "{}:{}",
+            aws.parent().expect("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    suite.run(
+        "aws-cli",
+        c,
+        &[
+            "ok cli s3",
+            "ok cli list-imported-models",
+            "ok cli converse",
+            "aws cli ok",
+        ],
+    );
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<_> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
