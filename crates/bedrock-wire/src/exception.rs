@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 /// The HTTP header carrying the error type in restJson1 error responses.
 pub const ERROR_TYPE_HEADER: &str = "x-amzn-ErrorType";
 
-/// The modelled errors of the Bedrock Runtime operations (bedrock-cmi.md §3.7).
+/// The errors Bedrock answers with: those of the runtime operations (bedrock-cmi.md §3.7), of the control plane
+/// (`ConflictException`), and of the front door before any operation (an unknown operation, a missing or bad
+/// signature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorType {
@@ -31,11 +33,21 @@ pub enum ErrorType {
     InternalServer,
     /// 503.
     ServiceUnavailable,
+    /// 400, the control plane's "already exists" or "in use".
+    Conflict,
+    /// 404, no operation at this method and path.
+    UnknownOperation,
+    /// 403, the request carries no signature or token.
+    MissingAuthenticationToken,
+    /// 403, the access key (or API key) is not one the service knows.
+    UnrecognizedClient,
+    /// 403, the signature does not verify (or is stale).
+    InvalidSignature,
 }
 
 impl ErrorType {
     /// Every error type, for tests and tables.
-    pub const ALL: [ErrorType; 11] = [
+    pub const ALL: [ErrorType; 16] = [
         ErrorType::Validation,
         ErrorType::AccessDenied,
         ErrorType::ResourceNotFound,
@@ -47,6 +59,11 @@ impl ErrorType {
         ErrorType::ModelStreamError,
         ErrorType::InternalServer,
         ErrorType::ServiceUnavailable,
+        ErrorType::Conflict,
+        ErrorType::UnknownOperation,
+        ErrorType::MissingAuthenticationToken,
+        ErrorType::UnrecognizedClient,
+        ErrorType::InvalidSignature,
     ];
 
     /// The shape name, as sent in `x-amzn-ErrorType` (e.g. `ValidationException`).
@@ -63,15 +80,23 @@ impl ErrorType {
             ErrorType::ModelStreamError => "ModelStreamErrorException",
             ErrorType::InternalServer => "InternalServerException",
             ErrorType::ServiceUnavailable => "ServiceUnavailableException",
+            ErrorType::Conflict => "ConflictException",
+            ErrorType::UnknownOperation => "UnknownOperationException",
+            ErrorType::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorType::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorType::InvalidSignature => "InvalidSignatureException",
         }
     }
 
     /// The HTTP status code of the error response.
     pub fn status(self) -> u16 {
         match self {
-            ErrorType::Validation | ErrorType::ServiceQuotaExceeded => 400,
-            ErrorType::AccessDenied => 403,
-            ErrorType::ResourceNotFound => 404,
+            ErrorType::Validation | ErrorType::ServiceQuotaExceeded | ErrorType::Conflict => 400,
+            ErrorType::AccessDenied
+            | ErrorType::MissingAuthenticationToken
+            | ErrorType::UnrecognizedClient
+            | ErrorType::InvalidSignature => 403,
+            ErrorType::ResourceNotFound | ErrorType::UnknownOperation => 404,
             ErrorType::ModelTimeout => 408,
             ErrorType::Throttling | ErrorType::ModelNotReady => 429,
             ErrorType::ModelError | ErrorType::ModelStreamError => 424,

@@ -19,6 +19,11 @@ fn names_and_statuses_follow_the_service_model() {
             ("ModelStreamErrorException", 424),
             ("InternalServerException", 500),
             ("ServiceUnavailableException", 503),
+            ("ConflictException", 400),
+            ("UnknownOperationException", 404),
+            ("MissingAuthenticationTokenException", 403),
+            ("UnrecognizedClientException", 403),
+            ("InvalidSignatureException", 403),
         ]
     );
 }
