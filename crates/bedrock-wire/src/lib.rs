@@ -11,7 +11,9 @@
 //!   and the OpenAI `tool_choice`;
 //! - [`template`]: Converse messages and tools in the Hugging Face / OpenAI shape chat templates expect;
 //! - [`assembler`]: [`StreamAssembler`], which turns generated pieces into the exact ConverseStream event sequence or
-//!   into the equivalent non-streaming ConverseResponse.
+//!   into the equivalent non-streaming ConverseResponse;
+//! - [`invoke_assembler`]: [`InvokeAssembler`], the same for InvokeModel's body formats (stream chunks or the whole
+//!   body) and the OpenAI chat chunks.
 
 pub mod assembler;
 pub mod converse;
@@ -19,6 +21,7 @@ mod error;
 pub mod eventstream;
 pub mod exception;
 pub mod invoke;
+pub mod invoke_assembler;
 pub mod stream;
 pub mod structured;
 pub mod template;
@@ -34,6 +37,7 @@ pub use eventstream::{
 };
 pub use exception::{ErrorBody, ErrorType};
 pub use invoke::{InvokeFormat, InvokeRequest, parse_invoke_request};
+pub use invoke_assembler::{InvokeAssembler, InvokeFinish};
 pub use stream::ConverseStreamEvent;
 pub use structured::{StructuredOutput, ToolChoiceRequest};
 pub use template::{TemplateInput, ToolRequirement, converse_to_template_input};
