@@ -1,4 +1,5 @@
-//! Server assembly: state, the single axum app, request dispatch (health, Bedrock, S3) and the endpoint advertisement.
+//! Server assembly and the route table: health, the Bedrock operations (control plane, runtime, the OpenAI-compatible
+//! surfaces) behind their authentication, and S3 for everything else; and the endpoint advertisement.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,66 +12,21 @@ use axum::response::{IntoResponse as _, Response};
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 
+use bedrock_wire::ErrorType;
+
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::runtime::models::{Models, QUANTIZE_CHOICES, parse_quantize_setting};
+use crate::runtime::openai;
 use crate::s3::S3;
-use crate::{Credentials, Error, RunningElsewhere, RunningServer, ServerConfig, control, creds, jobs, runtime, sigv4};
+use crate::state::App;
+use crate::{Error, RunningElsewhere, RunningServer, ServerConfig, control, creds, jobs, runtime, sigv4};
 
-/// The account id in every ARN the server mints.
-pub(crate) const ACCOUNT: &str = "000000000000";
 /// Largest Bedrock request body (InvokeModel's documented blob limit is 25,000,000 bytes).
 pub(crate) const MAX_BODY: usize = 25_000_000;
 /// Path of the unauthenticated health probe (not a valid bucket name, so it never shadows S3).
 pub(crate) const HEALTH_PATH: &str = "/_cmi/health";
 const ENDPOINT_FILE: &str = "endpoint.json";
-
-/// Shared state of one running server.
-pub(crate) struct App {
-    pub(crate) config: ServerConfig,
-    pub(crate) creds: Credentials,
-    pub(crate) db: Db,
-    pub(crate) s3: S3,
-    pub(crate) models_dir: PathBuf,
-    pub(crate) runtime: runtime::Models,
-    pub(crate) invocations: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// A counted in-flight Invoke request; released on drop.
-pub(crate) struct InvokeSlot(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for InvokeSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl App {
-    /// See [`RunningServer::loaded_models`].
-    pub(crate) fn loaded_models(&self) -> Vec<(String, Option<String>)> {
-        let loaded = self.runtime.loaded();
-        let models = self.db.models().unwrap_or_default();
-        loaded
-            .into_iter()
-            .filter_map(|(id, q)| models.iter().find(|m| m.id == id).map(|m| (m.name.clone(), q)))
-            .collect()
-    }
-
-    pub(crate) fn region(&self) -> &str {
-        &self.config.region
-    }
-    /// Takes one of the concurrent-invocation slots, if any is free.
-    pub(crate) fn invoke_slot(&self) -> Option<InvokeSlot> {
-        use std::sync::atomic::Ordering;
-        let max = self.config.max_concurrent_requests;
-        self.invocations
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
-            .ok()?;
-        Some(InvokeSlot(self.invocations.clone()))
-    }
-    pub(crate) fn arn(&self, kind: &str, id: &str) -> String {
-        format!("arn:aws:bedrock:{}:{ACCOUNT}:{kind}/{id}", self.config.region)
-    }
-}
 
 pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let data_dir = config.data_dir.clone();
@@ -80,7 +36,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
     })?;
     // The engine's own parser decides, so every quantisation it runs is accepted here.
     if let Some(q) = &config.quantize
-        && q.parse::<infer_engine::Quantize>().is_err()
+        && !matches!(parse_quantize_setting(q), Ok(Some(_)))
     {
         return Err(Error::Config {
             field: "quantize",
@@ -89,15 +45,16 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         });
     }
     for (name, q) in &config.model_quantize {
-        if crate::engine::check_quantize(q).is_err() {
+        if parse_quantize_setting(q).is_err() {
             return Err(Error::Config {
                 field: "model_quantize",
                 value: format!("{name}={q}"),
-                expected: crate::engine::QUANTIZE_CHOICES,
+                expected: QUANTIZE_CHOICES,
             });
         }
     }
     let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;
+    let api_key = creds::resolve_api_key(&data_dir)?;
     let db = Db::open(&data_dir.join("state.sqlite3"))?;
     let s3 = S3::new(&data_dir.join("s3"), &creds)?;
     let models_dir = data_dir.join("models");
@@ -118,16 +75,17 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
     })?;
 
     let app = Arc::new(App {
-        runtime: runtime::Models::new(&config),
+        runtime: Models::new(&config),
         config: config.clone(),
         creds: creds.clone(),
+        api_key: api_key.clone(),
         db,
         s3,
         models_dir,
         invocations: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     });
     jobs::resume(&app);
-    runtime::start_background(&app);
+    start_idle_unload(&app);
 
     let router = axum::Router::new().fallback(dispatch).with_state(app.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -155,10 +113,24 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         addr,
         region: config.region,
         credentials: creds,
+        api_key,
         shutdown: Some(tx),
         advertised,
         task: Some(task),
     })
+}
+
+/// Starts the idle-unload sweeper.
+fn start_idle_unload(app: &Arc<App>) {
+    let weak = Arc::downgrade(app);
+    let period = (app.config.idle_unload / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(app) = weak.upgrade() else { return };
+            app.runtime.unload_idle();
+        }
+    });
 }
 
 async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
@@ -176,43 +148,77 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
 }
 
 fn is_bedrock(path: &str) -> bool {
-    path == "/model-import-jobs"
+    openai::surface(path).is_some()
+        || path == "/model-import-jobs"
         || path.starts_with("/model-import-jobs/")
         || path == "/imported-models"
         || path.starts_with("/imported-models/")
         || path.starts_with("/model/")
 }
 
+/// Authenticates a Bedrock request as the service does: a SigV4 signature, or a Bedrock API key as a bearer token.
+fn authenticate(app: &App, parts: &http::request::Parts, body: &[u8]) -> Result<(), ApiError> {
+    let bearer = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = bearer {
+        return if sigv4::constant_time_eq(token.trim().as_bytes(), app.api_key.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorType::UnrecognizedClient,
+                "The security token included in the request is invalid (the API key is not this server's).",
+            ))
+        };
+    }
+    sigv4::verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        &app.creds,
+        SystemTime::now(),
+    )
+    .map_err(|e| {
+        let (kind, message) = e.kind_and_message();
+        tracing::debug!(code = %kind, message, path = parts.uri.path(), "refused unsigned or badly signed request");
+        ApiError::new(kind, message)
+    })
+}
+
 async fn bedrock(app: Arc<App>, req: Request<Body>) -> Response {
     let (parts, body) = req.into_parts();
+    let surface = openai::surface(parts.uri.path());
+    let refuse = |e: ApiError| {
+        if surface.is_some() {
+            e.openai_response()
+        } else {
+            e.into_response()
+        }
+    };
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     let body = match limited.collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ValidationException",
-                format!("request body exceeds the limit of {MAX_BODY} bytes"),
-            )
-            .into_response();
+            return refuse(ApiError::too_large(format!(
+                "request body exceeds the limit of {MAX_BODY} bytes"
+            )));
         }
     };
-    if let Err(e) = sigv4::verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        &app.creds,
-        SystemTime::now(),
-    ) {
-        let (code, message) = e.code_and_message();
-        tracing::debug!(
-            code,
-            message,
-            path = parts.uri.path(),
-            "refused unsigned or badly signed request"
-        );
-        return ApiError::new(StatusCode::FORBIDDEN, code, message).into_response();
+    if let Err(e) = authenticate(&app, &parts, &body) {
+        return refuse(e);
+    }
+    if let Some(surface) = surface {
+        if parts.method != Method::POST {
+            return refuse(ApiError::unknown_operation(format!(
+                "no operation for {} {}",
+                parts.method,
+                parts.uri.path()
+            )));
+        }
+        return openai::handle(&app, surface, &body).await;
     }
     let path = parts.uri.path().to_string();
     let query = sigv4::parse_query(parts.uri.query().unwrap_or(""));
@@ -234,18 +240,13 @@ async fn bedrock(app: Arc<App>, req: Request<Body>) -> Response {
             let rest = &p["/model/".len()..];
             match rest.rsplit_once('/') {
                 Some((id, op)) => return runtime::handle(&app, &seg(id), op, &parts.headers, body).await,
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "UnknownOperationException",
-                    "unknown operation",
-                )),
+                None => Err(ApiError::unknown_operation("unknown operation")),
             }
         }
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "UnknownOperationException",
-            format!("no operation for {} {path}", parts.method),
-        )),
+        _ => Err(ApiError::unknown_operation(format!(
+            "no operation for {} {path}",
+            parts.method
+        ))),
     };
     result.unwrap_or_else(|e| e.into_response())
 }
@@ -307,6 +308,7 @@ pub(crate) async fn find_running(data_dir: &Path) -> Option<RunningElsewhere> {
         endpoint_url: ad.endpoint_url,
         region: ad.region,
         credentials,
+        api_key: creds::read_api_key(data_dir).ok().flatten(),
     })
 }
 

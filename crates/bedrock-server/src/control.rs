@@ -7,26 +7,14 @@ use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::app::App;
 use crate::db::{Insert, JobRow, ModelRow};
 use crate::error::{ApiError, json as json_response};
+use crate::ids::{new_id, now};
+use crate::job_request::{parse_s3_uri, quantize_from_request};
 use crate::jobs;
+use crate::state::App;
 
 type R = Result<Response, ApiError>;
-
-pub(crate) fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// 12 characters of `[a-z0-9]`, as the service's resource ids.
-pub(crate) fn new_id() -> String {
-    use rand::Rng as _;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..12)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
-}
 
 fn invalid(value: &str, member: &str, constraint: &str) -> ApiError {
     ApiError::validation(format!(
@@ -91,22 +79,6 @@ pub(crate) fn valid_role_arn(s: &str) -> bool {
     (acct.is_empty() || (acct.len() == 12 && acct.chars().all(|c| c.is_ascii_digit()))) && !role.is_empty()
 }
 
-/// `s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/.*)?`, 1–1024. Returns (bucket, prefix).
-pub(crate) fn parse_s3_uri(s: &str) -> Option<(String, String)> {
-    if s.len() > 1024 {
-        return None;
-    }
-    let rest = s.strip_prefix("s3://")?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let ok_bucket = (3..=63).contains(&bucket.len())
-        && bucket.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && bucket.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-    ok_bucket.then(|| (bucket.to_string(), prefix.to_string()))
-}
-
 /// `[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?`.
 fn valid_token(s: &str) -> bool {
     (1..=256).contains(&s.len())
@@ -168,40 +140,6 @@ fn validate_tags(body: &Value, member: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// The tag that turns off ConverseStream-with-tools for a model (`importedModelTags`: `cmi:stream-tools` = `false`).
-pub(crate) const STREAM_TOOLS_TAG: &str = "cmi:stream-tools";
-
-/// The tag that sets how the local engine runs a model (`importedModelTags`: `cmi:quantize` = `q8_0`, `q4k`, `q4_0`,
-/// or `none` for the weights as stored, whatever the server's `--quantize`).
-pub(crate) const QUANTIZE_TAG: &str = "cmi:quantize";
-
-/// The value of an imported-model tag of a CreateModelImportJob request.
-fn model_tag<'a>(request: &'a Value, key: &str) -> Option<&'a str> {
-    request
-        .get("importedModelTags")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|t| t.get("key").and_then(Value::as_str) == Some(key))
-        .and_then(|t| t.get("value").and_then(Value::as_str))
-}
-
-pub(crate) fn stream_tools_from_request(request: &Value) -> bool {
-    !model_tag(request, STREAM_TOOLS_TAG).is_some_and(|v| v.eq_ignore_ascii_case("false"))
-}
-
-/// The `cmi:quantize` tag of a request, checked (`Ok(None)` without the tag).
-pub(crate) fn quantize_from_request(request: &Value) -> Result<Option<String>, ApiError> {
-    let Some(value) = model_tag(request, QUANTIZE_TAG) else {
-        return Ok(None);
-    };
-    crate::engine::check_quantize(value).map_err(|expected| {
-        ApiError::validation(format!(
-            "The importedModelTags value {value:?} of {QUANTIZE_TAG} is not a quantisation the local Bedrock runs: expected {expected}."
-        ))
-    })?;
-    Ok(Some(value.to_string()))
 }
 
 pub(crate) fn create_job(app: &std::sync::Arc<App>, body: &[u8]) -> R {

@@ -1,7 +1,10 @@
-//! The server's access key pair: generated on first start, stored owner-only in `data_dir/credentials`.
+//! The server's access key pair and its Bedrock API key: generated on first start, stored owner-only in
+//! `data_dir/credentials` and `data_dir/api-key`.
 //!
-//! The file uses the AWS shared-credentials format (`[default]`, `aws_access_key_id = …`), so it also works as
-//! `AWS_SHARED_CREDENTIALS_FILE` for the AWS CLI and boto3.
+//! The credentials file uses the AWS shared-credentials format (`[default]`, `aws_access_key_id = …`), so it also
+//! works as `AWS_SHARED_CREDENTIALS_FILE` for the AWS CLI and boto3. The API key is what Bedrock's long-term API
+//! keys are: a bearer token (`Authorization: Bearer …`, the AWS SDKs' `AWS_BEARER_TOKEN_BEDROCK`, the OpenAI SDKs'
+//! `api_key`), `ABSK` and the base64 of `BedrockAPIKey-ID-at-ACCOUNT:SECRET`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -80,16 +83,63 @@ pub(crate) fn resolve(data_dir: &Path, configured: Option<&Credentials>) -> Resu
 }
 
 fn write(data_dir: &Path, c: &Credentials) -> Result<(), Error> {
-    let path = data_dir.join(FILE);
-    let tmp = data_dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-    let io = |p: &PathBuf| {
-        let p = p.clone();
-        move |source| Error::Io { path: p, source }
-    };
     let body = format!(
         "# Credentials of the local Bedrock (cmi serve). Use them with --endpoint-url.\n[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
         c.access_key_id, c.secret_access_key
     );
+    write_private(data_dir, FILE, &body)
+}
+
+/// File name of the API key inside the data directory.
+pub(crate) const API_KEY_FILE: &str = "api-key";
+
+/// Reads the Bedrock API key stored in `data_dir/api-key`, if any.
+pub fn read_api_key(data_dir: &Path) -> Result<Option<String>, Error> {
+    let path = data_dir.join(API_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => {
+            let key = t.trim();
+            if key.starts_with("ABSK") && key.len() > 4 {
+                Ok(Some(key.to_string()))
+            } else {
+                Err(Error::Corrupt {
+                    path,
+                    message: "expected a Bedrock API key (ABSK…) on its own line".into(),
+                })
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
+/// The API key to accept: the stored one, else a new one (written to `data_dir/api-key`, mode 0600).
+pub(crate) fn resolve_api_key(data_dir: &Path) -> Result<String, Error> {
+    if let Some(k) = read_api_key(data_dir)? {
+        return Ok(k);
+    }
+    use base64::Engine as _;
+    let mut rng = rand::rng();
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut pick = |n: usize| -> String {
+        (0..n)
+            .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+            .collect()
+    };
+    let raw = format!("BedrockAPIKey-{}-at-{}:{}", pick(4), crate::state::ACCOUNT, pick(40));
+    let key = format!("ABSK{}", base64::engine::general_purpose::STANDARD.encode(raw));
+    write_private(data_dir, API_KEY_FILE, &format!("{key}\n"))?;
+    Ok(key)
+}
+
+/// Writes `body` to `data_dir/name`, owner-only, atomically (a temporary file, synced, renamed).
+fn write_private(data_dir: &Path, name: &str, body: &str) -> Result<(), Error> {
+    let path = data_dir.join(name);
+    let tmp = data_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let io = |p: &PathBuf| {
+        let p = p.clone();
+        move |source| Error::Io { path: p, source }
+    };
     let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::app::App;
-use crate::control::{now, parse_s3_uri, quantize_from_request, stream_tools_from_request};
 use crate::db::{JobRow, ModelRow};
+use crate::ids::now;
+use crate::job_request::{parse_s3_uri, quantize_from_request, stream_tools_from_request};
+use crate::state::App;
 
 /// Restarts the jobs a previous run left InProgress (the server was stopped or killed mid-import).
 pub(crate) fn resume(app: &Arc<App>) {

@@ -1,20 +1,23 @@
 //! The local Bedrock: S3, the model-import control plane and the runtime APIs on one loopback port.
 //!
 //! One axum app serves everything. Requests under `/model-import-jobs`, `/imported-models` and `/model/` are Bedrock
-//! (restJson1, SigV4 verified by [`sigv4`]); everything else is S3, served by `s3s` over `s3s-fs` with `s3s`'s own SigV4
-//! verification. `/_cmi/health` answers liveness probes and touches nothing.
+//! (restJson1), and so are the OpenAI-compatible surfaces (`/v1/chat/completions`, `/openai/v1/…`); they take a SigV4
+//! signature (verified by [`sigv4`]) or the server's Bedrock API key as a bearer token. Everything else is S3, served
+//! by `s3s` over `s3s-fs` with `s3s`'s own SigV4 verification. `/_cmi/health` answers liveness probes and touches
+//! nothing.
 
 mod app;
 mod control;
 mod creds;
 mod db;
-mod engine;
 mod error;
+mod ids;
+mod job_request;
 mod jobs;
-mod output;
 mod runtime;
 mod s3;
 mod sigv4;
+mod state;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use creds::read_credentials;
+pub use creds::{read_api_key, read_credentials};
 
 /// Errors of the local Bedrock.
 #[derive(Debug, thiserror::Error)]
@@ -151,10 +154,11 @@ impl ServerConfig {
 
 /// A server running in this process; dropping it stops it.
 pub struct RunningServer {
-    app: std::sync::Arc<app::App>,
+    app: std::sync::Arc<state::App>,
     addr: SocketAddr,
     region: String,
     credentials: Credentials,
+    api_key: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     advertised: Option<PathBuf>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -182,6 +186,10 @@ impl RunningServer {
     /// The credentials it accepts.
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+    /// The Bedrock API key it accepts as a bearer token (`Authorization: Bearer …`).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
     }
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
@@ -223,6 +231,8 @@ pub struct RunningElsewhere {
     pub region: String,
     /// Credentials it accepts.
     pub credentials: Credentials,
+    /// The Bedrock API key it accepts as a bearer token.
+    pub api_key: Option<String>,
 }
 
 /// Starts the server and returns once it accepts connections.

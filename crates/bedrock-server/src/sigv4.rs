@@ -24,20 +24,21 @@ pub(crate) enum AuthError {
 }
 
 impl AuthError {
-    /// `(x-amzn-ErrorType, message)`.
-    pub(crate) fn code_and_message(&self) -> (&'static str, String) {
+    /// The error type the service answers with, and its message.
+    pub(crate) fn kind_and_message(&self) -> (bedrock_wire::ErrorType, String) {
+        use bedrock_wire::ErrorType;
         match self {
             AuthError::Missing => (
-                "MissingAuthenticationTokenException",
+                ErrorType::MissingAuthenticationToken,
                 "Missing Authentication Token".into(),
             ),
             AuthError::UnknownKey(k) => (
-                "UnrecognizedClientException",
+                ErrorType::UnrecognizedClient,
                 format!(
                     "The security token included in the request is invalid (access key {k:?} is not this server's)"
                 ),
             ),
-            AuthError::Invalid(m) => ("InvalidSignatureException", m.clone()),
+            AuthError::Invalid(m) => (ErrorType::InvalidSignature, m.clone()),
         }
     }
 }
@@ -198,10 +199,12 @@ fn header_values(name: &str, uri: &http::Uri, headers: &HeaderMap) -> Vec<String
     if !sent.is_empty() || !(name == ":authority" || name == "host") {
         return sent;
     }
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).map(str::to_string));
+    let authority = uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
     authority.into_iter().collect()
 }
 
@@ -337,7 +340,7 @@ fn collapse_spaces(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

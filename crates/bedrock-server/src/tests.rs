@@ -3,7 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use crate::Credentials;
-use crate::control::{parse_s3_uri, valid_job_name, valid_model_name, valid_role_arn};
+use crate::control::{valid_job_name, valid_model_name, valid_role_arn};
+use crate::job_request::parse_s3_uri;
 use crate::s3::check_target;
 use crate::sigv4::{AuthError, verify};
 
@@ -192,7 +193,9 @@ async fn the_server_accepts_every_quantisation_the_engine_runs_and_names_a_bad_o
 /// (written out here as the SigV4 specification defines it, not with the server's code) in place of `host`.
 fn signed_with_authority(authority: &str, path: &str, body: &[u8], time: SystemTime, secret: &str) -> (String, String) {
     use sha2::{Digest as _, Sha256};
-    let amz_date = chrono::DateTime::<chrono::Utc>::from(time).format("%Y%m%dT%H%M%SZ").to_string();
+    let amz_date = chrono::DateTime::<chrono::Utc>::from(time)
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string();
     let date = &amz_date[..8];
     let payload = hex::encode(Sha256::digest(body));
     let canonical = format!(

@@ -175,7 +175,11 @@ async fn converse_and_invoke_on_a_warm_model() {
     assert!(last["stop_reason"].is_string(), "{last}");
     // As Bedrock's Llama stream: the prompt's count in the first chunk (and the last), null in between.
     let prompt_tokens = last["prompt_token_count"].as_u64().expect("last prompt_token_count");
-    assert_eq!(chunks[0]["prompt_token_count"].as_u64(), Some(prompt_tokens), "{chunks:?}");
+    assert_eq!(
+        chunks[0]["prompt_token_count"].as_u64(),
+        Some(prompt_tokens),
+        "{chunks:?}"
+    );
     for c in &chunks[1..chunks.len() - 1] {
         assert!(c["prompt_token_count"].is_null(), "{c}");
     }

@@ -52,6 +52,14 @@ impl Parser {
         }
     }
 
+    /// A parser that returns the output as written (the InvokeModel completion formats).
+    pub(crate) fn as_written() -> Self {
+        Parser {
+            inner: None,
+            call_only: false,
+        }
+    }
+
     pub(crate) fn feed(&mut self, text: &str) -> Vec<Piece> {
         let pieces = match &mut self.inner {
             Some(p) => map(p.feed(text)),
@@ -112,7 +120,7 @@ fn map(events: Vec<ParseEvent>) -> Vec<Piece> {
             ParseEvent::Reasoning(t) if t.is_empty() => None,
             ParseEvent::Reasoning(t) => Some(Piece::Reasoning(t)),
             ParseEvent::ToolCall { name, arguments } => Some(Piece::ToolCall {
-                id: crate::runtime::tool_use_id(),
+                id: crate::ids::tool_use_id(),
                 name,
                 input: arguments,
             }),
@@ -174,7 +182,10 @@ mod tests {
         let mut p = Parser::new(ToolSyntax::Hermes, "", &mode);
         let mut pieces = p.feed("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>");
         pieces.extend(p.finish());
-        assert!(matches!(pieces.as_slice(), [Piece::ToolCall { name, .. }] if name == "f"), "{pieces:?}");
+        assert!(
+            matches!(pieces.as_slice(), [Piece::ToolCall { name, .. }] if name == "f"),
+            "{pieces:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,67 @@
+//! The shared state of one running server ([`App`]) and the slot that counts an in-flight Invoke request. A leaf of
+//! the module graph: it imports no handler, so every handler can take it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::db::Db;
+use crate::runtime::models::Models;
+use crate::s3::S3;
+use crate::{Credentials, ServerConfig};
+
+/// The account id in every ARN the server mints.
+pub(crate) const ACCOUNT: &str = "000000000000";
+/// Shared state of one running server.
+pub(crate) struct App {
+    pub(crate) config: ServerConfig,
+    pub(crate) creds: Credentials,
+    /// The Bedrock API key accepted as a bearer token.
+    pub(crate) api_key: String,
+    pub(crate) db: Db,
+    pub(crate) s3: S3,
+    pub(crate) models_dir: PathBuf,
+    pub(crate) runtime: Models,
+    pub(crate) invocations: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A counted in-flight Invoke request; released on drop.
+pub(crate) struct InvokeSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InvokeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl App {
+    /// See [`RunningServer::loaded_models`].
+    pub(crate) fn loaded_models(&self) -> Vec<(String, Option<String>)> {
+        let loaded = self.runtime.loaded();
+        let models = self.db.models().unwrap_or_default();
+        loaded
+            .into_iter()
+            .filter_map(|(id, q)| {
+                models
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| (m.name.clone(), q.map(|q| q.to_string())))
+            })
+            .collect()
+    }
+
+    pub(crate) fn region(&self) -> &str {
+        &self.config.region
+    }
+    /// Takes one of the concurrent-invocation slots, if any is free.
+    pub(crate) fn invoke_slot(&self) -> Option<InvokeSlot> {
+        use std::sync::atomic::Ordering;
+        let max = self.config.max_concurrent_requests;
+        self.invocations
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(InvokeSlot(self.invocations.clone()))
+    }
+    pub(crate) fn arn(&self, kind: &str, id: &str) -> String {
+        format!("arn:aws:bedrock:{}:{ACCOUNT}:{kind}/{id}", self.config.region)
+    }
+}
