@@ -62,3 +62,45 @@ fn quickstart_imports_the_demo_model_and_calls_a_tool_then_reuses_everything() {
         "second run imported again\n{stderr2}"
     );
 }
+
+/// The README's main job as a newcomer runs it, in a terminal: after the demo turn the interactive chat opens, and
+/// the first line typed at its prompt is answered and kept in the session (a stdin reader left behind by the demo
+/// turn used to take it and drop it).
+#[test]
+fn quickstart_hands_the_terminal_to_the_chat_without_losing_the_first_line() {
+    use rexpect::session::{Options, spawn_with_options};
+    let home = tempfile::tempdir().unwrap();
+    let mut command = cmi_command(home.path(), &shared_cache(), &["quickstart"]);
+    command.env("TERM", "xterm-256color");
+    let options = Options::new().timeout_ms(Some(300_000)).strip_ansi_escape_codes(true);
+    let mut t = spawn_with_options(command, options).expect("spawn cmi quickstart in a pty");
+    let dump = |e: rexpect::error::Error| -> String {
+        match e {
+            rexpect::error::Error::Timeout { got, .. } | rexpect::error::Error::EOF { got, .. } => got,
+            other => other.to_string(),
+        }
+    };
+    if let Err(e) = t.exp_string("opening the interactive chat") {
+        panic!("the interactive chat did not open:\n{}", dump(e));
+    }
+    if let Err(e) = t.exp_string("\n> ") {
+        panic!("no prompt:\n{}", dump(e));
+    }
+    t.send_line("Say hello to the quickstart").expect("type");
+    // The line is answered: the next prompt comes after the answer.
+    match t.exp_string("\n> ") {
+        Ok(answer) => assert!(!answer.trim().is_empty(), "the first line got no answer"),
+        Err(e) => panic!("the first line typed was not answered:\n{}", dump(e)),
+    }
+    t.send_control('d').expect("Ctrl-D");
+    let saved = match t.exp_regex(r"session saved: (\S+)") {
+        Ok((_, m)) => m,
+        Err(e) => panic!("the chat did not leave on Ctrl-D:\n{}", dump(e)),
+    };
+    let path = saved.trim_start_matches("session saved: ");
+    let session = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(
+        session.contains("Say hello to the quickstart"),
+        "the first line is not in the session {path}:\n{session}"
+    );
+}

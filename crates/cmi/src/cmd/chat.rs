@@ -257,11 +257,21 @@ fn slash(cmd: &str, agent: &Agent, session: &Session, history: &[Message]) -> Sl
 /// Lines from stdin, read on a thread of their own: a blocking read on the runtime would keep the process from exiting
 /// after Ctrl-C at the prompt (the runtime waits for its blocking tasks), and the prompt and the command approval
 /// share one reader so that neither steals the other's line.
+///
+/// There is one reader for the whole process, however many chats it runs: `cmi quickstart` runs the demo turn and
+/// then the interactive chat, and a reader left behind by the first chat, blocked in its read, took the first line
+/// typed at the second one's prompt (or its first Ctrl-D) and dropped it.
 #[derive(Clone)]
 struct Input(Arc<Mutex<mpsc::UnboundedReceiver<std::io::Result<String>>>>);
 
 impl Input {
+    /// The process's stdin reader, started on first use.
     fn spawn() -> Input {
+        static STDIN: std::sync::OnceLock<Input> = std::sync::OnceLock::new();
+        STDIN.get_or_init(Input::start).clone()
+    }
+
+    fn start() -> Input {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
