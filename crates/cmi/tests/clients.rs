@@ -12,7 +12,8 @@
 //! The SDK clients import a tiny random Qwen2 model themselves (its window raised for tool prompts, as the boto3
 //! test always did); the demo model is imported with `cmi import`. Versions are pinned in `clients/js/package.json`
 //! and `clients/python/*.txt`; each set is installed once into `$HOME/.cache/cmi/clients/<kind>-<hash of the pins>`
-//! and reused while the pins stay the same. Every client runs even when an earlier one failed, and the test fails
+//! and reused while the pins stay the same. The three frameworks run at the same time (the server batches their
+//! requests). Every client runs even when an earlier one failed, and the test fails
 //! at the end naming each one that did, with its output.
 //!
 //! Needs the npm and PyPI registries, so it is opt-in: `cargo test -p cmi --test clients -- --ignored` (a step of
@@ -151,25 +152,55 @@ impl Suite {
     }
 
     /// Runs `cmd` as `client` and checks that it succeeded and printed each of `expect`.
-    fn run(&mut self, client: &str, cmd: Command, expect: &[&str]) -> Option<String> {
-        let mut cmd = self.aws_env(cmd);
+    fn run(&mut self, client: &str, cmd: Command, expect: &[&str]) {
+        self.run_together(vec![(client.to_string(), cmd, expect.to_vec())]);
+    }
+
+    /// Runs the clients at the same time (the server batches their requests, so this is much quicker on two
+    /// cores than one after the other), then checks each as [`Suite::run`] does.
+    fn run_together(&mut self, clients: Vec<(String, Command, Vec<&str>)>) {
         let t = Instant::now();
-        let out = cmd.output().unwrap_or_else(|e| panic!("{client}: {e}"));
-        let run = Run {
-            client: client.to_string(),
-            out,
-            secs: t.elapsed().as_secs_f64(),
-        };
-        let stdout = run.stdout();
-        let missing: Vec<_> = expect.iter().filter(|e| !stdout.contains(**e)).collect();
-        let passed = run.out.status.success() && missing.is_empty();
-        eprintln!("{} {client} ({:.1}s)", if passed { "PASS" } else { "FAIL" }, run.secs);
-        if !passed {
-            self.failures
-                .push(format!("{client}: missing {missing:?}\n{}", text(&run.out)));
+        let children: Vec<_> = clients
+            .into_iter()
+            .map(|(client, cmd, expect)| {
+                let child = self
+                    .aws_env(cmd)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("{client}: {e}"));
+                (client, child, expect)
+            })
+            .collect();
+        // Each is waited for on a thread of its own, so that its time is its own and no pipe fills unread.
+        let finished: Vec<_> = std::thread::scope(|s| {
+            let waits: Vec<_> = children
+                .into_iter()
+                .map(|(client, child, expect)| {
+                    s.spawn(move || {
+                        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{client}: {e}"));
+                        (client, out, t.elapsed().as_secs_f64(), expect)
+                    })
+                })
+                .collect();
+            waits.into_iter().map(|w| w.join().expect("wait thread")).collect()
+        });
+        for (client, out, secs, expect) in finished {
+            let run = Run {
+                client: client.clone(),
+                out,
+                secs,
+            };
+            let stdout = run.stdout();
+            let missing: Vec<_> = expect.iter().filter(|e| !stdout.contains(**e)).collect();
+            let passed = run.out.status.success() && missing.is_empty();
+            eprintln!("{} {client} ({:.1}s)", if passed { "PASS" } else { "FAIL" }, run.secs);
+            if !passed {
+                self.failures
+                    .push(format!("{client}: missing {missing:?}\n{}", text(&run.out)));
+            }
+            self.runs.push(run);
         }
-        self.runs.push(run);
-        passed.then_some(stdout)
     }
 }
 
@@ -276,19 +307,23 @@ async fn clients_drive_the_local_bedrock() {
 
         aws_cli(&mut suite, &cli, &demo_arn);
 
-        for (framework, expect) in [
-            ("litellm", &["litellm suite ok"][..]),
-            ("strands", &["strands suite ok"][..]),
-            ("langchain", &["langchain suite ok"][..]),
-        ] {
+        let frameworks = [
+            ("litellm", "litellm suite ok"),
+            ("strands", "strands suite ok"),
+            ("langchain", "langchain suite ok"),
+        ]
+        .into_iter()
+        .map(|(framework, done)| {
             let mut c = Command::new(&py);
             c.arg(clients_dir().join("python/frameworks.py"))
                 .arg(&demo_arn)
                 .arg(framework);
             // LiteLLM fetches its model price list from the network unless told to use the copy it ships.
             c.env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
-            suite.run(framework, c, expect);
-        }
+            (framework.to_string(), c, vec![done])
+        })
+        .collect();
+        suite.run_together(frameworks);
     });
 
     eprintln!("\nclient conformance, {:.0?} in all:", started.elapsed());
