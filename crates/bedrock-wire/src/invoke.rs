@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::WireError;
 use crate::converse::parse_json;
+use crate::structured::ToolRequirement;
 use crate::structured::{StructuredOutput, ToolChoiceRequest, parse_tool_choice, structured_output_of};
-use crate::template::ToolRequirement;
 
 /// A parsed InvokeModel request body.
 #[derive(Debug, Clone, PartialEq)]

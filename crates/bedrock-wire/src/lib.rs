@@ -39,5 +39,5 @@ pub use exception::{ErrorBody, ErrorType};
 pub use invoke::{InvokeFormat, InvokeRequest, parse_invoke_request};
 pub use invoke_assembler::{InvokeAssembler, InvokeFinish};
 pub use stream::ConverseStreamEvent;
-pub use structured::{StructuredOutput, ToolChoiceRequest};
-pub use template::{TemplateInput, ToolRequirement, converse_to_template_input};
+pub use structured::{StructuredOutput, ToolChoiceRequest, ToolRequirement};
+pub use template::{TemplateInput, converse_to_template_input};

@@ -16,7 +16,19 @@
 use serde_json::Value;
 
 use crate::WireError;
-use crate::template::ToolRequirement;
+
+/// Which tool call a request requires: Converse's `toolChoice`, the OpenAI `tool_choice` (declared here, beside the
+/// parser of the latter, so that `template` depends on `structured` and not back).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolRequirement {
+    /// The model may answer with text or call tools (`auto`, the default).
+    #[default]
+    Auto,
+    /// The model must call at least one tool (`any`).
+    Any,
+    /// The model must call this tool (`tool`).
+    Named(String),
+}
 
 /// What the generated text must be.
 #[derive(Debug, Clone, PartialEq)]

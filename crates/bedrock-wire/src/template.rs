@@ -24,6 +24,7 @@ use crate::converse::{
     ContentBlock, ConverseRequest, DocumentSource, ReasoningContentBlock, Role, SystemContentBlock, Tool, ToolChoice,
     ToolResultContentBlock,
 };
+use crate::structured::ToolRequirement;
 
 /// What the chat template needs from a Converse request.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -36,18 +37,6 @@ pub struct TemplateInput {
     pub tool_choice: ToolRequirement,
     /// The structured output `outputConfig.textFormat` asks for.
     pub output: Option<crate::structured::StructuredOutput>,
-}
-
-/// The `toolChoice` of the request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ToolRequirement {
-    /// The model may answer with text or call tools (`auto`, the default).
-    #[default]
-    Auto,
-    /// The model must call at least one tool (`any`).
-    Any,
-    /// The model must call this tool (`tool`).
-    Named(String),
 }
 
 const ALTERNATE: &str = "A conversation must alternate between user and assistant roles. Make sure the \

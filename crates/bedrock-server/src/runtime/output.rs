@@ -2,7 +2,7 @@
 //! Lark grammars that constrain decoding: a tool call when `toolChoice` is `any` or names a tool, or the structured
 //! output a request asks for (JSON, a schema, a regex, a choice, a grammar).
 
-use bedrock_wire::template::ToolRequirement;
+use bedrock_wire::ToolRequirement;
 use bedrock_wire::{Piece, StructuredOutput};
 use chat_template::ToolSyntax;
 use chat_template::parse::{OutputParser, ParseEvent, prompt_opens_thinking};

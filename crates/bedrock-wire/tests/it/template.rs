@@ -1,6 +1,6 @@
 //! converse_to_template_input: the HF / OpenAI message shape, and Bedrock's validation rules.
 
-use bedrock_wire::template::ToolRequirement;
+use bedrock_wire::ToolRequirement;
 use bedrock_wire::{WireError, converse_to_template_input, parse_converse_request};
 use serde_json::{Value, json};
 

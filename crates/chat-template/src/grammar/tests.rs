@@ -120,27 +120,43 @@ fn choice_grammar_accepts_exactly_the_choices() {
 #[test]
 fn a_forced_call_is_held_to_the_declared_properties() {
     // A schema as pydantic writes it: no `additionalProperties`, a nested object, an object without properties.
-    let tools = vec![json!({"type": "function", "function": {"name": "report", "parameters": {
+    let tools = vec![
+        json!({"type": "function", "function": {"name": "report", "parameters": {
         "type": "object",
         "properties": {
             "city": {"type": "string"},
             "when": {"type": "object", "properties": {"day": {"type": "string"}}},
             "extra": {"type": "object"}
         },
-        "required": ["city"]}}})];
+        "required": ["city"]}}}),
+    ];
     let g = tool_call_lark(ToolSyntax::Hermes, &tools, None);
     let call = |args: &str| format!("<tool_call>\n{{\"name\": \"report\", \"arguments\": {args}}}\n</tool_call>");
     assert!(accepts(&g, &call("{\"city\": \"Paris\"}")));
-    assert!(accepts(&g, &call("{\"city\": \"Paris\", \"when\": {\"day\": \"Monday\"}}")));
-    assert!(!accepts(&g, &call("{\"city\": \"Paris\", \"temperature_f\": \"60\"}")), "an undeclared key");
+    assert!(accepts(
+        &g,
+        &call("{\"city\": \"Paris\", \"when\": {\"day\": \"Monday\"}}")
+    ));
     assert!(
-        !accepts(&g, &call("{\"city\": \"Paris\", \"when\": {\"day\": \"Monday\", \"hour\": \"9\"}}")),
+        !accepts(&g, &call("{\"city\": \"Paris\", \"temperature_f\": \"60\"}")),
+        "an undeclared key"
+    );
+    assert!(
+        !accepts(
+            &g,
+            &call("{\"city\": \"Paris\", \"when\": {\"day\": \"Monday\", \"hour\": \"9\"}}")
+        ),
         "an undeclared nested key"
     );
     // An object that declares no properties is left open, and an explicit `additionalProperties` is kept.
-    assert!(accepts(&g, &call("{\"city\": \"Paris\", \"extra\": {\"anything\": \"goes\"}}")));
-    let open = vec![json!({"type": "function", "function": {"name": "report", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "additionalProperties": true}}})];
+    assert!(accepts(
+        &g,
+        &call("{\"city\": \"Paris\", \"extra\": {\"anything\": \"goes\"}}")
+    ));
+    let open = vec![
+        json!({"type": "function", "function": {"name": "report", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "additionalProperties": true}}}),
+    ];
     let g = tool_call_lark(ToolSyntax::Hermes, &open, None);
     assert!(accepts(&g, &call("{\"city\": \"Paris\", \"note\": \"x\"}")));
 }

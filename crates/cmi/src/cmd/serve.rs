@@ -124,7 +124,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     println!("# The OpenAI SDKs (Chat Completions and Responses), with the server's Bedrock API key:");
     println!("export OPENAI_BASE_URL={url}/openai/v1");
     println!("export OPENAI_API_KEY={}", server.api_key());
-    println!("# The same key as a bearer token for the AWS SDKs: AWS_BEARER_TOKEN_BEDROCK={}", server.api_key());
+    println!(
+        "# The same key as a bearer token for the AWS SDKs: AWS_BEARER_TOKEN_BEDROCK={}",
+        server.api_key()
+    );
     println!();
     println!("aws --endpoint-url {url} s3 ls");
     println!("aws --endpoint-url {url} bedrock list-imported-models");
