@@ -7,12 +7,15 @@
 //!   errors;
 //! - boto3 (`clients/python/boto3_flow.py`) and the AWS CLI;
 //! - LiteLLM, Strands Agents and LangChain's `ChatBedrockConverse` (`clients/python/frameworks.py`) on the real
-//!   demo model, whose own template and context fit their tool prompts.
+//!   demo model, whose own template and context fit their tool prompts;
+//! - the official OpenAI SDKs for Python and JavaScript (`clients/python/openai_flow.py`, `clients/js/openai_flow.mjs`)
+//!   on the OpenAI-compatible surfaces, configured only by their base URL and the server's Bedrock API key: Chat
+//!   Completions whole and streamed, a forced tool call, structured output, Responses, a typed not-found error.
 //!
 //! The SDK clients import a tiny random Qwen2 model themselves (its window raised for tool prompts, as the boto3
 //! test always did); the demo model is imported with `cmi import`. Versions are pinned in `clients/js/package.json`
 //! and `clients/python/*.txt`; each set is installed once into `$HOME/.cache/cmi/clients/<kind>-<hash of the pins>`
-//! and reused while the pins stay the same. The three frameworks run at the same time (the server batches their
+//! and reused while the pins stay the same. The frameworks and the OpenAI SDKs run at the same time (the server batches their
 //! requests). Every client runs even when an earlier one failed, and the test fails
 //! at the end naming each one that did, with its output.
 //!
@@ -227,15 +230,18 @@ async fn clients_drive_the_local_bedrock() {
 
     // Installs and the demo model's conversion run beside each other; the server starts meanwhile.
     let demo = home.join("smollm2");
-    let (js, py, cli) = std::thread::scope(|s| {
+    let (js, py, cli, oa) = std::thread::scope(|s| {
         let js = s.spawn(js_install);
         let py = s.spawn(|| py_install("py", "requirements.txt"));
         let cli = s.spawn(|| py_install("awscli", "awscli.txt"));
+        // The OpenAI SDK in a venv of its own: LiteLLM pins the OpenAI SDK versions it takes.
+        let oa = s.spawn(|| py_install("openai", "openai.txt"));
         convert_demo(&home, &demo);
         (
             js.join().expect("js install"),
             py.join().expect("python install"),
             cli.join().expect("awscli install"),
+            oa.join().expect("openai install"),
         )
     });
     eprintln!("installs and demo model ready after {:.0?}", started.elapsed());
@@ -322,8 +328,29 @@ async fn clients_drive_the_local_bedrock() {
             c.env("LITELLM_LOCAL_MODEL_COST_MAP", "True");
             (framework.to_string(), c, vec![done])
         })
-        .collect();
-        suite.run_together(frameworks);
+        .collect::<Vec<_>>();
+        // The OpenAI SDKs, configured only by their base URL and the server's Bedrock API key, on the demo model
+        // by name.
+        std::fs::copy(clients_dir().join("js/openai_flow.mjs"), js.join("openai_flow.mjs"))
+            .expect("copy openai_flow.mjs");
+        let api_key = server.api_key.clone().expect("cmi serve wrote its API key");
+        let base_url = format!("{}/openai/v1", server.endpoint_url);
+        let openai = |mut c: Command| {
+            c.env("OPENAI_BASE_URL", &base_url).env("OPENAI_API_KEY", &api_key);
+            c
+        };
+        let mut py_openai = Command::new(&oa);
+        py_openai.arg(clients_dir().join("python/openai_flow.py")).arg("smol");
+        let mut js_openai = Command::new("node");
+        js_openai.arg(js.join("openai_flow.mjs")).arg("smol");
+        let mut together = frameworks;
+        together.push((
+            "openai-python".to_string(),
+            openai(py_openai),
+            vec!["openai-python flow ok"],
+        ));
+        together.push(("openai-js".to_string(), openai(js_openai), vec!["openai-js flow ok"]));
+        suite.run_together(together);
     });
 
     eprintln!("\nclient conformance, {:.0?} in all:", started.elapsed());
