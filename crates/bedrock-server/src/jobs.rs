@@ -156,9 +156,6 @@ fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Architectures the embedded engine runs (HF `model_type`).
-pub(crate) const SUPPORTED: &[&str] = &["llama", "mistral", "mixtral", "qwen2", "qwen3"];
-
 /// The import-time validation, with the service's wording for failures.
 pub(crate) fn preflight(dir: &Path) -> Result<Preflight, String> {
     let config_path = dir.join("config.json");
@@ -173,10 +170,17 @@ pub(crate) fn preflight(dir: &Path) -> Result<Preflight, String> {
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
-    if !SUPPORTED.contains(&arch.as_str()) {
+    // The service names the architecture by `model_type` (bedrock-cmi.md §1.4); the engine decides which run here
+    // (one list, beside its loader), and refuses what it cannot run whatever the `model_type` says.
+    let unsupported = if infer_engine::MODEL_TYPES.contains(&arch.as_str()) {
+        infer_engine::unsupported_architecture(&config)
+    } else {
+        Some(arch.clone())
+    };
+    if let Some(unsupported) = unsupported {
         return Err(format!(
-            "Amazon bedrock does not support the architecture ({arch}) of the model that you are importing. Try again with one of the following supported architectures: [{}]",
-            SUPPORTED.join(", ")
+            "Amazon bedrock does not support the architecture ({unsupported}) of the model that you are importing. Try again with one of the following supported architectures: [{}]",
+            infer_engine::MODEL_TYPES.join(", ")
         ));
     }
     // The same preflight as `cmi import check`.

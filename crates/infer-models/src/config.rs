@@ -129,6 +129,9 @@ fn arch_names(config: &Value) -> Vec<String> {
     names
 }
 
+/// The `model_type` of every family the engine runs, for messages that list them (a test checks each is detected).
+pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "mixtral", "qwen2", "qwen3"];
+
 /// `Some(architecture)` when the engine will not run this config (a refused or unknown architecture).
 pub fn unsupported_architecture(config: &Value) -> Option<String> {
     let names = arch_names(config);

@@ -14,7 +14,7 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Arch, ModelConfig, RopeScaling, eos_ids, unsupported_architecture};
+pub use config::{Arch, MODEL_TYPES, ModelConfig, RopeScaling, eos_ids, unsupported_architecture};
 pub use model::{KvCache, Transformer};
 
 /// The errors of this crate.

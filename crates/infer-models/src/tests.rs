@@ -201,6 +201,14 @@ fn refused_architectures_are_named() {
 }
 
 #[test]
+fn every_listed_model_type_is_run() {
+    for t in MODEL_TYPES {
+        let cfg = serde_json::json!({"model_type": t});
+        assert_eq!(unsupported_architecture(&cfg), None, "{t}");
+    }
+}
+
+#[test]
 fn bad_folders_fail_naming_the_file_tensor_or_field() {
     let _kernel = crate::dense::fixed_kernel();
     // Missing tensor.
