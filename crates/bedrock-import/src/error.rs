@@ -34,8 +34,8 @@ pub enum Error {
         key: String,
         /// The service's message, with the error code and request id when there is one.
         message: String,
-        /// The service's error code (`NoSuchUpload`, `SlowDown`, …), when it answered with one.
-        code: Option<String>,
+        /// S3 answered `NoSuchUpload`: the multipart upload is gone (completed, aborted or expired).
+        no_such_upload: bool,
         /// Whether trying again may succeed: the request never got an answer (connection refused or reset, timeout)
         /// or the service said it failed on its side (5xx, `SlowDown`, `RequestTimeout`).
         transient: bool,
@@ -207,14 +207,14 @@ impl Error {
     where
         E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     {
-        let code = err.code().map(str::to_string);
+        let no_such_upload = err.code() == Some("NoSuchUpload");
         let transient = sdk_transient(&err);
         Error::S3 {
             op,
             bucket: bucket.to_string(),
             key: key.to_string(),
             message: sdk_message(&err),
-            code,
+            no_such_upload,
             transient,
             source: Box::new(err),
         }
@@ -231,7 +231,13 @@ impl Error {
     /// True when S3 answered that the multipart upload does not exist (completed, aborted or expired): the one
     /// answer that proves an interrupted upload cannot be continued.
     pub fn is_no_such_upload(&self) -> bool {
-        matches!(self, Error::S3 { code: Some(c), .. } if c == "NoSuchUpload")
+        matches!(
+            self,
+            Error::S3 {
+                no_such_upload: true,
+                ..
+            }
+        )
     }
 
     pub(crate) fn bedrock<E>(op: &'static str, id: Option<&str>, err: SdkError<E, HttpResponse>) -> Self

@@ -723,7 +723,7 @@ impl Run<'_> {
                     bucket: self.bucket.to_string(),
                     key: key.clone(),
                     message: "the response has no UploadId".into(),
-                    code: None,
+                    no_such_upload: false,
                     transient: false,
                     source: "missing UploadId".into(),
                 })?;
