@@ -125,17 +125,17 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, counter: Option<Arc<AtomicU64>>)
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     /// `cmi import` killed once its journal holds this many acknowledged parts (0: at a random early moment).
-    KillImport,
+    ImportKilled,
     /// `cmi serve` killed in the middle of the upload, restarted while the import keeps trying.
-    KillServeDuringUpload,
+    ServeKilledDuringUpload,
     /// `cmi serve` killed while the import job runs (after the upload), restarted.
-    KillServeDuringJob,
+    ServeKilledDuringJob,
 }
 
 const FAULTS: &[Fault] = &[
-    Fault::KillImport,
-    Fault::KillServeDuringUpload,
-    Fault::KillServeDuringJob,
+    Fault::ImportKilled,
+    Fault::ServeKilledDuringUpload,
+    Fault::ServeKilledDuringJob,
 ];
 
 #[derive(Debug, Default)]
@@ -530,7 +530,7 @@ fn kill_9_of_import_and_serve_loses_nothing_tears_nothing_and_sends_nothing_twic
             let name = format!("f{n}");
             eprintln!("round {round}: {fault:?} on import {name}");
             match fault {
-                Fault::KillImport => {
+                Fault::ImportKilled => {
                     // One or two kills, then a run to the end; every resumed run is measured.
                     let kills = 1 + rng.below(2) as usize;
                     let parts = rng.below(7) as usize;
@@ -550,14 +550,14 @@ fn kill_9_of_import_and_serve_loses_nothing_tears_nothing_and_sends_nothing_twic
                     world.figures.finished_sent += wire.saturating_sub(world.overhead);
                     world.figures.finished_unacknowledged += todo;
                 }
-                Fault::KillServeDuringUpload | Fault::KillServeDuringJob => {
+                Fault::ServeKilledDuringUpload | Fault::ServeKilledDuringJob => {
                     let mut child = world
                         .import(&name)
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
                         .spawn()
                         .expect("cmi import starts");
-                    let during_job = matches!(fault, Fault::KillServeDuringJob);
+                    let during_job = matches!(fault, Fault::ServeKilledDuringJob);
                     let parts = 1 + rng.below(6) as usize;
                     let base = world.journal_parts();
                     let big = world.store().join(BUCKET).join(&name).join("fault-pad.json");
