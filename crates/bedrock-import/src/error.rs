@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::RequestId;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -32,6 +34,11 @@ pub enum Error {
         key: String,
         /// The service's message, with the error code and request id when there is one.
         message: String,
+        /// S3 answered `NoSuchUpload`: the multipart upload is gone (completed, aborted or expired).
+        no_such_upload: bool,
+        /// Whether trying again may succeed: the request never got an answer (connection refused or reset, timeout)
+        /// or the service said it failed on its side (5xx, `SlowDown`, `RequestTimeout`).
+        transient: bool,
         /// The SDK error.
         #[source]
         source: BoxError,
@@ -121,6 +128,8 @@ pub enum Error {
         id: Option<String>,
         /// The service's message, with the error code and request id when there is one.
         message: String,
+        /// Whether trying again may succeed (as for [`Error::S3`]).
+        transient: bool,
         /// The SDK error.
         #[source]
         source: BoxError,
@@ -194,27 +203,52 @@ impl Error {
         }
     }
 
-    pub(crate) fn s3<E>(op: &'static str, bucket: &str, key: &str, err: E) -> Self
+    pub(crate) fn s3<E>(op: &'static str, bucket: &str, key: &str, err: SdkError<E, HttpResponse>) -> Self
     where
-        E: std::error::Error + ProvideErrorMetadata + RequestId + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     {
+        let no_such_upload = err.code() == Some("NoSuchUpload");
+        let transient = sdk_transient(&err);
         Error::S3 {
             op,
             bucket: bucket.to_string(),
             key: key.to_string(),
             message: sdk_message(&err),
+            no_such_upload,
+            transient,
             source: Box::new(err),
         }
     }
 
-    pub(crate) fn bedrock<E>(op: &'static str, id: Option<&str>, err: E) -> Self
+    /// True for an S3 or Bedrock failure that trying again may cure (see [`Error::S3`]'s `transient`).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::S3 { transient: true, .. } | Error::Bedrock { transient: true, .. }
+        )
+    }
+
+    /// True when S3 answered that the multipart upload does not exist (completed, aborted or expired): the one
+    /// answer that proves an interrupted upload cannot be continued.
+    pub fn is_no_such_upload(&self) -> bool {
+        matches!(
+            self,
+            Error::S3 {
+                no_such_upload: true,
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn bedrock<E>(op: &'static str, id: Option<&str>, err: SdkError<E, HttpResponse>) -> Self
     where
-        E: std::error::Error + ProvideErrorMetadata + RequestId + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     {
         Error::Bedrock {
             op,
             id: id.map(str::to_string),
             message: sdk_message(&err),
+            transient: sdk_transient(&err),
             source: Box::new(err),
         }
     }
@@ -225,8 +259,32 @@ impl Error {
             op,
             id: None,
             message: err.to_string(),
+            transient: false,
             source: Box::new(err),
         }
+    }
+}
+
+/// Whether an SDK failure may pass when tried again: no answer came (connection refused or reset, a timeout, a
+/// response that could not be read), or the service failed on its side (5xx, throttling).
+fn sdk_transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => {
+            s.raw().status().is_server_error()
+                || matches!(
+                    s.err().code(),
+                    Some(
+                        "SlowDown"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            | "Throttling"
+                            | "ThrottlingException"
+                    )
+                )
+        }
+        _ => false,
     }
 }
 

@@ -293,6 +293,9 @@ impl Default for PollSettings {
     }
 }
 
+/// Transient failures in a row that [`wait_for_job`] rides out (at up to 2 s apart).
+const MAX_UNANSWERED_POLLS: u32 = 15;
+
 /// Polls until the job completes (`Ok`) or fails (`Err(Error::JobFailed)` with the `failureMessage`).
 #[tracing::instrument(skip_all, fields(job_arn = %job_arn))]
 pub async fn wait_for_job(
@@ -303,8 +306,23 @@ pub async fn wait_for_job(
 ) -> Result<JobInfo, Error> {
     let started = Instant::now();
     let mut wait = poll.initial;
+    // Polls that got no answer in a row: a server restarting (the local Bedrock killed and started again) is waited
+    // out, a server gone for good is not.
+    let mut unanswered = 0u32;
     loop {
-        let info = get_job(client, job_arn).await?;
+        let info = match get_job(client, job_arn).await {
+            Ok(info) => {
+                unanswered = 0;
+                info
+            }
+            Err(e) if e.is_transient() && unanswered < MAX_UNANSWERED_POLLS => {
+                unanswered += 1;
+                tracing::warn!(error = %e, attempt = unanswered, "polling the import job failed; trying again");
+                tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let elapsed = info
             .creation_time
             .and_then(|t| SystemTime::now().duration_since(t).ok())

@@ -27,7 +27,9 @@ pub use job::{
 pub use progress::{Event, Progress};
 pub use register::{Registration, provider_for, register};
 pub use stage::{Repair, needs_repair, repair};
-pub use upload::{CRC_METADATA_KEY, ManifestEntry, PlannedFile, UploadPlan, UploadSettings, UploadSummary, Uploader};
+pub use upload::{
+    CRC_METADATA_KEY, ManifestEntry, PlannedFile, Retry, UploadPlan, UploadSettings, UploadSummary, Uploader,
+};
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,32 @@ pub struct UploadSettings {
     pub max_concurrency: usize,
     /// Resume state (local checksums, open multipart uploads); `None` keeps it in memory only (no resume).
     pub journal: Option<PathBuf>,
+    /// How S3 calls that fail transiently (no answer, a 5xx, `SlowDown`) are tried again.
+    pub retry: Retry,
+}
+
+/// Retries of S3 calls that failed transiently ([`Error::is_transient`]), with exponential backoff, on top of the
+/// SDK's own few quick attempts: long enough to ride out a server restart. Other failures end the upload at once
+/// (the journal keeps what was done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, the first included (at least 1).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub first_delay: Duration,
+    /// Longest wait between two attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for Retry {
+    /// 8 attempts over about 25 s (0.25, 0.5, 1, 2, 4, 8, 8 s apart).
+    fn default() -> Self {
+        Retry {
+            attempts: 8,
+            first_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(8),
+        }
+    }
 }
 
 impl Default for UploadSettings {
@@ -64,6 +90,7 @@ impl Default for UploadSettings {
             max_memory: 256 * MIB,
             max_concurrency: 16,
             journal: None,
+            retry: Retry::default(),
         }
     }
 }
@@ -397,6 +424,35 @@ fn blocking_err(path: &Path, e: tokio::task::JoinError) -> Error {
     Error::io(path, std::io::Error::other(e))
 }
 
+/// Runs `call` until it succeeds, fails for good, or has used `retry.attempts`; waits between attempts as `retry`
+/// says. Only transient failures ([`Error::is_transient`]) are tried again.
+async fn retrying<T, F, Fut>(retry: &Retry, op: &str, key: &str, mut call: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut delay = retry.first_delay;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && attempt < retry.attempts.max(1) => {
+                tracing::warn!(
+                    op,
+                    key,
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %e,
+                    "a transient S3 failure; trying again"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(retry.max_delay);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Run<'_> {
     /// Size and CRC32C of every file, from the journal when size and mtime are unchanged, else by reading the file
     /// in parallel chunks.
@@ -466,25 +522,29 @@ impl Run<'_> {
     /// True when the object exists with the same size and CRC32C (S3's full-object checksum or our metadata).
     async fn already_present(&self, l: &Local) -> Result<bool, Error> {
         let key = &l.file.key;
-        let head = self
-            .s3
-            .head_object()
-            .bucket(self.bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
-        let head = match head {
-            Ok(h) => h,
-            Err(e) => {
-                let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
-                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
-                if not_found {
-                    return Ok(false);
+        let head = retrying(&self.settings.retry, "HeadObject", key, || async {
+            let head = self
+                .s3
+                .head_object()
+                .bucket(self.bucket)
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await;
+            match head {
+                Ok(h) => Ok(Some(h)),
+                Err(e) => {
+                    let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
+                        || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                    if not_found {
+                        return Ok(None);
+                    }
+                    Err(Error::s3("HeadObject", self.bucket, key, e))
                 }
-                return Err(Error::s3("HeadObject", self.bucket, key, e));
             }
-        };
+        })
+        .await?;
+        let Some(head) = head else { return Ok(false) };
         if head.content_length() != Some(l.size as i64) {
             return Ok(false);
         }
@@ -517,9 +577,22 @@ impl Run<'_> {
             let mut resumed = false;
             match self.put_multipart(l, part_size, true, &mut resumed).await {
                 Ok(()) => {}
-                // A resumed upload the store no longer accepts (expired, aborted, or broken by a completion that
-                // was cut off half-way): start this file over once, from a fresh upload.
-                Err(e @ Error::S3 { .. }) if resumed => {
+                // The store says the resumed upload is gone (aborted, expired, or completed by a run whose answer
+                // never arrived): done if the object is there, else start this file over once, from a fresh upload.
+                // Any other failure keeps the journal, so that the next run continues the same upload.
+                Err(e) if resumed && e.is_no_such_upload() => {
+                    if self.already_present(l).await? {
+                        tracing::info!(key = %l.file.key, "the interrupted upload was completed before; nothing to send");
+                        let journal_key = format!("{}/{}", self.bucket, l.file.key);
+                        let mut j = lock(&self.journal);
+                        j.data.uploads.remove(&journal_key);
+                        j.save()?;
+                        drop(j);
+                        self.progress.event(Event::FileDone {
+                            key: l.file.key.clone(),
+                        });
+                        return Ok(());
+                    }
                     tracing::warn!(key = %l.file.key, error = %e, "the interrupted upload cannot be continued; starting it over");
                     let journal_key = format!("{}/{}", self.bucket, l.file.key);
                     {
@@ -583,20 +656,23 @@ impl Run<'_> {
         let b64 = crc32c_base64(crc);
         // The semaphore is never closed.
         let _req = self.requests.acquire().await.expect("semaphore never closed");
-        self.s3
-            .put_object()
-            .bucket(self.bucket)
-            .key(key)
-            .content_length(l.size as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .checksum_crc32_c(&b64)
-            .metadata(CRC_METADATA_KEY, &b64)
-            .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| Error::s3("PutObject", self.bucket, key, e))?;
+        retrying(&self.settings.retry, "PutObject", key, || async {
+            self.s3
+                .put_object()
+                .bucket(self.bucket)
+                .key(key)
+                .content_length(l.size as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_crc32_c(&b64)
+                .metadata(CRC_METADATA_KEY, &b64)
+                .body(ByteStream::from(data.clone()))
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .map_err(|e| Error::s3("PutObject", self.bucket, key, e))
+        })
+        .await?;
         let mut s = lock(&self.stats);
         s.bytes_sent += l.size;
         s.parts_sent += 1;
@@ -621,7 +697,7 @@ impl Run<'_> {
         let b64 = crc32c_base64(l.crc);
 
         let resumable = if allow_resume {
-            self.resume(l, part_size, &journal_key).await
+            self.resume(l, part_size, &journal_key).await?
         } else {
             None
         };
@@ -629,22 +705,26 @@ impl Run<'_> {
         let (upload_id, mut done) = match resumable {
             Some(r) => r,
             None => {
-                let out = self
-                    .s3
-                    .create_multipart_upload()
-                    .bucket(self.bucket)
-                    .key(key)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                    .checksum_type(ChecksumType::FullObject)
-                    .metadata(CRC_METADATA_KEY, &b64)
-                    .send()
-                    .await
-                    .map_err(|e| Error::s3("CreateMultipartUpload", self.bucket, key, e))?;
+                let out = retrying(&self.settings.retry, "CreateMultipartUpload", key, || async {
+                    self.s3
+                        .create_multipart_upload()
+                        .bucket(self.bucket)
+                        .key(key)
+                        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                        .checksum_type(ChecksumType::FullObject)
+                        .metadata(CRC_METADATA_KEY, &b64)
+                        .send()
+                        .await
+                        .map_err(|e| Error::s3("CreateMultipartUpload", self.bucket, key, e))
+                })
+                .await?;
                 let id = out.upload_id().ok_or(Error::S3 {
                     op: "CreateMultipartUpload",
                     bucket: self.bucket.to_string(),
                     key: key.clone(),
                     message: "the response has no UploadId".into(),
+                    no_such_upload: false,
+                    transient: false,
                     source: "missing UploadId".into(),
                 })?;
                 let mut j = lock(&self.journal);
@@ -715,26 +795,60 @@ impl Run<'_> {
                     .build()
             })
             .collect();
-        self.s3
-            .complete_multipart_upload()
-            .bucket(self.bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .checksum_crc32_c(&b64)
-            .checksum_type(ChecksumType::FullObject)
-            .mpu_object_size(l.size as i64)
-            .send()
-            .await
-            .map_err(|e| Error::s3("CompleteMultipartUpload", self.bucket, key, e))?;
+        let completed = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+        let mut attempts = 0;
+        let done = retrying(&self.settings.retry, "CompleteMultipartUpload", key, || {
+            attempts += 1;
+            let completed = completed.clone();
+            let upload_id = &upload_id;
+            let b64 = &b64;
+            async move {
+                self.s3
+                    .complete_multipart_upload()
+                    .bucket(self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .multipart_upload(completed)
+                    .checksum_crc32_c(b64)
+                    .checksum_type(ChecksumType::FullObject)
+                    .mpu_object_size(l.size as i64)
+                    .send()
+                    .await
+                    .map_err(|e| Error::s3("CompleteMultipartUpload", self.bucket, key, e))
+            }
+        })
+        .await;
+        match done {
+            Ok(_) => {}
+            // An attempt whose answer was lost may have completed the upload: then the object is there.
+            Err(e) if attempts > 1 && e.is_no_such_upload() && self.already_present(l).await? => {
+                tracing::info!(key = %key, "the upload was completed by an attempt whose answer was lost");
+            }
+            Err(e) => return Err(e),
+        }
         let mut j = lock(&self.journal);
         j.data.uploads.remove(&journal_key);
         j.save()
     }
 
-    /// An interrupted upload of this same file from the journal, with the parts S3 still has.
-    async fn resume(&self, l: &Local, part_size: u64, journal_key: &str) -> Option<(String, BTreeMap<i32, DonePart>)> {
-        let open = lock(&self.journal).data.uploads.get(journal_key).cloned()?;
+    /// An interrupted upload of this same file from the journal, with the parts S3 still has: `None` when there is
+    /// none to continue (another file, or S3 answered that the upload is gone). A transient failure to list the parts
+    /// is tried again and, if it lasts, ends the run with the journal kept: only `NoSuchUpload` proves the upload
+    /// gone, and throwing it away on a connection reset sent every acknowledged part again.
+    ///
+    /// A listed part counts when its CRC32C is known and matches: the journal's record (taken from the bytes sent)
+    /// and the listing's must agree when both exist; a part the listing alone knows (the store had acknowledged it,
+    /// but the run was killed before it wrote the answer down) counts when its listed CRC32C is the one of the local
+    /// bytes it stands for.
+    async fn resume(
+        &self,
+        l: &Local,
+        part_size: u64,
+        journal_key: &str,
+    ) -> Result<Option<(String, BTreeMap<i32, DonePart>)>, Error> {
+        let Some(open) = lock(&self.journal).data.uploads.get(journal_key).cloned() else {
+            return Ok(None);
+        };
         let key = &l.file.key;
         if open.size != l.size || open.crc32c != l.crc || open.part_size != part_size {
             tracing::info!(key = %key, "the file changed since the interrupted upload; starting over");
@@ -747,27 +861,33 @@ impl Run<'_> {
                 .send()
                 .await;
             lock(&self.journal).data.uploads.remove(journal_key);
-            return None;
+            return Ok(None);
         }
         let mut listed = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let out = self
-                .s3
-                .list_parts()
-                .bucket(self.bucket)
-                .key(key)
-                .upload_id(&open.upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await;
+            let out = retrying(&self.settings.retry, "ListParts", key, || async {
+                self.s3
+                    .list_parts()
+                    .bucket(self.bucket)
+                    .key(key)
+                    .upload_id(&open.upload_id)
+                    .set_part_number_marker(marker.clone())
+                    .send()
+                    .await
+                    .map_err(|e| Error::s3("ListParts", self.bucket, key, e))
+            })
+            .await;
             let out = match out {
                 Ok(o) => o,
-                Err(e) => {
-                    tracing::info!(key = %key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "interrupted upload is gone; starting over");
-                    lock(&self.journal).data.uploads.remove(journal_key);
-                    return None;
+                Err(e) if e.is_no_such_upload() => {
+                    tracing::info!(key = %key, error = %e, "the interrupted upload is gone; starting over");
+                    let mut j = lock(&self.journal);
+                    j.data.uploads.remove(journal_key);
+                    j.save()?;
+                    return Ok(None);
                 }
+                Err(e) => return Err(e),
             };
             listed.extend(out.parts().iter().cloned());
             match (out.is_truncated(), out.next_part_number_marker()) {
@@ -776,6 +896,7 @@ impl Run<'_> {
             }
         }
         let mut done = BTreeMap::new();
+        let mut adopted = 0usize;
         for p in listed {
             let (Some(n), Some(size)) = (p.part_number(), p.size()) else {
                 continue;
@@ -785,12 +906,21 @@ impl Run<'_> {
             }
             let recorded = open.parts.get(&n);
             let listed_crc = p.checksum_crc32_c().and_then(decode_crc);
-            // A part counts only when its checksum is known: from S3's listing or from our own record, and they
-            // must agree when both exist.
             let crc = match (listed_crc, recorded.map(|r| r.crc32c)) {
                 (Some(a), Some(b)) if a != b => continue,
-                (Some(a), _) => a,
-                (None, Some(b)) => b,
+                (_, Some(b)) => b,
+                (Some(a), None) => {
+                    let (path, off, len) = (l.file.local.clone(), (n as u64 - 1) * part_size, size as u64);
+                    let local = tokio::task::spawn_blocking(move || checksum::crc_range(&path, off, len, &|_| {}))
+                        .await
+                        .map_err(|e| blocking_err(&l.file.local, e))?
+                        .map_err(|e| Error::io(&l.file.local, e))?;
+                    if local != a {
+                        continue;
+                    }
+                    adopted += 1;
+                    a
+                }
                 (None, None) => continue,
             };
             let etag = p
@@ -799,8 +929,15 @@ impl Run<'_> {
                 .or_else(|| recorded.and_then(|r| r.etag.clone()));
             done.insert(n, DonePart { etag, crc32c: crc });
         }
-        tracing::info!(key = %key, parts = done.len(), "resuming interrupted upload");
-        Some((open.upload_id, done))
+        if adopted > 0 {
+            let mut j = lock(&self.journal);
+            if let Some(u) = j.data.uploads.get_mut(journal_key) {
+                u.parts.extend(done.iter().map(|(n, p)| (*n, p.clone())));
+            }
+            j.save()?;
+        }
+        tracing::info!(key = %key, parts = done.len(), adopted, "resuming interrupted upload");
+        Ok(Some((open.upload_id, done)))
     }
 
     async fn put_part(
@@ -816,22 +953,24 @@ impl Run<'_> {
         let (data, crc, _mem) = self.read(&l.file.local, (n as u64 - 1) * part_size, len).await?;
         // The semaphore is never closed.
         let _req = self.requests.acquire().await.expect("semaphore never closed");
-        let out = self
-            .s3
-            .upload_part()
-            .bucket(self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(n)
-            .content_length(len as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .checksum_crc32_c(crc32c_base64(crc))
-            .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| Error::s3("UploadPart", self.bucket, key, e))?;
+        let out = retrying(&self.settings.retry, "UploadPart", key, || async {
+            self.s3
+                .upload_part()
+                .bucket(self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(n)
+                .content_length(len as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_crc32_c(crc32c_base64(crc))
+                .body(ByteStream::from(data.clone()))
+                .customize()
+                .disable_payload_signing()
+                .send()
+                .await
+                .map_err(|e| Error::s3("UploadPart", self.bucket, key, e))
+        })
+        .await?;
         let part = DonePart {
             etag: out.e_tag().map(str::to_string),
             crc32c: crc,
@@ -858,15 +997,17 @@ impl Run<'_> {
     /// HeadObject after upload: the size must match, and the checksum when the store reports one.
     async fn verify(&self, l: &Local) -> Result<(), Error> {
         let key = &l.file.key;
-        let head = self
-            .s3
-            .head_object()
-            .bucket(self.bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await
-            .map_err(|e| Error::s3("HeadObject", self.bucket, key, e))?;
+        let head = retrying(&self.settings.retry, "HeadObject", key, || async {
+            self.s3
+                .head_object()
+                .bucket(self.bucket)
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .map_err(|e| Error::s3("HeadObject", self.bucket, key, e))
+        })
+        .await?;
         let want = crc32c_base64(l.crc);
         if head.content_length() != Some(l.size as i64) {
             return Err(Error::ChecksumMismatch {

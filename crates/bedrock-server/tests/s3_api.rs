@@ -187,7 +187,51 @@ async fn multipart_upload_with_checksums() {
             .send()
             .await
             .expect("list parts");
+        // ListParts answers as S3 does: in order, each part with its size, its ETag and the checksum it was
+        // uploaded with, so that a client that lost its own record can trust them.
         assert_eq!(listed.parts().len(), 2);
+        for (p, (n, data)) in listed.parts().iter().zip([(1, &part1), (2, &part2)]) {
+            let sent = &parts[n as usize - 1];
+            assert_eq!(p.part_number(), Some(n));
+            assert_eq!(p.size(), Some(data.len() as i64));
+            assert_eq!(p.e_tag(), sent.e_tag(), "part {n} with {alg:?}");
+            assert_eq!(p.checksum_crc32(), sent.checksum_crc32(), "part {n}");
+            assert_eq!(p.checksum_crc32_c(), sent.checksum_crc32_c(), "part {n}");
+            assert_eq!(p.checksum_sha256(), sent.checksum_sha256(), "part {n}");
+            assert!(
+                p.checksum_crc32()
+                    .or(p.checksum_crc32_c())
+                    .or(p.checksum_sha256())
+                    .is_some(),
+                "part {n} is listed without its {alg:?} checksum"
+            );
+        }
+        // A page at a time.
+        let page = c
+            .list_parts()
+            .bucket("mpu")
+            .key(&key)
+            .upload_id(id)
+            .max_parts(1)
+            .send()
+            .await
+            .expect("list a page");
+        assert_eq!(page.parts().len(), 1);
+        assert_eq!(page.is_truncated(), Some(true));
+        let next = c
+            .list_parts()
+            .bucket("mpu")
+            .key(&key)
+            .upload_id(id)
+            .part_number_marker(page.next_part_number_marker().expect("marker"))
+            .send()
+            .await
+            .expect("list the next page");
+        assert_eq!(
+            next.parts().iter().map(|p| p.part_number()).collect::<Vec<_>>(),
+            [Some(2)]
+        );
+        assert_eq!(next.is_truncated(), Some(false));
         c.complete_multipart_upload()
             .bucket("mpu")
             .key(&key)
@@ -217,6 +261,50 @@ async fn multipart_upload_with_checksums() {
         .await
         .expect("abort");
     assert!(c.head_object().bucket("mpu").key("aborted").send().await.is_err());
+    // An upload that is gone is NoSuchUpload, the answer that tells a resuming client to start over.
+    let gone = c
+        .list_parts()
+        .bucket("mpu")
+        .key("aborted")
+        .upload_id(up.upload_id().expect("id"))
+        .send()
+        .await
+        .expect_err("the aborted upload is gone");
+    assert_eq!(failure(gone).1, "NoSuchUpload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_chunked_body_shorter_than_its_decoded_length_is_refused_and_not_stored() {
+    let local = start(false).await;
+    let c = s3(&local.server);
+    c.create_bucket().bucket("sums").send().await.expect("bucket");
+    let data = b"fewer bytes than declared".to_vec();
+    for (key, declared) in [("short", data.len() + 100), ("long", data.len() - 5)] {
+        let mut sign = Sign::good(&local.server, "s3");
+        sign.payload = Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER");
+        let declared = declared.to_string();
+        let (st, _, body) = raw(
+            &local.server,
+            "PUT",
+            &format!("/sums/{key}"),
+            &[
+                ("content-encoding", "aws-chunked"),
+                ("x-amz-decoded-content-length", &declared),
+                ("x-amz-trailer", "x-amz-checksum-crc32"),
+            ],
+            aws_chunked(&data, "x-amz-checksum-crc32", &crc32_b64(&data)),
+            Some(sign),
+        )
+        .await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(st, 400, "{key}: {body}");
+        if key == "short" {
+            assert!(body.contains("<Code>IncompleteBody</Code>"), "{body}");
+        }
+        let head = c.head_object().bucket("sums").key(key).send().await;
+        assert!(head.is_err(), "the {key} body was stored");
+        assert_eq!(root_litter(local.dir.path()), Vec::<String>::new());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! A throwaway S3 server (s3s-fs on 127.0.0.1:0) that counts the data requests it receives.
+//! A throwaway S3 server (s3s-fs on 127.0.0.1:0) that counts the data requests it receives and can drop connections
+//! without an answer (as a server that dies does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,11 @@ pub(crate) struct TestS3 {
     pub(crate) part_puts: Arc<AtomicUsize>,
     /// `PUT` requests without one (PutObject, CreateBucket).
     pub(crate) object_puts: Arc<AtomicUsize>,
+    /// The next this-many requests (of those [`TestS3::drop_only`] picks) get no answer: their connection is closed
+    /// as they arrive.
+    pub(crate) drop_next: Arc<AtomicUsize>,
+    /// Which requests `drop_next` counts: those whose `METHOD query` contains this (all when empty).
+    pub(crate) drop_only: Arc<std::sync::Mutex<String>>,
 }
 
 impl TestS3 {
@@ -32,21 +38,42 @@ impl TestS3 {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let part_puts = Arc::new(AtomicUsize::new(0));
         let object_puts = Arc::new(AtomicUsize::new(0));
-        let (pp, op) = (part_puts.clone(), object_puts.clone());
+        let drop_next = Arc::new(AtomicUsize::new(0));
+        let drop_only = Arc::new(std::sync::Mutex::new(String::new()));
+        let (pp, op, dn, only) = (
+            part_puts.clone(),
+            object_puts.clone(),
+            drop_next.clone(),
+            drop_only.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
                 let service = service.clone();
-                let (pp, op) = (pp.clone(), op.clone());
+                let (pp, op, dn, only) = (pp.clone(), op.clone(), dn.clone(), only.clone());
                 let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let line = format!("{} {}", req.method(), req.uri().query().unwrap_or(""));
+                    let picked = line.contains(only.lock().expect("lock").as_str());
+                    let dropped = picked
+                        && dn
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
                     if req.method() == hyper::Method::PUT {
                         let is_part = req.uri().query().is_some_and(|q| q.contains("partNumber="));
                         if is_part { &pp } else { &op }.fetch_add(1, Ordering::SeqCst);
                     }
                     let service = service.clone();
-                    async move { hyper::service::Service::call(&service, req).await }
+                    async move {
+                        if dropped {
+                            // An error from the service makes hyper close the connection with no response.
+                            return Err(s3s::HttpError::new(Box::new(std::io::Error::other(
+                                "dropped by the test",
+                            ))));
+                        }
+                        hyper::service::Service::call(&service, req).await
+                    }
                 });
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -60,6 +87,8 @@ impl TestS3 {
             _root: root,
             part_puts,
             object_puts,
+            drop_next,
+            drop_only,
         }
     }
 

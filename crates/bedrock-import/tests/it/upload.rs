@@ -38,6 +38,7 @@ fn settings(journal: Option<&Path>) -> UploadSettings {
         max_memory: 16 * MIB,
         max_concurrency: 3,
         journal: journal.map(Path::to_path_buf),
+        ..UploadSettings::default()
     }
 }
 
@@ -189,6 +190,153 @@ async fn killed_upload_resumes_without_resending_parts() {
     // The finished upload is gone from the journal.
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&journal).expect("journal")).expect("json");
     assert_eq!(j["uploads"].as_object().map(|m| m.len()), Some(0), "{j}");
+}
+
+/// Starts an upload of a 9-part file with a journal and kills it (task abort) once three parts are acknowledged;
+/// returns the plan, the settings and the UploadPart requests the server saw.
+async fn upload_killed_after_three_parts(
+    s3: &aws_sdk_s3::Client,
+    parts_seen: impl Fn() -> usize,
+    dir: &Path,
+    journal: &Path,
+) -> (UploadPlan, UploadSettings, usize) {
+    write_noise(&dir.join("model.safetensors"), 40 * MIB as usize + 5, 3); // 9 parts of 5 MiB
+    let names = vec!["model.safetensors".to_string()];
+    let plan = UploadPlan::new(dir, &names, "models", "p");
+    let mut cfg = settings(Some(journal));
+    cfg.max_concurrency = 1;
+    cfg.retry = bedrock_import::Retry {
+        attempts: 5,
+        first_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(40),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = {
+        let (uploader, plan) = (Uploader::new(s3.clone(), cfg.clone()), plan.clone());
+        tokio::spawn(async move {
+            let progress = move |e: Event| {
+                if matches!(e, Event::Sent { .. }) {
+                    let _ = tx.send(());
+                }
+            };
+            uploader.upload(&plan, &progress).await
+        })
+    };
+    for _ in 0..3 {
+        rx.recv().await.expect("a part was sent");
+    }
+    task.abort();
+    let _ = task.await;
+    // A request the store had begun finishes on the store's side (it runs detached from the connection).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sent = parts_seen();
+    assert!((3..9).contains(&sent), "{sent} parts sent before the kill");
+    (plan, cfg, sent)
+}
+
+fn journal_parts(journal: &Path) -> usize {
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(journal).expect("journal")).expect("json");
+    j["uploads"]
+        .as_object()
+        .map(|u| u.values().map(|o| o["parts"].as_object().map_or(0, |p| p.len())).sum())
+        .unwrap_or(0)
+}
+
+/// A connection reset while an interrupted upload is continued (the server that just died) is tried again, and
+/// never throws the upload away: only NoSuchUpload may. When the failures outlast the retries, the run fails and
+/// the journal keeps every acknowledged part for the next.
+#[tokio::test]
+async fn a_transient_failure_while_resuming_keeps_the_interrupted_upload() {
+    let server = TestS3::start().await;
+    let s3 = server.client();
+    ensure_bucket(&s3, "models", "us-east-1", true).await.expect("bucket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let journal = state.path().join("journal.json");
+    let (plan, cfg, sent_before) = upload_killed_after_three_parts(&s3, || server.parts(), dir.path(), &journal).await;
+    let recorded = journal_parts(&journal);
+    assert!(recorded >= 3, "{recorded} parts in the journal");
+
+    // Every request fails for longer than the retries last: the run fails, the journal is intact.
+    server.drop_next.store(1000, std::sync::atomic::Ordering::SeqCst);
+    let err = Uploader::new(s3.clone(), cfg.clone())
+        .upload(&plan, &())
+        .await
+        .expect_err("the server answers nothing");
+    assert!(err.is_transient(), "{err}");
+    assert!(!err.is_no_such_upload(), "{err}");
+    assert_eq!(
+        journal_parts(&journal),
+        recorded,
+        "the journal lost acknowledged parts: {err}"
+    );
+
+    // A few dropped ListParts connections (more than the SDK's own attempts) while resuming: the upload continues.
+    *server.drop_only.lock().expect("lock") = "GET uploadId=".into();
+    server.drop_next.store(6, std::sync::atomic::Ordering::SeqCst);
+    let summary = Uploader::new(s3.clone(), cfg).upload(&plan, &()).await.expect("resume");
+    assert!(summary.parts_resumed >= recorded, "{summary:?}");
+    assert_eq!(summary.parts_resumed + summary.parts_sent, 9);
+    assert_eq!(
+        server.parts() - sent_before,
+        summary.parts_sent,
+        "acknowledged parts were sent again"
+    );
+    assert_uploaded(&s3, &plan).await;
+}
+
+/// Parts the store acknowledged but the killed client never wrote down are adopted from ListParts (their listed
+/// CRC32C matches the local bytes), not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_the_store_has_but_the_journal_lacks_are_adopted_not_sent_again() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = bedrock_server::start(bedrock_server::ServerConfig::new(data.path().to_path_buf()))
+        .await
+        .expect("local bedrock");
+    let c = server.credentials();
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(server.region().to_string()))
+            .endpoint_url(server.endpoint_url())
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &c.access_key_id,
+                &c.secret_access_key,
+                None,
+                None,
+                "test",
+            ))
+            .force_path_style(true)
+            .build(),
+    );
+    ensure_bucket(&s3, "models", server.region(), true)
+        .await
+        .expect("bucket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let journal = state.path().join("journal.json");
+    let stored_parts = || {
+        std::fs::read_dir(data.path().join("s3"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(".part-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (plan, cfg, stored) = upload_killed_after_three_parts(&s3, stored_parts, dir.path(), &journal).await;
+    // The client dies after the store answered and before the journal was written: forget every part.
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&journal).expect("journal")).expect("json");
+    for u in j["uploads"].as_object_mut().expect("uploads").values_mut() {
+        u["parts"] = serde_json::json!({});
+    }
+    std::fs::write(&journal, serde_json::to_vec(&j).expect("json")).expect("write journal");
+
+    let summary = Uploader::new(s3.clone(), cfg).upload(&plan, &()).await.expect("resume");
+    assert_eq!(summary.parts_resumed, stored, "{summary:?}");
+    assert_eq!(summary.parts_sent, 9 - stored, "{summary:?}");
+    assert_eq!(summary.bytes_resumed + summary.bytes_sent, summary.bytes_total);
+    assert_uploaded(&s3, &plan).await;
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncReadExt as _;
 
-use super::write::{Expect, Staged, io_error, read_if_present, remove_if_present, sync_dir};
+use super::write::{Expect, Staged, io_error, read_if_present, remove_if_present, sync_dir, sync_file};
 
 /// Parts other than the last must be at least this large (as in S3).
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -40,8 +40,23 @@ const LOCK_STRIPES: usize = 64;
 
 type Fut<'a, T> = Pin<Box<dyn Future<Output = S3Result<S3Response<T>>> + Send + 'a>>;
 
-/// The object store under `root` (one directory per bucket).
-pub(crate) struct Store {
+/// The object store under `root` (one directory per bucket). Cheap to clone: every clone is the same store.
+///
+/// Every operation that changes state runs on a task of its own ([`detached`]), so that a client that disconnects
+/// (hyper then drops the request's future) cannot stop a commit half-way: it finishes, or fails and leaves the old
+/// object whole.
+#[derive(Clone)]
+pub(crate) struct Store(std::sync::Arc<Shared>);
+
+impl std::ops::Deref for Store {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every clone of the [`Store`] shares.
+pub(crate) struct Shared {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
     /// Striped per-key locks: writers hold one exclusively while they swap an object and its records, readers hold it
@@ -49,21 +64,35 @@ pub(crate) struct Store {
     locks: Vec<tokio::sync::RwLock<()>>,
 }
 
+/// Runs `work` to its end on a task of its own and waits for it: dropping the returned future (the client went away)
+/// does not stop the work.
+async fn detached<T: Send + 'static>(work: impl Future<Output = S3Result<T>> + Send + 'static) -> S3Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| s3_error!(InternalError, "the object store's task for this request failed: {e}"))?
+}
+
 impl Store {
     pub(crate) fn new(root: &Path) -> Result<Store, String> {
         let fs = s3s_fs::FileSystem::new(root).map_err(|e| format!("cannot open the object store: {e:?}"))?;
-        Ok(Store {
+        Ok(Store(std::sync::Arc::new(Shared {
             fs,
             root: root.to_path_buf(),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
-        })
+        })))
     }
+}
 
-    fn stripe(&self, bucket: &str, key: &str) -> &tokio::sync::RwLock<()> {
+impl Shared {
+    fn stripe_index(&self, bucket: &str, key: &str) -> usize {
         use std::hash::{Hash as _, Hasher as _};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (bucket, key).hash(&mut h);
-        &self.locks[(h.finish() % LOCK_STRIPES as u64) as usize]
+        (h.finish() % LOCK_STRIPES as u64) as usize
+    }
+
+    fn stripe(&self, bucket: &str, key: &str) -> &tokio::sync::RwLock<()> {
+        &self.locks[self.stripe_index(bucket, key)]
     }
 
     /// The bucket's directory; `NoSuchBucket` when it does not exist.
@@ -428,7 +457,9 @@ impl Store {
         let part_path = self.part_path(&id, part_number);
         staged.place(&part_path).await?;
         let mut record = Staged::create(&self.root).await?;
-        record.write(&part_record(&received.md5, received.size)).await?;
+        record
+            .write(&part_record(&received.md5, received.size, &checksum))
+            .await?;
         record.place(&md5_path).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(received.md5_hex())),
@@ -516,8 +547,8 @@ impl Store {
             let recorded = read_if_present(&self.part_md5_path(&id, *n))
                 .await?
                 .and_then(|b| parse_part_record(&b))
-                .filter(|(_, recorded_size)| recorded_size == size)
-                .map(|(md5, _)| md5);
+                .filter(|r| r.size == *size)
+                .map(|r| r.md5);
             let md5 = match recorded {
                 Some(md5) => {
                     staged.append_file(path).await?;
@@ -585,6 +616,161 @@ impl Store {
             e_tag: Some(ETag::Strong(e_tag)),
             ..Default::default()
         }))
+    }
+
+    /// ListParts as S3 answers it: the upload must exist (`NoSuchUpload`), parts come in order, a page at a time, each
+    /// with its ETag and the checksums it was uploaded with, so that a client that lost its own record of a part
+    /// can still trust it. s3s-fs lists the part files unordered with their sizes alone, and lists any upload id.
+    async fn list_parts_impl(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let credentials = req.credentials;
+        let ListPartsInput {
+            bucket,
+            key,
+            upload_id,
+            max_parts,
+            part_number_marker,
+            ..
+        } = req.input;
+        self.bucket_dir(&bucket)?;
+        let id = self.check_upload(&upload_id, credentials.as_ref()).await?;
+        let prefix = Self::part_prefix(&id);
+        let mut numbers = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.root)
+            .await
+            .map_err(|e| io_error("listing", &self.root, e))?;
+        while let Some(entry) = dir.next_entry().await.map_err(|e| io_error("listing", &self.root, e))? {
+            if let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix(&prefix))
+                .and_then(|n| n.parse::<i32>().ok())
+            {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let marker = part_number_marker.unwrap_or(0);
+        let max = usize::try_from(max_parts.unwrap_or(1000).clamp(1, 1000)).unwrap_or(1000);
+        numbers.retain(|n| *n > marker);
+        let truncated = numbers.len() > max;
+        numbers.truncate(max);
+        let mut parts = Vec::with_capacity(numbers.len());
+        for &n in &numbers {
+            let path = self.part_path(&id, n);
+            let Ok(md) = tokio::fs::metadata(&path).await else {
+                // Replaced or aborted while we listed.
+                continue;
+            };
+            let record = read_if_present(&self.part_md5_path(&id, n))
+                .await?
+                .and_then(|b| parse_part_record(&b))
+                .filter(|r| r.size == md.len());
+            let (e_tag, checksum) = match record {
+                Some(r) => (Some(ETag::Strong(hex::encode(r.md5))), r.checksum),
+                // A part without its record (stored by an older version, or cut off between its data and its
+                // record): its ETag is the MD5 of what is there.
+                None => {
+                    let mut f = tokio::fs::File::open(&path)
+                        .await
+                        .map_err(|e| io_error("opening", &path, e))?;
+                    (
+                        Some(ETag::Strong(hex::encode(md5_of(&mut f, &path, None).await?))),
+                        Checksum::default(),
+                    )
+                }
+            };
+            parts.push(Part {
+                part_number: Some(n),
+                size: Some(i64::try_from(md.len()).unwrap_or(i64::MAX)),
+                last_modified: md.modified().ok().map(Timestamp::from),
+                e_tag,
+                checksum_crc32: checksum.checksum_crc32,
+                checksum_crc32c: checksum.checksum_crc32c,
+                checksum_sha1: checksum.checksum_sha1,
+                checksum_sha256: checksum.checksum_sha256,
+                checksum_crc64nvme: checksum.checksum_crc64nvme,
+            });
+        }
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(bucket),
+            key: Some(key),
+            upload_id: Some(upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: Some(marker),
+            next_part_number_marker: numbers.last().copied(),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    /// Makes a removal durable: the object's directory and the store root (its records) are synced.
+    async fn sync_removal(&self, bucket: &str, key: &str) -> S3Result<()> {
+        let path = self.object_path(bucket, key)?;
+        let trimmed = path.to_string_lossy().trim_end_matches('/').to_string();
+        if let Some(dir) = Path::new(&trimmed).parent()
+            && dir.is_dir()
+        {
+            sync_dir(dir).await?;
+        }
+        sync_dir(&self.root).await
+    }
+
+    /// DeleteObject under the key's lock: s3s-fs removes the file (and leaves its records, which go here), then the
+    /// removal is synced before the answer.
+    async fn delete(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+        self.object_path(&bucket, &key)?;
+        let _w = self.stripe(&bucket, &key).write().await;
+        let out = self.fs.delete_object(req).await?;
+        if !key.ends_with('/') {
+            remove_if_present(&self.record_path(&bucket, &key)).await?;
+            remove_if_present(&self.metadata_path(&bucket, &key, None)).await?;
+        }
+        self.sync_removal(&bucket, &key).await?;
+        Ok(out)
+    }
+
+    /// DeleteObjects: as [`Shared::delete`] for each key, the keys' locks taken in one order.
+    async fn delete_many(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let bucket = req.input.bucket.clone();
+        let keys: Vec<String> = req.input.delete.objects.iter().map(|o| o.key.clone()).collect();
+        for k in &keys {
+            self.object_path(&bucket, k)?;
+        }
+        let mut stripes: Vec<usize> = keys.iter().map(|k| self.stripe_index(&bucket, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.locks[i].write().await);
+        }
+        let out = self.fs.delete_objects(req).await?;
+        let deleted: Vec<String> = out
+            .output
+            .deleted
+            .iter()
+            .flatten()
+            .filter_map(|d| d.key.clone())
+            .collect();
+        for k in deleted.iter().filter(|k| !k.ends_with('/')) {
+            remove_if_present(&self.record_path(&bucket, k)).await?;
+            remove_if_present(&self.metadata_path(&bucket, k, None)).await?;
+        }
+        let mut dirs: Vec<PathBuf> = deleted
+            .iter()
+            .filter_map(|k| {
+                let p = self.object_path(&bucket, k.trim_end_matches('/')).ok()?;
+                p.parent().map(Path::to_path_buf)
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs.iter().filter(|d| d.is_dir()) {
+            sync_dir(d).await?;
+        }
+        sync_dir(&self.root).await?;
+        Ok(out)
     }
 
     async fn copy(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
@@ -771,18 +957,44 @@ fn copy_conditions(input: &CopyObjectInput, src_etag: &str, src_modified: Timest
     Ok(())
 }
 
-/// A part's MD5 record: the 16 digest bytes, then its size (8 bytes, little-endian).
-fn part_record(md5: &[u8; 16], size: u64) -> [u8; 24] {
-    let mut r = [0u8; 24];
-    r[..16].copy_from_slice(md5);
-    r[16..].copy_from_slice(&size.to_le_bytes());
+/// A part's record: the 16 MD5 digest bytes, its size (8 bytes, little-endian), then the checksums the client sent
+/// with it and the store verified (s3s-fs's record layout as JSON, `checksum_ALG` fields; nothing when there were
+/// none). Records of older versions end after the size.
+fn part_record(md5: &[u8; 16], size: u64, checksum: &Checksum) -> Vec<u8> {
+    let mut r = Vec::with_capacity(64);
+    r.extend_from_slice(md5);
+    r.extend_from_slice(&size.to_le_bytes());
+    let mut sums = record_with("", checksum);
+    sums.remove("e_tag");
+    if !sums.is_empty() {
+        // A map of strings always encodes.
+        r.extend_from_slice(&serde_json::to_vec(&sums).unwrap_or_default());
+    }
     r
 }
 
-fn parse_part_record(b: &[u8]) -> Option<([u8; 16], u64)> {
+/// What a part's record says.
+struct PartRecord {
+    md5: [u8; 16],
+    size: u64,
+    checksum: Checksum,
+}
+
+fn parse_part_record(b: &[u8]) -> Option<PartRecord> {
     let md5 = <[u8; 16]>::try_from(b.get(..16)?).ok()?;
     let size = u64::from_le_bytes(<[u8; 8]>::try_from(b.get(16..24)?).ok()?);
-    (b.len() == 24).then_some((md5, size))
+    let mut checksum = Checksum::default();
+    let rest = b.get(24..)?;
+    if !rest.is_empty() {
+        let sums: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(rest).ok()?;
+        let get = |f: &str| sums.get(f).and_then(|v| v.as_str()).map(str::to_string);
+        checksum.checksum_crc32 = get("checksum_crc32");
+        checksum.checksum_crc32c = get("checksum_crc32c");
+        checksum.checksum_sha1 = get("checksum_sha1");
+        checksum.checksum_sha256 = get("checksum_sha256");
+        checksum.checksum_crc64nvme = get("checksum_crc64nvme");
+    }
+    Some(PartRecord { md5, size, checksum })
 }
 
 /// Reads `f` to its end, returning its MD5 and appending its bytes to `copy_to` when given.
@@ -816,19 +1028,78 @@ macro_rules! delegate {
     )*};
 }
 
+/// Operations that change state, run [`detached`] on a clone of the store, with the body that makes them durable
+/// before the answer.
+macro_rules! detach {
+    ($($op:ident: $input:ident -> $output:ident = |$s:ident, $req:ident| $body:expr;)*) => {$(
+        fn $op<'a, 'b>(&'a self, $req: S3Request<$input>) -> Fut<'b, $output>
+        where
+            'a: 'b,
+            Self: 'b,
+        {
+            let $s = self.clone();
+            Box::pin(detached(async move { $body }))
+        }
+    )*};
+}
+
 impl S3 for Store {
     delegate! {
-        create_bucket: CreateBucketInput -> CreateBucketOutput;
-        delete_bucket: DeleteBucketInput -> DeleteBucketOutput;
-        delete_object: DeleteObjectInput -> DeleteObjectOutput;
-        delete_objects: DeleteObjectsInput -> DeleteObjectsOutput;
         get_bucket_location: GetBucketLocationInput -> GetBucketLocationOutput;
         head_bucket: HeadBucketInput -> HeadBucketOutput;
         list_buckets: ListBucketsInput -> ListBucketsOutput;
         list_objects: ListObjectsInput -> ListObjectsOutput;
         list_objects_v2: ListObjectsV2Input -> ListObjectsV2Output;
-        list_parts: ListPartsInput -> ListPartsOutput;
-        abort_multipart_upload: AbortMultipartUploadInput -> AbortMultipartUploadOutput;
+    }
+
+    detach! {
+        create_bucket: CreateBucketInput -> CreateBucketOutput = |s, req| {
+            let out = s.fs.create_bucket(req).await?;
+            sync_dir(&s.root).await?;
+            Ok(out)
+        };
+        delete_bucket: DeleteBucketInput -> DeleteBucketOutput = |s, req| {
+            let out = s.fs.delete_bucket(req).await?;
+            sync_dir(&s.root).await?;
+            Ok(out)
+        };
+        delete_object: DeleteObjectInput -> DeleteObjectOutput = |s, req| s.delete(req).await;
+        delete_objects: DeleteObjectsInput -> DeleteObjectsOutput = |s, req| s.delete_many(req).await;
+        abort_multipart_upload: AbortMultipartUploadInput -> AbortMultipartUploadOutput = |s, req| {
+            let out = s.fs.abort_multipart_upload(req).await?;
+            sync_dir(&s.root).await?;
+            Ok(out)
+        };
+        put_object: PutObjectInput -> PutObjectOutput = |s, req| s.put(req).await;
+        copy_object: CopyObjectInput -> CopyObjectOutput = |s, req| s.copy(req).await;
+        upload_part: UploadPartInput -> UploadPartOutput = |s, req| s.upload_part_impl(req).await;
+        complete_multipart_upload: CompleteMultipartUploadInput -> CompleteMultipartUploadOutput =
+            |s, req| s.complete(req).await;
+        create_multipart_upload: CreateMultipartUploadInput -> CreateMultipartUploadOutput = |s, req| {
+            // s3s-fs creates the upload whether or not the bucket exists.
+            s.bucket_dir(&req.input.bucket)?;
+            let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
+            s.object_path(&bucket, &key)?;
+            let out = s.fs.create_multipart_upload(req).await?;
+            // s3s-fs writes the upload's records without syncing them: an acknowledged upload must survive a crash.
+            if let Some(id) = out.output.upload_id.as_deref().and_then(|u| uuid::Uuid::parse_str(u).ok()) {
+                sync_file(&s.upload_info_path(&id)).await?;
+                let metadata = s.metadata_path(&bucket, &key, Some(&id));
+                if metadata.is_file() {
+                    sync_file(&metadata).await?;
+                }
+            }
+            sync_dir(&s.root).await?;
+            Ok(out)
+        };
+    }
+
+    fn list_parts<'a, 'b>(&'a self, req: S3Request<ListPartsInput>) -> Fut<'b, ListPartsOutput>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(self.list_parts_impl(req))
     }
 
     fn get_object<'a, 'b>(&'a self, req: S3Request<GetObjectInput>) -> Fut<'b, GetObjectOutput>
@@ -855,46 +1126,6 @@ impl S3 for Store {
         })
     }
 
-    fn put_object<'a, 'b>(&'a self, req: S3Request<PutObjectInput>) -> Fut<'b, PutObjectOutput>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(self.put(req))
-    }
-
-    fn copy_object<'a, 'b>(&'a self, req: S3Request<CopyObjectInput>) -> Fut<'b, CopyObjectOutput>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(self.copy(req))
-    }
-
-    fn create_multipart_upload<'a, 'b>(
-        &'a self,
-        req: S3Request<CreateMultipartUploadInput>,
-    ) -> Fut<'b, CreateMultipartUploadOutput>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(async move {
-            // s3s-fs creates the upload whether or not the bucket exists.
-            self.bucket_dir(&req.input.bucket)?;
-            self.object_path(&req.input.bucket, &req.input.key)?;
-            self.fs.create_multipart_upload(req).await
-        })
-    }
-
-    fn upload_part<'a, 'b>(&'a self, req: S3Request<UploadPartInput>) -> Fut<'b, UploadPartOutput>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(self.upload_part_impl(req))
-    }
-
     fn upload_part_copy<'a, 'b>(&'a self, req: S3Request<UploadPartCopyInput>) -> Fut<'b, UploadPartCopyOutput>
     where
         'a: 'b,
@@ -909,15 +1140,105 @@ impl S3 for Store {
             self.fs.upload_part_copy(req).await
         })
     }
+}
 
-    fn complete_multipart_upload<'a, 'b>(
-        &'a self,
-        req: S3Request<CompleteMultipartUploadInput>,
-    ) -> Fut<'b, CompleteMultipartUploadOutput>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(self.complete(req))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::write::synced;
+
+    fn request<T>(input: T) -> S3Request<T> {
+        S3Request {
+            input,
+            method: http::Method::PUT,
+            uri: http::Uri::from_static("/"),
+            headers: http::HeaderMap::new(),
+            extensions: http::Extensions::new(),
+            credentials: None,
+            region: None,
+            service: None,
+            trailing_headers: None,
+        }
+    }
+
+    fn put(bucket: &str, key: &str, data: &'static [u8]) -> S3Request<PutObjectInput> {
+        let body = s3s::Body::from(bytes::Bytes::from_static(data));
+        let mut req = request(
+            PutObjectInput::builder()
+                .bucket(bucket.into())
+                .key(key.into())
+                .body(Some(StreamingBlob::from(body)))
+                .build()
+                .expect("input"),
+        );
+        req.headers
+            .insert("content-length", data.len().to_string().parse().expect("value"));
+        req
+    }
+
+    /// CreateBucket and DeleteObject answer only once the directory entries they create or remove are synced: a
+    /// power loss after the answer cannot undo them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn bucket_creation_and_deletes_are_synced_before_the_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("root");
+        let store = Store::new(&root).expect("store");
+        synced::take_under(&root);
+
+        store
+            .create_bucket(request(
+                CreateBucketInput::builder().bucket("b".into()).build().expect("input"),
+            ))
+            .await
+            .expect("create bucket");
+        assert!(
+            synced::take_under(&root).contains(&root),
+            "CreateBucket answered before the new bucket directory's entry was synced"
+        );
+
+        store.put_object(put("b", "dir/k", b"bytes")).await.expect("put");
+        synced::take_under(&root);
+        store
+            .delete_object(request(
+                DeleteObjectInput::builder()
+                    .bucket("b".into())
+                    .key("dir/k".into())
+                    .build()
+                    .expect("input"),
+            ))
+            .await
+            .expect("delete");
+        let after_delete = synced::take_under(&root);
+        assert!(
+            after_delete.contains(&root.join("b").join("dir")),
+            "DeleteObject answered before the removal was synced: {after_delete:?}"
+        );
+        assert!(
+            !root.join(".bucket-Yg.object-ZGlyL2s.internal.json").exists(),
+            "the deleted object's record is left behind"
+        );
+
+        store.put_object(put("b", "k2", b"more")).await.expect("put");
+        synced::take_under(&root);
+        store
+            .delete_objects(request(
+                DeleteObjectsInput::builder()
+                    .bucket("b".into())
+                    .delete(Delete {
+                        objects: vec![ObjectIdentifier {
+                            key: "k2".into(),
+                            ..Default::default()
+                        }],
+                        quiet: None,
+                    })
+                    .build()
+                    .expect("input"),
+            ))
+            .await
+            .expect("delete objects");
+        assert!(
+            synced::take_under(&root).contains(&root.join("b")),
+            "DeleteObjects answered before the removal was synced"
+        );
     }
 }

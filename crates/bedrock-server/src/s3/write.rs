@@ -27,12 +27,44 @@ pub(crate) fn io_error(what: &str, path: &Path, e: std::io::Error) -> S3Error {
     )
 }
 
-/// Fsyncs a directory, so the entries renamed into it survive a crash.
+/// Fsyncs a directory, so the entries created, renamed or removed in it survive a crash.
 pub(crate) async fn sync_dir(dir: &Path) -> Result<(), S3Error> {
     let d = tokio::fs::File::open(dir)
         .await
         .map_err(|e| io_error("opening directory", dir, e))?;
-    d.sync_all().await.map_err(|e| io_error("syncing directory", dir, e))
+    d.sync_all().await.map_err(|e| io_error("syncing directory", dir, e))?;
+    #[cfg(test)]
+    synced::record(dir);
+    Ok(())
+}
+
+/// Fsyncs a file's data and metadata.
+pub(crate) async fn sync_file(path: &Path) -> Result<(), S3Error> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_error("opening", path, e))?;
+    f.sync_all().await.map_err(|e| io_error("syncing", path, e))
+}
+
+/// The directories synced so far (tests only): which acknowledged changes were made durable.
+#[cfg(test)]
+pub(crate) mod synced {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(crate) fn record(dir: &Path) {
+        SYNCED.lock().unwrap_or_else(|p| p.into_inner()).push(dir.to_path_buf());
+    }
+
+    /// Takes the directories synced under `root` since the last call.
+    pub(crate) fn take_under(root: &Path) -> Vec<PathBuf> {
+        let mut all = SYNCED.lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<PathBuf>, Vec<PathBuf>) = all.drain(..).partition(|d| d.starts_with(root));
+        *all = rest;
+        mine
+    }
 }
 
 /// Removes a file; a missing file is fine.
@@ -126,14 +158,14 @@ impl Staged {
         // This name matches s3s-fs's startup sweep of stale temporary files, and the UUID cannot collide with the
         // counter-based names s3s-fs gives its own.
         let path = root.join(format!(".tmp.cmi-{}.internal.part", uuid::Uuid::new_v4()));
-        let file = tokio::fs::OpenOptions::new()
+        // Created synchronously (an empty file: microseconds), so that no await point lies between the file's creation
+        // and the guard that removes it. With `tokio::fs`, a request dropped while the open ran on the blocking pool
+        // left the new file behind with no owner until the next restart.
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .await
-            .map_err(|e| io_error("creating", &path, e))?
-            .into_std()
-            .await;
+            .map_err(|e| io_error("creating", &path, e))?;
         Ok(Staged {
             path,
             file: Some(file),
@@ -334,6 +366,40 @@ pub(crate) struct Expect {
     sent: Checksum,
     announced: Vec<Alg>,
     content_md5: Option<String>,
+    /// The body's length as the request declares it: `x-amz-decoded-content-length` for an aws-chunked body, else
+    /// `Content-Length`.
+    declared_len: Option<(u64, &'static str)>,
+}
+
+/// The length a request declares for its (decoded) body, and the header that declares it.
+fn declared_length(headers: &HeaderMap) -> Result<Option<(u64, &'static str)>, S3Error> {
+    let number = |name: &'static str| -> Result<Option<(u64, &'static str)>, S3Error> {
+        let Some(v) = headers.get(name) else { return Ok(None) };
+        let n = v
+            .to_str()
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                s3_error!(
+                    InvalidArgument,
+                    "{name} {:?} is not a byte count: expected a non-negative integer",
+                    String::from_utf8_lossy(v.as_bytes())
+                )
+            })?;
+        Ok(Some((n, name)))
+    };
+    if let Some(d) = number("x-amz-decoded-content-length")? {
+        return Ok(Some(d));
+    }
+    // An aws-chunked body without its decoded length: s3s has replaced Content-Length, so there is nothing to check.
+    let streaming = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("STREAMING-"));
+    if streaming {
+        return Ok(None);
+    }
+    number("content-length")
 }
 
 /// What a body hashed to while it was staged.
@@ -389,6 +455,7 @@ impl Expect {
             sent,
             announced,
             content_md5,
+            declared_len: declared_length(headers)?,
         })
     }
 
@@ -417,6 +484,24 @@ impl Expect {
             hasher.update(&chunk);
             size += chunk.len() as u64;
             staged.write_bytes(chunk).await?;
+        }
+        // A body that ends early is refused, as S3 does: hyper and s3s end the stream where the bytes end (an
+        // aws-chunked body whose chunks stop short of x-amz-decoded-content-length), and the checksums only catch it
+        // when the client sent some.
+        if let Some((declared, header)) = self.declared_len
+            && declared != size
+        {
+            return Err(if size < declared {
+                s3_error!(
+                    IncompleteBody,
+                    "the body ended after {size} bytes, but its {header} declares {declared}: nothing was stored"
+                )
+            } else {
+                s3_error!(
+                    InvalidRequest,
+                    "the body has {size} bytes, more than the {declared} its {header} declares: nothing was stored"
+                )
+            });
         }
         Ok(Received {
             size,

@@ -39,9 +39,66 @@ pub async fn raw(
     sign: Option<Sign>,
 ) -> (u16, http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt as _;
-    let url = format!("{}{path_and_query}", server.endpoint_url());
-    let mut req = http::Request::builder().method(method).uri(&url);
+    let req = signed(
+        &server.endpoint_url(),
+        server.region(),
+        method,
+        path_and_query,
+        headers,
+        body,
+        sign,
+    );
     let host = server.endpoint_url().trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&host).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(conn);
+    let req = req.map(|b| http_body_util::Full::new(bytes::Bytes::from(b)));
+    let resp = sender.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
+    (status, headers, body)
+}
+
+/// The request's bytes on the wire (HTTP/1.1, with a Content-Length), for tests that send part of them.
+pub fn wire_bytes(req: &http::Request<Vec<u8>>) -> Vec<u8> {
+    let mut out = format!(
+        "{} {} HTTP/1.1\r\n",
+        req.method(),
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    )
+    .into_bytes();
+    for (k, v) in req.headers() {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !req.headers().contains_key("content-length") {
+        out.extend_from_slice(format!("content-length: {}\r\n", req.body().len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(req.body());
+    out
+}
+
+/// A request to `endpoint` (optionally SigV4-signed for `service` at `time`), not sent.
+pub fn signed(
+    endpoint: &str,
+    region: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    sign: Option<Sign>,
+) -> http::Request<Vec<u8>> {
+    let url = format!("{endpoint}{path_and_query}");
+    let mut req = http::Request::builder().method(method).uri(&url);
+    let host = endpoint.trim_start_matches("http://").to_string();
     req = req.header("host", &host);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -62,7 +119,7 @@ pub async fn raw(
         }
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
-            .region(server.region())
+            .region(region)
             .name(s.service)
             .time(s.time)
             .settings(settings)
@@ -88,19 +145,7 @@ pub async fn raw(
         let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
         instructions.apply_to_request_http1x(&mut req);
     }
-    let stream = tokio::net::TcpStream::connect(&host).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Full<bytes::Bytes>>(
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(conn);
-    let req = req.map(|b| http_body_util::Full::new(bytes::Bytes::from(b)));
-    let resp = sender.send_request(req).await.expect("send");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-    (status, headers, body)
+    req
 }
 
 pub struct Sign {

@@ -640,6 +640,7 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
             &bucket,
             &prefix,
         ))),
+        ..UploadSettings::default()
     };
     let display = Display::new(quiet || args.json);
     let upload = bedrock_import::Uploader::new(s3, settings)

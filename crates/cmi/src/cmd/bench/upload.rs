@@ -1,6 +1,8 @@
 //! `cmi bench upload`: uploads the same model folder (1 GiB by default) to the same local S3 with cmi's uploader and
 //! with `aws s3 sync` (AWS CLI from PyPI, installed into a venv by the bench), prints both throughputs and the ratio;
-//! then times `cmi import check` (model_folder::check) on a 16 GB folder of valid, sparse safetensors files.
+//! then measures the resume path (an upload killed half-way, then run again: bytes sent ÷ bytes the store did not hold
+//! yet, aim 1.0); then times `cmi import check` (model_folder::check) on a 16 GB folder of valid, sparse safetensors
+//! files.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +32,9 @@ pub(crate) struct Args {
     /// Skip the AWS CLI run (cmi only).
     #[arg(long)]
     no_peer: bool,
+    /// Measure the resume path: an upload killed half-way, then run again; `--resume false` skips it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    resume: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -169,6 +174,12 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         peer = Some((secs, mibs));
     }
 
+    let resume = if args.resume {
+        Some(resume_figure(&s3, bucket, &folder, &names, &root, total).await?)
+    } else {
+        None
+    };
+
     let mut check = None;
     if args.check {
         let dir = root.join("sparse-llama3-8b-bf16");
@@ -215,6 +226,8 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             "cmi": {"seconds": cmi_secs, "mibPerSecond": cmi_mibs},
             "awsCli": peer.map(|(s, m)| json!({"seconds": s, "mibPerSecond": m})),
             "ratio": peer.map(|(_, m)| cmi_mibs / m),
+            "resume": resume.map(|r| json!({"bytesSent": r.sent, "bytesUnacknowledged": r.unacknowledged,
+                "bytesHeldAtKill": r.held, "ratio": r.ratio()})),
             "check": check.map(|(med, first, bytes, tensors)| json!({
                 "medianMs": med.as_secs_f64() * 1e3, "firstMs": first.as_secs_f64() * 1e3,
                 "weightBytes": bytes, "tensors": tensors})),
@@ -222,6 +235,115 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the store holds of the plan: whole objects (HeadObject) and the parts of the uploads in the journal
+/// (ListParts).
+async fn held_bytes(s3: &aws_sdk_s3::Client, bucket: &str, plan: &UploadPlan, journal: &Path) -> Result<u64> {
+    let mut held = 0;
+    for f in &plan.files {
+        if let Ok(h) = s3.head_object().bucket(bucket).key(&f.key).send().await {
+            held += h.content_length().unwrap_or(0) as u64;
+        }
+    }
+    let j: Value = serde_json::from_slice(&std::fs::read(journal).context("reading the upload journal")?)?;
+    for (dest, u) in j["uploads"].as_object().into_iter().flatten() {
+        let (Some(key), Some(id)) = (dest.strip_prefix(&format!("{bucket}/")), u["upload_id"].as_str()) else {
+            continue;
+        };
+        // An upload completed just before the kill is gone (its object was counted above).
+        if let Ok(parts) = s3.list_parts().bucket(bucket).key(key).upload_id(id).send().await {
+            held += parts.parts().iter().map(|p| p.size().unwrap_or(0) as u64).sum::<u64>();
+        }
+    }
+    Ok(held)
+}
+
+/// What the resumed upload sent against what it had to.
+struct Resume {
+    /// Bytes the store held (whole objects, acknowledged parts) when the first run was killed.
+    held: u64,
+    /// Bytes it did not hold yet.
+    unacknowledged: u64,
+    /// Bytes the resumed run sent.
+    sent: u64,
+}
+
+impl Resume {
+    fn ratio(&self) -> f64 {
+        self.sent as f64 / self.unacknowledged.max(1) as f64
+    }
+}
+
+/// Uploads the folder with a journal, kills the upload (drops its task) once half the bytes are acknowledged, asks
+/// the store what it holds (HeadObject, and ListParts of the uploads in the journal), and runs the upload again.
+async fn resume_figure(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    folder: &Path,
+    names: &[String],
+    root: &Path,
+    total: u64,
+) -> Result<Resume> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let prefix = format!("resume-{stamp}");
+    let plan = UploadPlan::new(folder, names, bucket, &prefix);
+    let journal = root.join(format!("journal-resume-{stamp}.json"));
+    let settings = UploadSettings {
+        journal: Some(journal.clone()),
+        ..UploadSettings::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let first = {
+        let (uploader, plan) = (Uploader::new(s3.clone(), settings.clone()), plan.clone());
+        tokio::spawn(async move {
+            let progress = move |e: bedrock_import::Event| {
+                if let bedrock_import::Event::Sent { bytes, .. } = e {
+                    let _ = tx.send(bytes);
+                }
+            };
+            uploader.upload(&plan, &progress).await
+        })
+    };
+    let mut acked = 0;
+    while acked < total / 2 {
+        match rx.recv().await {
+            Some(b) => acked += b,
+            None => bail!("the first upload ended before half of it was sent"),
+        }
+    }
+    first.abort();
+    let _ = first.await;
+    // Requests the store had begun finish on its side (they run detached from the connection): ask until what it
+    // holds stops changing.
+    let mut held = held_bytes(s3, bucket, &plan, &journal).await?;
+    let mut still = 0;
+    while still < 3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = held_bytes(s3, bucket, &plan, &journal).await?;
+        still = if now == held { still + 1 } else { 0 };
+        held = now;
+    }
+    let summary = Uploader::new(s3.clone(), settings).upload(&plan, &()).await;
+    let _ = std::fs::remove_file(&journal);
+    let summary = summary?;
+    delete_prefix(s3, bucket, &prefix).await?;
+    let r = Resume {
+        held,
+        unacknowledged: total - held.min(total),
+        sent: summary.bytes_sent,
+    };
+    eprintln!(
+        "resume:         {:>8.3}  bytes sent ÷ bytes not yet acknowledged ({} ÷ {}; killed at {} of {} MiB held; aim 1.0)",
+        r.ratio(),
+        r.sent,
+        r.unacknowledged,
+        held / MIB,
+        total / MIB
+    );
+    Ok(r)
 }
 
 fn mib(bytes: u64) -> f64 {
