@@ -52,14 +52,18 @@ impl App {
     pub(crate) fn region(&self) -> &str {
         &self.config.region
     }
-    /// Takes one of the concurrent-invocation slots, if any is free.
-    pub(crate) fn invoke_slot(&self) -> Option<InvokeSlot> {
+    /// Takes one of the concurrent-invocation slots, or answers `ServiceQuotaExceededException` when none is free.
+    pub(crate) fn invoke_slot(&self) -> Result<InvokeSlot, crate::error::ApiError> {
         use std::sync::atomic::Ordering;
         let max = self.config.max_concurrent_requests;
         self.invocations
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
-            .ok()?;
-        Some(InvokeSlot(self.invocations.clone()))
+            .map_err(|_| {
+                crate::error::ApiError::quota(format!(
+                    "You have reached the quota of {max} concurrent invocations of the local Bedrock. Reduce the number of concurrent requests and try again."
+                ))
+            })?;
+        Ok(InvokeSlot(self.invocations.clone()))
     }
     pub(crate) fn arn(&self, kind: &str, id: &str) -> String {
         format!("arn:aws:bedrock:{}:{ACCOUNT}:{kind}/{id}", self.config.region)

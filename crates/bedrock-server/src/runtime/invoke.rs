@@ -39,12 +39,7 @@ pub(crate) async fn invoke(
         )));
     }
     let req = bedrock_wire::parse_invoke_request(body)?;
-    let _slot = app.invoke_slot().ok_or_else(|| {
-        ApiError::quota(format!(
-            "You have reached the quota of {} concurrent invocations of the local Bedrock. Reduce the number of concurrent requests and try again.",
-            app.config.max_concurrent_requests
-        ))
-    })?;
+    let _slot = app.invoke_slot()?;
     let loaded = app.runtime.get(&model).await?;
     let (gen_req, parser) = prepare(&loaded, &req, DEFAULT_MAX_TOKENS)?;
     let format = req.format();

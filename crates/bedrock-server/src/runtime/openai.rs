@@ -23,7 +23,7 @@ use crate::ids::{new_id, unix_now};
 use crate::runtime::generation::{Finish, Generation, Sink, streaming_response};
 use crate::runtime::invoke::prepare;
 use crate::runtime::resolve;
-use crate::state::App;
+use crate::state::{App, InvokeSlot};
 
 /// Tokens an answer may take when the request sets no limit.
 const DEFAULT_MAX_TOKENS: usize = 4096;
@@ -77,14 +77,9 @@ async fn generate(
     model_id: &str,
     req: &InvokeRequest,
     started: Instant,
-) -> Result<(Generation, InvokeAssembler, String), ApiError> {
+) -> Result<(Generation, InvokeAssembler, InvokeSlot), ApiError> {
     let model = resolve(app, model_id)?;
-    let _slot = app.invoke_slot().ok_or_else(|| {
-        ApiError::quota(format!(
-            "You have reached the quota of {} concurrent invocations of the local Bedrock. Reduce the number of concurrent requests and try again.",
-            app.config.max_concurrent_requests
-        ))
-    })?;
+    let slot = app.invoke_slot()?;
     let loaded = app.runtime.get(&model).await?;
     let (gen_req, parser) = prepare(&loaded, req, DEFAULT_MAX_TOKENS)?;
     let generation = Generation::start(app, &model, loaded, gen_req, parser, started).await?;
@@ -95,7 +90,7 @@ async fn generate(
         model_id.to_string(),
         generation.prompt_tokens(),
     );
-    Ok((generation, asm, model_id.to_string()))
+    Ok((generation, asm, slot))
 }
 
 async fn chat_completions(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
@@ -111,7 +106,7 @@ async fn chat_completions(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiEr
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let (generation, asm, _) = generate(app, &model_id, &req, started).await?;
+    let (generation, asm, _slot) = generate(app, &model_id, &req, started).await?;
     if stream {
         let body = generation.stream(ChatSse { asm, include_usage });
         return Ok(streaming_response(
@@ -285,7 +280,7 @@ async fn responses(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
     let chat_body = serde_json::to_vec(&chat).map_err(|e| ApiError::internal(e.to_string()))?;
     let req = bedrock_wire::parse_invoke_request(&chat_body)?;
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let (generation, _, _) = generate(app, &model_id, &req, started).await?;
+    let (generation, _, _slot) = generate(app, &model_id, &req, started).await?;
     let response = ResponseBuilder::new(&model_id);
     if stream {
         let body = generation.stream(ResponsesSse {
