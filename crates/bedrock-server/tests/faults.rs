@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use common::{Sign, signed, start, wire_bytes};
+use test_support::faults::{self, Rng};
 use tokio::io::AsyncWriteExt as _;
 
 const MIB: usize = 1024 * 1024;
@@ -32,44 +33,18 @@ enum Stage {
 
 const STAGES: [Stage; 4] = [Stage::Headers, Stage::Body, Stage::AfterBody, Stage::HalfClosed];
 
-/// xorshift64* for the cut points.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("CMI_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("fault seed: {seed} (replay with CMI_FAULT_SEED={seed})");
-    seed
-}
-
 /// Sends the first `cut` bytes of `bytes` (all of them for the after-body stages) and goes away as `stage` says.
 async fn send_and_vanish(host: &str, bytes: &[u8], stage: Stage, headers_len: usize, rng: &mut Rng) {
     let cut = match stage {
-        Stage::Headers => 1 + rng.below(headers_len - 1),
-        Stage::Body => headers_len + 1 + rng.below(bytes.len() - headers_len - 1),
+        Stage::Headers => 1 + rng.index(headers_len - 1),
+        Stage::Body => headers_len + 1 + rng.index(bytes.len() - headers_len - 1),
         Stage::AfterBody | Stage::HalfClosed => bytes.len(),
     };
     let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
     s.write_all(&bytes[..cut]).await.expect("write");
     if stage == Stage::HalfClosed {
         s.shutdown().await.expect("shutdown");
-        tokio::time::sleep(Duration::from_millis(rng.below(5) as u64)).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(5))).await;
     }
     drop(s);
 }
@@ -183,7 +158,7 @@ async fn put(s3: &aws_sdk_s3::Client, key: &str, v: &Version) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_disconnect_at_any_stage_never_tear_an_object_or_leave_files() {
-    let mut rng = Rng(seed() | 1);
+    let mut rng = Rng::new(faults::seed());
     let local = start(false).await;
     let s3 = common::s3(&local.server);
     s3.create_bucket().bucket("faults").send().await.expect("bucket");
@@ -201,7 +176,7 @@ async fn clients_that_disconnect_at_any_stage_never_tear_an_object_or_leave_file
     let mut replaced = 0;
     for i in 1..=80 {
         let stage = STAGES[i % STAGES.len()];
-        let next = version(i, 300 * 1024 + rng.below(64 * 1024));
+        let next = version(i, 300 * 1024 + rng.index(64 * 1024));
         let req = signed(
             &local.server.endpoint_url(),
             local.server.region(),
@@ -245,7 +220,7 @@ async fn clients_that_disconnect_at_any_stage_never_tear_an_object_or_leave_file
         .expect("id")
         .to_string();
     for (n, stage) in (1..).zip(STAGES.iter().cycle().take(16)) {
-        let data = version(n as usize, 5 * MIB + rng.below(1000)).bytes;
+        let data = version(n as usize, 5 * MIB + rng.index(1000)).bytes;
         let req = signed(
             &local.server.endpoint_url(),
             local.server.region(),

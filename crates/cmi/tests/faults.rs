@@ -27,28 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Child, cmi_command, text};
+use test_support::faults::Rng;
 
 const MIB: u64 = 1024 * 1024;
 const BUCKET: &str = "faults";
 /// Wire bytes a run may use beyond the clean import's overhead: more polls of a job that loads slower, more
 /// listings. A part re-sent is 5 MiB, far above it.
 const SLACK: u64 = 256 * 1024;
-
-/// xorshift64*: the faults are chosen from the seed alone, so a printed seed replays them.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// A loopback TCP proxy that counts the bytes clients send through it (requests, bodies included).
 struct Proxy {
@@ -284,25 +269,7 @@ impl World {
 
     /// `bucket/key` → (upload id, parts recorded) from every journal.
     fn journal_uploads(&self) -> std::collections::BTreeMap<String, (String, usize)> {
-        let mut out = std::collections::BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(self.home.path().join("cache/cmi/uploads")) else {
-            return out;
-        };
-        for e in dir
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        {
-            let Ok(bytes) = std::fs::read(e.path()) else { continue };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
-            };
-            for (k, u) in v["uploads"].as_object().into_iter().flatten() {
-                let id = u["upload_id"].as_str().unwrap_or_default().to_string();
-                let parts = u["parts"].as_object().map_or(0, |p| p.len());
-                out.insert(k.clone(), (id, parts));
-            }
-        }
-        out
+        common::journal_uploads(&self.home.path().join("cache/cmi/uploads"))
     }
 
     /// The bytes of import `name` the server does not hold yet: files not stored whole, less the parts it has
@@ -486,22 +453,13 @@ impl World {
 #[test]
 #[ignore = "fault injection: a few minutes; .ci/run runs it"]
 fn kill_9_of_import_and_serve_loses_nothing_tears_nothing_and_sends_nothing_twice() {
-    let seed = std::env::var("CMI_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = test_support::faults::seed();
     let rounds: usize = std::env::var("CMI_FAULT_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    eprintln!("fault seed: {seed} (replay with CMI_FAULT_SEED={seed})");
     let started = Instant::now();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut world = World::new(seed);
 
     // A clean import first: what an import stores, and its wire overhead beyond the files' bytes.

@@ -25,22 +25,7 @@ fn command(home: &Path, args: &[&str]) -> Command {
 
 /// Acknowledged parts of multipart uploads in flight, from the upload journals (one per destination).
 fn acknowledged_parts(uploads: &Path) -> usize {
-    let Ok(dir) = std::fs::read_dir(uploads) else { return 0 };
-    let mut n = 0;
-    for e in dir
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-    {
-        let Ok(bytes) = std::fs::read(e.path()) else { continue };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        n += v["uploads"]
-            .as_object()
-            .map(|u| u.values().map(|o| o["parts"].as_object().map_or(0, |p| p.len())).sum())
-            .unwrap_or(0);
-    }
-    n
+    common::journal_uploads(uploads).values().map(|(_, parts)| parts).sum()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! `model.safetensors.index.json`), `tokenizer.json`, `tokenizer_config.json` and `generation_config.json` in a few
 //! milliseconds. The folder loads in `transformers` as well as in our engine, which is what the logits fixtures rely on.
 
+pub mod faults;
 pub mod hub;
 mod tokenizer;
 mod weights;

@@ -86,3 +86,27 @@ pub fn wait_for_file(file: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `bucket/key` → (upload id, parts recorded) of the multipart uploads in flight, from every upload journal in
+/// `uploads` (one journal per destination; unreadable ones are skipped, as a journal being rewritten may be).
+pub fn journal_uploads(uploads: &Path) -> std::collections::BTreeMap<String, (String, usize)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(uploads) else {
+        return out;
+    };
+    for e in dir
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    {
+        let Ok(bytes) = std::fs::read(e.path()) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        for (k, u) in v["uploads"].as_object().into_iter().flatten() {
+            let id = u["upload_id"].as_str().unwrap_or_default().to_string();
+            let parts = u["parts"].as_object().map_or(0, |p| p.len());
+            out.insert(k.clone(), (id, parts));
+        }
+    }
+    out
+}
