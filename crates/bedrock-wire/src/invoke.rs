@@ -234,6 +234,15 @@ impl InvokeRequest {
         }
     }
 
+    /// Checks what [`parse_invoke_request`] checks beyond the body's shape: the generation settings, the structured
+    /// output and `tool_choice`. For a request built rather than parsed (the Responses API's, mapped onto chat).
+    pub fn check(&self) -> Result<(), WireError> {
+        validate_params(&self.params())?;
+        self.structured_output()?;
+        self.tool_choice()?;
+        Ok(())
+    }
+
     /// The generation settings.
     pub fn params(&self) -> InvokeParams {
         match self {
@@ -287,9 +296,7 @@ pub fn parse_invoke_request(body: &[u8]) -> Result<InvokeRequest, WireError> {
     } else {
         InvokeRequest::BedrockCompletion(parse_json(body).map_err(as_malformed)?)
     };
-    validate_params(&request.params())?;
-    request.structured_output()?;
-    request.tool_choice()?;
+    request.check()?;
     Ok(request)
 }
 

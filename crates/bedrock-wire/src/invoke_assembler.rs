@@ -216,9 +216,10 @@ impl InvokeAssembler {
     /// The OpenAI Chat Completions stream's ending: the chunk with the finish reason, then (when the client asked
     /// for it with `stream_options.include_usage`) a chunk with no choices and the usage, as OpenAI sends them.
     pub fn openai_finish_chunks(&self, finish: &InvokeFinish, include_usage: bool) -> Vec<Value> {
-        let mut out = vec![to_value(&self.chat_finish(self.reason(finish)))];
+        let last = self.chat_finish(self.reason(finish));
+        let mut out = vec![to_value(&last)];
         if include_usage {
-            let mut usage = self.chat_finish(self.reason(finish));
+            let mut usage = last;
             usage.choices.clear();
             usage.usage = Some(finish.usage());
             out.push(to_value(&usage));

@@ -71,26 +71,20 @@ fn model_of(v: &Value) -> Result<&str, ApiError> {
         })
 }
 
-/// Generates for an InvokeModel chat-format request on the model `model_id`.
+/// Starts the generation of an InvokeModel chat-format request on the model `model_id`, holding an invocation slot
+/// for as long as the caller keeps it.
 async fn generate(
     app: &Arc<App>,
     model_id: &str,
     req: &InvokeRequest,
     started: Instant,
-) -> Result<(Generation, InvokeAssembler, InvokeSlot), ApiError> {
+) -> Result<(Generation, InvokeSlot), ApiError> {
     let model = resolve(app, model_id)?;
     let slot = app.invoke_slot()?;
     let loaded = app.runtime.get(&model).await?;
     let (gen_req, parser) = prepare(&loaded, req, DEFAULT_MAX_TOKENS)?;
     let generation = Generation::start(app, &model, loaded, gen_req, parser, started).await?;
-    let asm = InvokeAssembler::new(
-        InvokeFormat::OpenAiChat,
-        format!("chatcmpl-{}", new_id()),
-        unix_now(),
-        model_id.to_string(),
-        generation.prompt_tokens(),
-    );
-    Ok((generation, asm, slot))
+    Ok((generation, slot))
 }
 
 async fn chat_completions(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
@@ -106,7 +100,14 @@ async fn chat_completions(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiEr
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let (generation, asm, _slot) = generate(app, &model_id, &req, started).await?;
+    let (generation, _slot) = generate(app, &model_id, &req, started).await?;
+    let asm = InvokeAssembler::new(
+        InvokeFormat::OpenAiChat,
+        format!("chatcmpl-{}", new_id()),
+        unix_now(),
+        model_id,
+        generation.prompt_tokens(),
+    );
     if stream {
         let body = generation.stream(ChatSse { asm, include_usage });
         return Ok(streaming_response(
@@ -118,9 +119,7 @@ async fn chat_completions(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiEr
     let (pieces, finish) = generation.collect().await?;
     let mut asm = asm;
     asm.push(pieces);
-    let mut answer = asm.response(&finish.invoke());
-    answer["model"] = model_id.into();
-    Ok(json_response(StatusCode::OK, &answer))
+    Ok(json_response(StatusCode::OK, &asm.response(&finish.invoke())))
 }
 
 /// One server-sent event carrying `v`.
@@ -276,11 +275,10 @@ async fn responses(app: &Arc<App>, body: &[u8]) -> Result<Response, ApiError> {
     let started = Instant::now();
     let v = parse_body(body)?;
     let model_id = model_of(&v)?.to_string();
-    let chat = responses_to_chat(&v)?;
-    let chat_body = serde_json::to_vec(&chat).map_err(|e| ApiError::internal(e.to_string()))?;
-    let req = bedrock_wire::parse_invoke_request(&chat_body)?;
+    let req = InvokeRequest::OpenAiChat(responses_to_chat(&v)?);
+    req.check()?;
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let (generation, _, _slot) = generate(app, &model_id, &req, started).await?;
+    let (generation, _slot) = generate(app, &model_id, &req, started).await?;
     let response = ResponseBuilder::new(&model_id);
     if stream {
         let body = generation.stream(ResponsesSse {
