@@ -16,7 +16,7 @@ use bedrock_wire::ErrorType;
 
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::runtime::models::{Models, QUANTIZE_CHOICES, parse_quantize_setting};
+use crate::runtime::models::Models;
 use crate::runtime::openai;
 use crate::s3::S3;
 use crate::state::App;
@@ -34,25 +34,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         path: data_dir.clone(),
         source,
     })?;
-    // The engine's own parser decides, so every quantisation it runs is accepted here.
-    if let Some(q) = &config.quantize
-        && !matches!(parse_quantize_setting(q), Ok(Some(_)))
-    {
-        return Err(Error::Config {
-            field: "quantize",
-            value: q.clone(),
-            expected: "q8_0, q4k or q4_0",
-        });
-    }
-    for (name, q) in &config.model_quantize {
-        if parse_quantize_setting(q).is_err() {
-            return Err(Error::Config {
-                field: "model_quantize",
-                value: format!("{name}={q}"),
-                expected: QUANTIZE_CHOICES,
-            });
-        }
-    }
+    let runtime = Models::new(&config)?;
     let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;
     let api_key = creds::resolve_api_key(&data_dir)?;
     let db = Db::open(&data_dir.join("state.sqlite3"))?;
@@ -75,7 +57,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
     })?;
 
     let app = Arc::new(App {
-        runtime: Models::new(&config),
+        runtime,
         config: config.clone(),
         creds: creds.clone(),
         api_key: api_key.clone(),

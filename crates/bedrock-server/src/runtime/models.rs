@@ -92,26 +92,41 @@ fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> 
 }
 
 impl Models {
-    /// The models of a server; its quantisation settings are checked by [`crate::app::start`] before.
-    pub(crate) fn new(config: &ServerConfig) -> Self {
-        Models {
+    /// The models of a server, its quantisation settings parsed (the one place they are): an unknown quantisation
+    /// is the configuration error that names it.
+    pub(crate) fn new(config: &ServerConfig) -> Result<Self, crate::Error> {
+        // The engine's own parser decides, so every quantisation it runs is accepted here.
+        let quantize = match config.quantize.as_deref().map(parse_quantize_setting) {
+            None => None,
+            Some(Ok(Some(q))) => Some(q),
+            Some(_) => {
+                return Err(crate::Error::Config {
+                    field: "quantize",
+                    value: config.quantize.clone().unwrap_or_default(),
+                    expected: "q8_0, q4k or q4_0",
+                });
+            }
+        };
+        let mut model_quantize = Vec::with_capacity(config.model_quantize.len());
+        for (name, q) in &config.model_quantize {
+            let parsed = parse_quantize_setting(q).map_err(|expected| crate::Error::Config {
+                field: "model_quantize",
+                value: format!("{name}={q}"),
+                expected,
+            })?;
+            model_quantize.push((name.clone(), parsed));
+        }
+        Ok(Models {
             slots: Mutex::new(HashMap::new()),
             warm: config.warm,
             idle_unload: config.idle_unload,
             load: LoadSettings {
-                quantize: config
-                    .quantize
-                    .as_deref()
-                    .and_then(|q| parse_quantize_setting(q).ok().flatten()),
+                quantize,
                 max_batch: config.max_batch,
                 max_queue: config.max_queue,
             },
-            model_quantize: config
-                .model_quantize
-                .iter()
-                .filter_map(|(n, q)| Some((n.clone(), parse_quantize_setting(q).ok()?)))
-                .collect(),
-        }
+            model_quantize,
+        })
     }
 
     /// How a model loads: the server's settings, with the quantisation of a `model_quantize` entry for its name or
