@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
+use bedrock_wire::invoke::InvokeParams;
 use bedrock_wire::{Piece, StreamAssembler};
 use bytes::Bytes;
 use http::StatusCode;
 
 use crate::error::{ApiError, json};
-use crate::runtime::generation::{Finish, Generation, Settings, Sink, streaming_response};
+use crate::runtime::generation::{Finish, Generation, Sink, engine_request, streaming_response};
 use crate::runtime::output::{Parser, output_mode};
 use crate::runtime::resolve;
 use crate::state::App;
@@ -64,14 +65,14 @@ pub(crate) async fn converse(app: &Arc<App>, model_id: &str, body: &[u8], stream
     );
     let parser = Parser::new(template.tool_syntax(), &prompt, &mode);
     let ic = req.inference_config.clone().unwrap_or_default();
-    let settings = Settings {
+    let params = InvokeParams {
         max_tokens: ic.max_tokens,
         temperature: ic.temperature,
         top_p: ic.top_p,
         stop: ic.stop_sequences.clone().unwrap_or_default(),
-        ..Settings::default()
+        ..InvokeParams::default()
     };
-    let gen_req = settings.request(&loaded, prompt, DEFAULT_MAX_TOKENS, mode.grammar());
+    let gen_req = engine_request(&loaded, prompt, params, DEFAULT_MAX_TOKENS, mode.grammar());
     let generation = Generation::start(app, &model, loaded, gen_req, parser, started).await?;
 
     if stream {

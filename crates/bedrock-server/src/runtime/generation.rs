@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bedrock_wire::Piece;
+use bedrock_wire::invoke::InvokeParams;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use infer_engine::{EngineEvent, GenerateRequest, StopReason};
@@ -99,59 +100,33 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The generation settings a request gives, with the surface's default token limit; the limit is capped to the
-/// model's context window.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Settings {
-    pub(crate) max_tokens: Option<u32>,
-    pub(crate) temperature: Option<f32>,
-    pub(crate) top_p: Option<f32>,
-    pub(crate) top_k: Option<u32>,
-    pub(crate) seed: Option<u64>,
-    pub(crate) stop: Vec<String>,
-}
-
-impl From<bedrock_wire::invoke::InvokeParams> for Settings {
-    fn from(p: bedrock_wire::invoke::InvokeParams) -> Self {
-        Settings {
-            max_tokens: p.max_tokens,
-            temperature: p.temperature,
-            top_p: p.top_p,
-            top_k: p.top_k,
-            seed: p.seed,
-            stop: p.stop,
-        }
-    }
-}
-
-impl Settings {
-    /// The engine request for `prompt`: `default_max` tokens unless the request set a limit, the service's sampling
-    /// defaults (temperature 0.5, top-p 0.9), constrained by `grammar` when given.
-    pub(crate) fn request(
-        self,
-        loaded: &Loaded,
-        prompt: String,
-        default_max: usize,
-        grammar: Option<String>,
-    ) -> GenerateRequest {
-        GenerateRequest {
-            prompt,
-            prompt_tokens: None,
-            // Chat templates write the BOS token themselves; raw InvokeModel prompts are sent as given.
-            add_special_tokens: false,
-            max_tokens: self
-                .max_tokens
-                .map_or(default_max, |n| n as usize)
-                .min(loaded.engine.context_length().max(1)),
-            sampling: infer_engine::Sampling {
-                temperature: self.temperature.unwrap_or(0.5),
-                top_p: self.top_p.unwrap_or(0.9),
-                top_k: self.top_k.map(|k| k as usize),
-                seed: self.seed,
-            },
-            stop_sequences: self.stop,
-            grammar,
-        }
+/// The engine request for `prompt` with a request's generation settings: `default_max` tokens unless it set a limit
+/// (capped to the model's context window), the service's sampling defaults (temperature 0.5, top-p 0.9), constrained
+/// by `grammar` when given.
+pub(crate) fn engine_request(
+    loaded: &Loaded,
+    prompt: String,
+    params: InvokeParams,
+    default_max: usize,
+    grammar: Option<String>,
+) -> GenerateRequest {
+    GenerateRequest {
+        prompt,
+        prompt_tokens: None,
+        // Chat templates write the BOS token themselves; raw InvokeModel prompts are sent as given.
+        add_special_tokens: false,
+        max_tokens: params
+            .max_tokens
+            .map_or(default_max, |n| n as usize)
+            .min(loaded.engine.context_length().max(1)),
+        sampling: infer_engine::Sampling {
+            temperature: params.temperature.unwrap_or(0.5),
+            top_p: params.top_p.unwrap_or(0.9),
+            top_k: params.top_k.map(|k| k as usize),
+            seed: params.seed,
+        },
+        stop_sequences: params.stop,
+        grammar,
     }
 }
 

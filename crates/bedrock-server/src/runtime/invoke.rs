@@ -13,7 +13,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::error::{ApiError, json};
 use crate::ids::{new_id, unix_now};
-use crate::runtime::generation::{Finish, Generation, Settings, Sink, streaming_response};
+use crate::runtime::generation::{Finish, Generation, Sink, engine_request, streaming_response};
 use crate::runtime::models::Loaded;
 use crate::runtime::output::{OutputMode, Parser, output_mode};
 use crate::runtime::resolve;
@@ -77,7 +77,6 @@ pub(crate) fn prepare(
     default_max: usize,
 ) -> Result<(infer_engine::GenerateRequest, Parser), ApiError> {
     let structured = req.structured_output()?;
-    let settings = Settings::from(req.params());
     let (prompt, mode, parser) = match req {
         InvokeRequest::BedrockCompletion(r) => completion(loaded, &r.prompt, structured.as_ref()),
         InvokeRequest::OpenAiCompletion(r) => completion(loaded, &r.prompt, structured.as_ref()),
@@ -105,7 +104,7 @@ pub(crate) fn prepare(
             (prompt, mode, parser)
         }
     };
-    let gen_req = settings.request(loaded, prompt, default_max, mode.grammar());
+    let gen_req = engine_request(loaded, prompt, req.params(), default_max, mode.grammar());
     Ok((gen_req, parser))
 }
 
