@@ -1,7 +1,7 @@
 //! The model-import control plane: CreateModelImportJob, Get/ListModelImportJobs, Get/List/DeleteImportedModel.
 //!
-//! Member names, status values, ARN shapes and validation patterns follow the service model (botocore
-//! `bedrock/2023-04-20/service-2.json`); the patterns are checked by hand because no regex crate is in the workspace.
+//! Member names, status values and ARN shapes follow the service model (botocore `bedrock/2023-04-20/service-2.json`);
+//! the members' patterns are `bedrock_wire::control`'s.
 
 use axum::response::Response;
 use http::StatusCode;
@@ -10,81 +10,28 @@ use serde_json::{Value, json};
 use crate::db::{Insert, JobRow, ModelRow};
 use crate::error::{ApiError, json as json_response};
 use crate::ids::{new_id, now};
-use crate::job_request::{parse_s3_uri, quantize_from_request};
+use bedrock_wire::control;
+
+use crate::job_request::quantize_from_request;
 use crate::jobs;
 use crate::state::App;
 
 type R = Result<Response, ApiError>;
 
-fn invalid(value: &str, member: &str, constraint: &str) -> ApiError {
-    ApiError::validation(format!(
-        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {constraint}"
-    ))
+fn invalid(value: &str, member: &str, constraint: &'static str) -> ApiError {
+    ApiError::validation(
+        control::Invalid {
+            value: value.to_string(),
+            member: member.to_string(),
+            constraint,
+        }
+        .to_string(),
+    )
 }
 
 fn internal(e: crate::Error) -> ApiError {
     tracing::error!(error = %e, "state database failure");
     ApiError::internal("internal error in the local Bedrock state database")
-}
-
-fn alnum(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-}
-
-/// `[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*`, 1–63.
-pub(crate) fn valid_job_name(s: &str) -> bool {
-    (1..=63).contains(&s.len()) && s.starts_with(alnum) && s.chars().all(|c| alnum(c) || "+-.".contains(c))
-}
-
-/// `([0-9a-zA-Z][_-]?)+`, 1–63.
-pub(crate) fn valid_model_name(s: &str) -> bool {
-    if !(1..=63).contains(&s.len()) || !s.starts_with(alnum) {
-        return false;
-    }
-    let mut prev_sep = false;
-    for c in s.chars() {
-        let sep = c == '_' || c == '-';
-        if !(alnum(c) || sep) || (sep && prev_sep) {
-            return false;
-        }
-        prev_sep = sep;
-    }
-    true
-}
-
-/// `arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+`, up to 2048.
-pub(crate) fn valid_role_arn(s: &str) -> bool {
-    if s.len() > 2048 {
-        return false;
-    }
-    let Some(rest) = s.strip_prefix("arn:aws") else {
-        return false;
-    };
-    let rest = match rest.strip_prefix('-') {
-        Some(r) => match r.split_once(':') {
-            Some((p, r)) if !p.is_empty() => r,
-            _ => return false,
-        },
-        None => match rest.strip_prefix(':') {
-            Some(r) => r,
-            None => return false,
-        },
-    };
-    let Some(rest) = rest.strip_prefix("iam::") else {
-        return false;
-    };
-    let Some((acct, role)) = rest.split_once(":role/") else {
-        return false;
-    };
-    (acct.is_empty() || (acct.len() == 12 && acct.chars().all(|c| c.is_ascii_digit()))) && !role.is_empty()
-}
-
-/// `[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?`.
-fn valid_token(s: &str) -> bool {
-    (1..=256).contains(&s.len())
-        && s.starts_with(alnum)
-        && s.ends_with(alnum)
-        && s.chars().all(|c| alnum(c) || c == '-')
 }
 
 fn str_member<'a>(body: &'a Value, member: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
@@ -101,45 +48,10 @@ fn str_member<'a>(body: &'a Value, member: &str, required: bool) -> Result<Optio
 }
 
 fn validate_tags(body: &Value, member: &str) -> Result<(), ApiError> {
-    let Some(tags) = body.get(member) else { return Ok(()) };
-    let Some(list) = tags.as_array() else {
-        return Err(ApiError::validation(format!(
-            "member {member} must be a list of {{key, value}}"
-        )));
-    };
-    if list.len() > 200 {
-        return Err(invalid(
-            &list.len().to_string(),
-            member,
-            "Member must have length less than or equal to 200",
-        ));
-    }
-    let ok_chars = |s: &str| {
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "._:/=+@-".contains(c))
-    };
-    for t in list {
-        let k = t.get("key").and_then(Value::as_str).unwrap_or("");
-        let v = t.get("value").and_then(Value::as_str);
-        if !(1..=128).contains(&k.len()) || !ok_chars(k) {
-            return Err(invalid(
-                k,
-                &format!("{member}.key"),
-                "Member must satisfy regular expression pattern: ^[a-zA-Z0-9\\s._:/=+@-]*$",
-            ));
-        }
-        match v {
-            Some(v) if v.len() <= 256 && ok_chars(v) => {}
-            _ => {
-                return Err(invalid(
-                    v.unwrap_or("null"),
-                    &format!("{member}.value"),
-                    "Member must satisfy regular expression pattern: ^[a-zA-Z0-9\\s._:/=+@-]*$",
-                ));
-            }
-        }
-    }
-    Ok(())
+    control::check_tags(body, member).map_err(|e| match e {
+        Some(e) => ApiError::validation(e.to_string()),
+        None => ApiError::validation(format!("member {member} must be a list of {{key, value}}")),
+    })
 }
 
 pub(crate) fn create_job(app: &std::sync::Arc<App>, body: &[u8]) -> R {
@@ -149,50 +61,30 @@ pub(crate) fn create_job(app: &std::sync::Arc<App>, body: &[u8]) -> R {
         return Err(ApiError::validation("request body must be a JSON object"));
     }
     let job_name = str_member(&req, "jobName", true)?.unwrap_or_default();
-    if !valid_job_name(job_name) {
-        return Err(invalid(
-            job_name,
-            "jobName",
-            "Member must satisfy regular expression pattern: [a-zA-Z0-9](-*[a-zA-Z0-9\\+\\-\\.])* and length 1-63",
-        ));
+    if !control::valid_job_name(job_name) {
+        return Err(invalid(job_name, "jobName", control::JOB_NAME));
     }
     let model_name = str_member(&req, "importedModelName", true)?.unwrap_or_default();
-    if !valid_model_name(model_name) {
-        return Err(invalid(
-            model_name,
-            "importedModelName",
-            "Member must satisfy regular expression pattern: ([0-9a-zA-Z][_-]?)+ and length 1-63",
-        ));
+    if !control::valid_model_name(model_name) {
+        return Err(invalid(model_name, "importedModelName", control::MODEL_NAME));
     }
     // The service requires roleArn; the local Bedrock needs no IAM, so it only checks the format when one is given.
     let role_arn = str_member(&req, "roleArn", false)?.unwrap_or_default();
-    if !role_arn.is_empty() && !valid_role_arn(role_arn) {
-        return Err(invalid(
-            role_arn,
-            "roleArn",
-            "Member must satisfy regular expression pattern: ^arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+$",
-        ));
+    if !role_arn.is_empty() && !control::valid_role_arn(role_arn) {
+        return Err(invalid(role_arn, "roleArn", control::ROLE_ARN));
     }
     let s3_uri = req
         .pointer("/modelDataSource/s3DataSource/s3Uri")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::validation("modelDataSource.s3DataSource.s3Uri is required"))?;
-    if parse_s3_uri(s3_uri).is_none() {
-        return Err(invalid(
-            s3_uri,
-            "modelDataSource.s3DataSource.s3Uri",
-            "Member must satisfy regular expression pattern: ^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/.*)?$",
-        ));
+    if control::parse_s3_uri(s3_uri).is_none() {
+        return Err(invalid(s3_uri, "modelDataSource.s3DataSource.s3Uri", control::S3_URI));
     }
     let token = str_member(&req, "clientRequestToken", false)?;
     if let Some(t) = token
-        && !valid_token(t)
+        && !control::valid_client_token(t)
     {
-        return Err(invalid(
-            t,
-            "clientRequestToken",
-            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*$",
-        ));
+        return Err(invalid(t, "clientRequestToken", control::CLIENT_TOKEN));
     }
     validate_tags(&req, "jobTags")?;
     validate_tags(&req, "importedModelTags")?;

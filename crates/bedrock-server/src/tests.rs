@@ -1,44 +1,10 @@
-//! Unit tests of the server internals: name and ARN validation, S3 key checks, SigV4 verification, credentials.
+//! Unit tests of the server internals: S3 key checks, SigV4 verification, credentials.
 
 use std::time::{Duration, SystemTime};
 
 use crate::Credentials;
-use crate::control::{valid_job_name, valid_model_name, valid_role_arn};
-use crate::job_request::parse_s3_uri;
 use crate::s3::check_target;
 use crate::sigv4::{AuthError, verify};
-
-#[test]
-fn job_and_model_names_follow_the_service_patterns() {
-    assert!(valid_job_name("my-job.v1+x"));
-    assert!(!valid_job_name("-starts-with-dash"));
-    assert!(!valid_job_name("has space"));
-    assert!(!valid_job_name(&"a".repeat(64)));
-    assert!(valid_model_name("my_model-1"));
-    assert!(!valid_model_name("double__sep"));
-    assert!(!valid_model_name("_lead"));
-    assert!(!valid_model_name("dot.not.allowed"));
-}
-
-#[test]
-fn role_arns_and_s3_uris_are_checked() {
-    assert!(valid_role_arn("arn:aws:iam::123456789012:role/Import"));
-    assert!(valid_role_arn("arn:aws-cn:iam::123456789012:role/x/y"));
-    assert!(valid_role_arn("arn:aws:iam:::role/NoAccount"));
-    assert!(!valid_role_arn("arn:aws:iam::12345:role/short-account"));
-    assert!(!valid_role_arn("arn:aws:s3:::bucket"));
-    assert_eq!(
-        parse_s3_uri("s3://my-bucket/models/x/"),
-        Some(("my-bucket".into(), "models/x/".into()))
-    );
-    assert_eq!(
-        parse_s3_uri("s3://my-bucket"),
-        Some(("my-bucket".into(), String::new()))
-    );
-    assert_eq!(parse_s3_uri("s3://ab/x"), None);
-    assert_eq!(parse_s3_uri("s3://Upper/x"), None);
-    assert_eq!(parse_s3_uri("https://bucket/x"), None);
-}
 
 #[test]
 fn s3_keys_cannot_leave_the_bucket() {

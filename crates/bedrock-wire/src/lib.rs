@@ -5,6 +5,7 @@
 //!   SDKs send and parse (camelCase, per the Smithy model of `bedrock-runtime` 2023-09-30);
 //! - [`stream`]: the ConverseStream events (`messageStart`, `contentBlockStart`, `contentBlockDelta`, …);
 //! - [`invoke`]: InvokeModel / InvokeModelWithResponseStream bodies used by imported models;
+//! - [`control`]: the import control plane's name, ARN, S3 URI and tag patterns, and the `cmi:*` model tags;
 //! - [`exception`]: error types (`x-amzn-ErrorType` names, HTTP statuses, JSON bodies);
 //! - [`eventstream`]: `application/vnd.amazon.eventstream` frames, encoded and decoded with `aws-smithy-eventstream`;
 //! - [`structured`]: structured-output requests (`response_format`, `structured_outputs`, Converse `outputConfig`)
@@ -16,6 +17,7 @@
 //!   body) and the OpenAI chat chunks.
 
 pub mod assembler;
+pub mod control;
 pub mod converse;
 mod error;
 pub mod eventstream;
