@@ -152,6 +152,17 @@ pub enum Error {
         /// How long we waited.
         waited_secs: u64,
     },
+    /// An import into AWS names no bucket (only the local Bedrock has a default one).
+    #[error("no bucket given: an import into AWS uploads to a bucket of yours in the import's region")]
+    BucketRequired,
+    /// The model still answered `ModelNotReadyException` when warming gave up.
+    #[error("{model_arn} still not ready after {waited_secs} s")]
+    NotReady {
+        /// The model.
+        model_arn: String,
+        /// How long we called it.
+        waited_secs: u64,
+    },
     /// A response lacked a member the API documents as present.
     #[error("bedrock {op}: the response has no `{member}`")]
     MissingMember {

@@ -11,54 +11,27 @@ use crate::Error;
 use crate::progress::{Event, Progress};
 
 /// Checks a role ARN against the form the API accepts: `arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+`, at most 2048
-/// characters. Hand-written: one fixed pattern does not justify a regex engine.
+/// characters (`bedrock_wire::control`'s pattern).
 pub fn validate_role_arn(arn: &str) -> Result<(), Error> {
-    let bad = || Error::InvalidRoleArn { arn: arn.to_string() };
-    if arn.len() > 2048 {
-        return Err(bad());
-    }
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err(bad());
-    };
-    let partition_ok = partition == "aws" || partition.strip_prefix("aws-").is_some_and(|s| !s.is_empty());
-    let account_ok = account.is_empty() || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
-    let role_ok = resource.strip_prefix("role/").is_some_and(|r| !r.is_empty());
-    if partition_ok && account_ok && role_ok {
+    if bedrock_wire::control::valid_role_arn(arn) {
         Ok(())
     } else {
-        Err(bad())
+        Err(Error::InvalidRoleArn { arn: arn.to_string() })
     }
 }
 
 /// Checks an imported-model name: 1–63 characters of `([0-9a-zA-Z][_-]?)+` (letters and digits, single `_` or `-`
 /// between them).
 pub fn validate_model_name(name: &str) -> Result<(), Error> {
-    let bad = || Error::InvalidName {
-        what: "model name",
-        name: name.to_string(),
-        expected: "1-63 letters and digits, optionally separated by single '-' or '_'",
-    };
-    if name.is_empty() || name.len() > 63 || !name.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(bad());
+    if bedrock_wire::control::valid_model_name(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what: "model name",
+            name: name.to_string(),
+            expected: "1-63 letters and digits, optionally separated by single '-' or '_'",
+        })
     }
-    let mut prev_sep = false;
-    for b in name.bytes() {
-        match b {
-            b'_' | b'-' if prev_sep => return Err(bad()),
-            b'_' | b'-' => prev_sep = true,
-            b if b.is_ascii_alphanumeric() => prev_sep = false,
-            _ => return Err(bad()),
-        }
-    }
-    Ok(())
 }
 
 /// A job name derived from the model name and the uploaded content (`[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*`, ≤ 63).

@@ -11,9 +11,11 @@ mod error;
 mod hub;
 mod job;
 mod journal;
+mod pipeline;
 mod progress;
 mod register;
 mod stage;
+mod summary;
 mod upload;
 
 pub use bucket::ensure_bucket;
@@ -24,12 +26,14 @@ pub use job::{
     ImportedModel, JobInfo, JobRequest, JobStatus, PollSettings, client_request_token, create_job, get_imported_model,
     get_job, job_name_for, list_jobs, validate_model_name, validate_role_arn, wait_for_job,
 };
+pub use pipeline::{
+    ImportSettings, Imported, Outcome, Pending, StateDirs, Target, import, preflight, register_completed, warm,
+};
 pub use progress::{Event, Progress};
 pub use register::{Registration, provider_for, register};
 pub use stage::{Repair, needs_repair, repair};
-pub use upload::{
-    CRC_METADATA_KEY, ManifestEntry, PlannedFile, Retry, UploadPlan, UploadSettings, UploadSummary, Uploader,
-};
+pub use summary::{ManifestEntry, UploadSummary};
+pub use upload::{CRC_METADATA_KEY, PlannedFile, Retry, UploadPlan, UploadSettings, Uploader};
 
 #[cfg(test)]
 mod tests;

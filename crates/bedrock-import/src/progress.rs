@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// Something the upload or the import job did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something the import did: its steps ([`crate::import`]), the upload's files and bytes, the job's polls.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
     /// Checksumming local files before upload; `bytes` more were read.
@@ -61,6 +61,45 @@ pub enum Event {
         file: String,
         /// Bytes received since the last event.
         bytes: u64,
+    },
+    /// The preflight's report of the source folder.
+    Checked {
+        /// The report.
+        report: Box<model_folder::Report>,
+    },
+    /// The chat template was repaired (or found to need no change: `repair.outcome.changed` is false).
+    Repaired {
+        /// What the repair did.
+        repair: Box<crate::Repair>,
+        /// In a staged copy (the user's folder is unchanged).
+        staged: bool,
+    },
+    /// The template could not be repaired; the folder is imported as it is.
+    RepairFailed {
+        /// Why.
+        message: String,
+    },
+    /// The upload is done.
+    Uploaded {
+        /// What it did.
+        summary: Box<crate::UploadSummary>,
+    },
+    /// An earlier identical run's job had failed; a new one is created.
+    EarlierJobFailed {
+        /// The failed job.
+        job_arn: String,
+    },
+    /// The import job exists (created now, or an identical earlier run's).
+    JobCreated {
+        /// The job.
+        job_arn: String,
+    },
+    /// The model is in the registry.
+    Registered {
+        /// Its name.
+        name: String,
+        /// The registry file.
+        registry_file: std::path::PathBuf,
     },
     /// The import job's status, after each poll.
     Job {

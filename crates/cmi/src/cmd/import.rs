@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
-use bedrock_import::{Event, JobRequest, JobStatus, PollSettings, Progress, Registration, UploadPlan, UploadSettings};
+use bedrock_import::{Event, ImportSettings, JobStatus, Outcome, Progress, StateDirs, Target, UploadSettings};
 use indicatif::{ProgressBar, ProgressStyle};
 use model_folder::{Report, Severity};
 use serde_json::json;
@@ -125,12 +125,6 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------------------------
 // check
 
-async fn preflight(dir: &Path) -> Result<Report> {
-    let d = dir.to_path_buf();
-    let report = tokio::task::spawn_blocking(move || model_folder::check(&d)).await??;
-    Ok(report)
-}
-
 fn print_findings(report: &Report) {
     for f in &report.findings {
         eprintln!("{}: [{}] {}", f.severity, f.code, f.message);
@@ -167,7 +161,7 @@ fn summary_line(report: &Report) -> String {
 async fn check(args: CheckArgs, ctx: &Ctx) -> Result<ExitCode> {
     let dir = resolve_source(&args.source, ctx.global.quiet || args.json).await?;
     let started = Instant::now();
-    let report = preflight(&dir).await?;
+    let report = bedrock_import::preflight(&dir).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -205,16 +199,10 @@ async fn status(args: StatusArgs, ctx: &Ctx) -> Result<ExitCode> {
     let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
     let job = bedrock_import::get_job(&bedrock, &args.job).await?;
     // A job started with `--no-wait` is registered here, once it has completed.
-    if job.status == JobStatus::Completed
-        && let Some(model_arn) = &job.model_arn
-        && let Some(pending) = Pending::load(ctx, &job.job_arn)?
+    if let Some(name) = bedrock_import::register_completed(&bedrock, &job, &state_dirs(ctx)).await?
+        && !ctx.global.quiet
     {
-        let imported = bedrock_import::get_imported_model(&bedrock, model_arn).await.ok();
-        let name = pending.registration.name.clone();
-        let (file, _) = pending.register(ctx, model_arn, imported).await?;
-        if !ctx.global.quiet {
-            eprintln!("registered `{name}` in {}", file.display());
-        }
+        eprintln!("registered `{name}` in {}", ctx.paths.registry_file().display());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
@@ -266,73 +254,14 @@ async fn list(args: ListArgs, ctx: &Ctx) -> Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------------------------
 // import
 
-/// A registration waiting for its import job: written by `cmi import --no-wait`, completed by `cmi import status`
-/// (or at once when the import waits).
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Pending {
-    job_arn: String,
-    /// The template renders tools (with Converse); `toolUse` follows from it and the model's `instructSupported`.
-    converse_tools: bool,
-    registration: Registration,
-}
-
-impl Pending {
-    fn path(ctx: &Ctx, job_arn: &str) -> PathBuf {
-        // The job's 12-character id (the ARN's last segment) names the file.
-        let id: String = job_arn
-            .rsplit('/')
-            .next()
-            .unwrap_or(job_arn)
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        ctx.paths.config_dir.join("pending-imports").join(format!("{id}.json"))
-    }
-
-    fn save(&self, ctx: &Ctx) -> Result<()> {
-        let path = Self::path(ctx, &self.job_arn);
-        let bytes = serde_json::to_vec_pretty(self)?;
-        model_registry::write_atomic(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
-    }
-
-    fn load(ctx: &Ctx, job_arn: &str) -> Result<Option<Pending>> {
-        let path = Self::path(ctx, job_arn);
-        match std::fs::read(&path) {
-            Ok(b) => {
-                let p: Pending = serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))?;
-                Ok((p.job_arn == job_arn).then_some(p))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
-        }
-    }
-
-    /// Writes the entry for `model_arn` into the registry (with what Bedrock says of the model) and forgets the
-    /// pending file. Returns the registry file and whether the model serves Converse.
-    async fn register(
-        mut self,
-        ctx: &Ctx,
-        model_arn: &str,
-        imported: Option<bedrock_import::ImportedModel>,
-    ) -> Result<(PathBuf, bool)> {
-        let r = &mut self.registration;
-        r.model_arn = model_arn.to_string();
-        if let Some(m) = imported {
-            r.instruct_supported = m.instruct_supported.unwrap_or(r.instruct_supported);
-            r.architecture = m.architecture.or(r.architecture.take());
-        }
-        r.tool_use = self.converse_tools || !r.instruct_supported;
-        let instruct = r.instruct_supported;
-        let name = r.name.clone();
-        let registry_file = ctx.paths.registry_file();
-        let (rf, reg) = (registry_file.clone(), self.registration);
-        tokio::task::spawn_blocking(move || bedrock_import::register(&rf, &reg))
-            .await?
-            .with_context(|| format!("registering `{name}` in {}", registry_file.display()))?;
-        let _ = std::fs::remove_file(Self::path(ctx, &self.job_arn));
-        Ok((registry_file, instruct))
+/// Where `cmi import` keeps its state: staged repairs and upload journals in the cache, pending registrations
+/// beside the registry.
+fn state_dirs(ctx: &Ctx) -> StateDirs {
+    StateDirs {
+        staging: ctx.paths.cache_dir.join("import-staging"),
+        uploads: ctx.paths.cache_dir.join("uploads"),
+        pending: ctx.paths.config_dir.join("pending-imports"),
+        registry_file: ctx.paths.registry_file(),
     }
 }
 
@@ -340,6 +269,8 @@ impl Pending {
 struct Display {
     bar: Option<ProgressBar>,
     plain: bool,
+    /// The import's steps (check, template, upload, job, registry) are told, bars or not (not with `--quiet`).
+    steps: bool,
     state: Mutex<PlainState>,
 }
 
@@ -350,7 +281,8 @@ struct PlainState {
 }
 
 impl Display {
-    fn new(quiet: bool) -> Display {
+    /// Bars and per-file lines unless `quiet`; the steps unless `quiet_steps`.
+    fn new(quiet: bool, quiet_steps: bool) -> Display {
         let tty = std::io::stderr().is_terminal();
         let bar = (!quiet && tty).then(|| {
             let b = ProgressBar::new(0);
@@ -368,6 +300,7 @@ impl Display {
         Display {
             bar,
             plain: !quiet && !tty,
+            steps: !quiet_steps,
             state: Mutex::new(PlainState::default()),
         }
     }
@@ -376,6 +309,15 @@ impl Display {
         match &self.bar {
             Some(b) => b.println(s),
             None if self.plain => eprintln!("{s}"),
+            None => {}
+        }
+    }
+
+    /// A step of the import: above the bar, or a line.
+    fn step(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None if self.steps => eprintln!("{s}"),
             None => {}
         }
     }
@@ -441,6 +383,52 @@ impl Progress for Display {
                 }
             }
             Event::FileDone { key } if self.bar.is_none() => self.line(&format!("  uploaded {key}")),
+            Event::Checked { report } => {
+                if self.steps {
+                    print_findings(&report);
+                }
+                self.step(&format!("check: {}", summary_line(&report)));
+            }
+            Event::Repaired { repair, staged } if repair.outcome.changed => {
+                self.step(&format!(
+                    "template: {} in {}{}",
+                    repair.outcome.message,
+                    repair.dir.display(),
+                    if staged {
+                        " (a staged copy; your folder is unchanged)"
+                    } else {
+                        ""
+                    }
+                ));
+                for (from, to) in &repair.outcome.moved {
+                    self.step(&format!("template: moved {} to {}", from.display(), to.display()));
+                }
+                tracing::info!(diff = %repair.outcome.diff, "template diff");
+            }
+            Event::Repaired { repair, .. } => self.step(&format!("template: {}", repair.outcome.message)),
+            Event::RepairFailed { message } => self.step(&format!(
+                "warning: the chat template could not be repaired ({message}); importing it as it is"
+            )),
+            Event::Uploaded { summary: u } => {
+                if let Some(b) = &self.bar {
+                    b.set_position(b.length().unwrap_or(0));
+                }
+                self.step(&format!(
+                    "upload: {} sent, {} already there, {} resumed, in {:.1}s ({}/s)",
+                    human(u.bytes_sent),
+                    human(u.bytes_skipped),
+                    human(u.bytes_resumed),
+                    u.elapsed.as_secs_f64(),
+                    human((u.bytes_sent as f64 / u.elapsed.as_secs_f64().max(1e-3)) as u64)
+                ));
+            }
+            Event::EarlierJobFailed { job_arn } => self.step(&format!(
+                "import job: {job_arn} (from an earlier run) failed; starting a new one"
+            )),
+            Event::JobCreated { job_arn } => self.step(&format!("import job: {job_arn}")),
+            Event::Registered { name, registry_file } => {
+                self.step(&format!("registered `{name}` in {}", registry_file.display()))
+            }
             Event::Job { status, elapsed, .. } => {
                 if let Some(b) = &self.bar {
                     b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("progress template"));
@@ -457,12 +445,6 @@ impl Progress for Display {
             _ => {}
         }
     }
-}
-
-/// `journal-<bucket>-<hash>.json`: readable, and unique per endpoint (or region), bucket and prefix.
-fn journal_name(place: &str, bucket: &str, prefix: &str) -> String {
-    let digest = crc32c::crc32c(format!("{place}\n{bucket}\n{prefix}").as_bytes());
-    format!("journal-{bucket}-{digest:08x}.json")
 }
 
 fn human(bytes: u64) -> String {
@@ -501,7 +483,7 @@ async fn resolve_source(source: &str, quiet: bool) -> Result<PathBuf> {
             settings.cache_dir.display()
         );
     }
-    let display = Display::new(quiet);
+    let display = Display::new(quiet, quiet);
     display.set_message("download");
     let d = bedrock_import::download(&hub, &settings, &display).await;
     display.finish();
@@ -540,322 +522,153 @@ async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {
         bedrock_import::validate_role_arn(arn)?;
     }
     let quiet = ctx.global.quiet;
-    let say = |s: &str| {
-        if !quiet {
-            eprintln!("{s}");
-        }
-    };
     if args.in_place && !Path::new(&source).is_dir() {
         bail!(
             "--in-place needs a local folder, and {source} is not one: a downloaded snapshot in the Hugging Face cache is never edited\n\nhint: drop --in-place (the repair is staged), or download the folder and pass its path"
         );
     }
     let source_dir = resolve_source(&source, quiet).await?;
-
-    // 1. Preflight.
-    let report = preflight(&source_dir).await?;
-    if !quiet {
-        print_findings(&report);
-    }
-    say(&format!("check: {}", summary_line(&report)));
-    if report.has_errors() {
-        eprintln!(
-            "error: {} has {} error(s); nothing was uploaded",
-            source_dir.display(),
-            report.errors().count()
-        );
-        return Ok(ExitCode::from(1));
-    }
-
-    // 2. Target (before anything is written: a missing role fails here).
-    let target = ctx.aws().await?;
-    if !target.local && args.role_arn.is_none() {
-        bail!(
-            "{}\n\nhint: pass --role-arn arn:aws:iam::<account>:role/<role Bedrock can assume to read the bucket>",
-            bedrock_import::Error::RoleArnRequired
-        );
-    }
-
-    // 3. Template repair, staged unless --in-place.
-    let mut upload_dir = source_dir.clone();
-    let mut final_report = report.clone();
-    if bedrock_import::needs_repair(&report) {
-        let staging = ctx.paths.cache_dir.join("import-staging").join(&name);
-        let (src, names, stage, in_place) = (source_dir.clone(), report.files.clone(), staging.clone(), args.in_place);
-        match tokio::task::spawn_blocking(move || bedrock_import::repair(&src, &names, &stage, in_place)).await? {
-            Ok(r) if r.outcome.changed => {
-                say(&format!(
-                    "template: {} in {}{}",
-                    r.outcome.message,
-                    r.dir.display(),
-                    if in_place {
-                        ""
-                    } else {
-                        " (a staged copy; your folder is unchanged)"
-                    }
-                ));
-                for (from, to) in &r.outcome.moved {
-                    say(&format!("template: moved {} to {}", from.display(), to.display()));
-                }
-                tracing::info!(diff = %r.outcome.diff, "template diff");
-                upload_dir = r.dir.clone();
-                final_report = preflight(&upload_dir).await?;
-            }
-            Ok(r) => say(&format!("template: {}", r.outcome.message)),
-            Err(e) => say(&format!(
-                "warning: the chat template could not be repaired ({e}); importing it as it is"
-            )),
-        }
-    }
-
-    // 4. Bucket and upload.
-    let s3 = s3_client(&target);
-    let bucket = match (&args.bucket, target.local) {
-        (Some(b), _) => b.clone(),
-        (None, true) => format!("cmi-import-{}", target.region),
-        (None, false) => bail!(
-            "no --bucket given\n\nhint: pass --bucket NAME (add --create-bucket to create it in {})",
-            target.region
-        ),
+    let aws = ctx.aws().await?;
+    let target = Target {
+        region: aws.region.clone(),
+        endpoint_url: aws.endpoint_url.clone(),
+        local: aws.local,
     };
-    bedrock_import::ensure_bucket(
-        &s3,
-        &bucket,
-        &target.region,
-        args.create_bucket || (target.local && args.bucket.is_none()),
-    )
-    .await
-    .with_context(|| format!("preparing s3://{bucket}"))
-    .map_err(|e| add_bucket_hint(e, &bucket))?;
-    let prefix = args.prefix.clone().unwrap_or_else(|| name.clone());
-    let plan = UploadPlan::new(&upload_dir, &final_report.files, &bucket, &prefix);
-    let settings = UploadSettings {
-        part_size: args.part_size_mib.max(5) << 20,
-        max_memory: args.max_memory_mib << 20,
-        max_concurrency: args.concurrency.max(1),
-        // One journal per destination, so that imports to different places can run at once without one
-        // process's rewrite of the journal dropping the other's acknowledged parts.
-        journal: Some(ctx.paths.cache_dir.join("uploads").join(journal_name(
-            target.endpoint_url.as_deref().unwrap_or(&target.region),
-            &bucket,
-            &prefix,
-        ))),
-        ..UploadSettings::default()
-    };
-    let display = Display::new(quiet || args.json);
-    let upload = bedrock_import::Uploader::new(s3, settings)
-        .upload(&plan, &display)
-        .await;
-    display.finish();
-    let upload = upload.with_context(|| format!("uploading {} to {}", upload_dir.display(), plan.s3_uri()))?;
-    say(&format!(
-        "upload: {} sent, {} already there, {} resumed, in {:.1}s ({}/s)",
-        human(upload.bytes_sent),
-        human(upload.bytes_skipped),
-        human(upload.bytes_resumed),
-        upload.elapsed.as_secs_f64(),
-        human((upload.bytes_sent as f64 / upload.elapsed.as_secs_f64().max(1e-3)) as u64)
-    ));
-
-    // 5. Import job.
-    let bedrock = aws_sdk_bedrock::Client::new(&target.sdk);
-    // The job is named after what it imports and how the model is to run, so an identical run finds its job again
-    // and a changed `--quantize` asks for a new one.
-    let digest = upload.digest();
-    let job_base = match &args.quantize {
-        Some(q) => format!("{name}-{q}"),
-        None => name.clone(),
-    };
-    let s3_uri = plan.s3_uri();
-    let run_started = SystemTime::now();
-    let mut job_arn = String::new();
-    for attempt in 0..2u32 {
-        let req = JobRequest {
-            job_name: if attempt == 0 {
-                bedrock_import::job_name_for(&job_base, &digest)
-            } else {
-                bedrock_import::job_name_for(&job_base, &format!("{}r{attempt}", &digest[..6]))
-            },
-            model_name: name.clone(),
-            role_arn: args.role_arn.clone(),
-            s3_uri: s3_uri.clone(),
-            client_request_token: Some(bedrock_import::client_request_token(
-                &job_base, &s3_uri, &digest, attempt,
-            )),
-            model_tags: std::iter::once(("cmi:content".to_string(), digest[..16].to_string()))
-                .chain(args.quantize.iter().map(|q| ("cmi:quantize".to_string(), q.clone())))
-                .collect(),
-        };
-        job_arn = bedrock_import::create_job(&bedrock, &req)
-            .await
-            .with_context(|| format!("creating the import job for {s3_uri}"))?;
-        // The same token returns the job an earlier identical run created; if that one failed, ask for a new one.
-        let job = bedrock_import::get_job(&bedrock, &job_arn).await?;
-        let older = job
-            .creation_time
-            .is_some_and(|t| t < run_started - Duration::from_secs(5));
-        if job.status == JobStatus::Failed && older && attempt == 0 {
-            say(&format!(
-                "import job: {job_arn} (from an earlier run) failed; starting a new one"
-            ));
-            continue;
-        }
-        break;
-    }
-    say(&format!("import job: {job_arn}"));
-    // What to register once the job completes (now, or later by `cmi import status`).
-    let pending = Pending {
-        job_arn: job_arn.clone(),
-        converse_tools: final_report.converse_tools,
-        registration: Registration {
-            name: name.clone(),
-            model_arn: String::new(),
-            provider: bedrock_import::provider_for(final_report.model_type.as_deref()).to_string(),
-            region: target.region.clone(),
-            context_length: final_report.context_length,
-            instruct_supported: final_report.instruct_supported,
-            tool_use: final_report.converse_tools || !final_report.instruct_supported,
-            model_source: Some(std::fs::canonicalize(&upload_dir).unwrap_or(upload_dir.clone())),
-            architecture: final_report.architecture.clone(),
+    let settings = ImportSettings {
+        name: name.clone(),
+        bucket: args.bucket.clone(),
+        create_bucket: args.create_bucket,
+        prefix: args.prefix.clone(),
+        role_arn: args.role_arn.clone(),
+        quantize: args.quantize.clone(),
+        in_place: args.in_place,
+        upload: UploadSettings {
+            part_size: args.part_size_mib.max(5) << 20,
+            max_memory: args.max_memory_mib << 20,
+            max_concurrency: args.concurrency.max(1),
+            ..UploadSettings::default()
         },
+        wait: !args.no_wait,
     };
-    if args.no_wait {
-        pending.save(ctx)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({"jobArn": job_arn, "s3Uri": s3_uri}))?
-            );
-        } else {
-            println!("{job_arn}");
-        }
-        say("hint: `cmi import status JOB` shows its progress, and registers the model once the job has completed");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let display = Display::new(quiet || args.json);
-    let poll = if target.local {
-        PollSettings {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-            ..PollSettings::default()
-        }
-    } else {
-        PollSettings::default()
-    };
-    let job = bedrock_import::wait_for_job(&bedrock, &job_arn, &poll, &display).await;
+    let display = Display::new(quiet || args.json, quiet);
+    let outcome = bedrock_import::import(
+        &source_dir,
+        &settings,
+        &target,
+        &state_dirs(ctx),
+        &s3_client(&aws),
+        &aws_sdk_bedrock::Client::new(&aws.sdk),
+        &display,
+    )
+    .await;
     display.finish();
-    let job = match job {
-        Ok(j) => j,
-        Err(bedrock_import::Error::JobFailed { job_arn, message }) => {
+    let imported = match outcome.map_err(|e| with_hint(e, &settings, &target))? {
+        Outcome::Rejected { report } => {
+            eprintln!(
+                "error: {} has {} error(s); nothing was uploaded",
+                source_dir.display(),
+                report.errors().count()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Outcome::Started { job_arn, s3_uri, .. } => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"jobArn": job_arn, "s3Uri": s3_uri}))?
+                );
+            } else {
+                println!("{job_arn}");
+            }
+            if !quiet {
+                eprintln!(
+                    "hint: `cmi import status JOB` shows its progress, and registers the model once the job has completed"
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Outcome::JobFailed {
+            job_arn,
+            message,
+            s3_uri,
+        } => {
             eprintln!("error: import job {job_arn} failed: {message}");
             eprintln!(
                 "\nhint: the uploaded data stays at {s3_uri}; fix the model and run the same command again (unchanged files are not sent again)"
             );
             return Ok(ExitCode::from(2));
         }
-        Err(e) => return Err(e.into()),
+        Outcome::Imported(imported) => imported,
     };
-    let model_arn = job
-        .model_arn
-        .clone()
-        .context("the completed job names no imported model ARN")?;
 
-    // 6. Register.
-    let bedrock_imported = bedrock_import::get_imported_model(&bedrock, &model_arn).await.ok();
-    let (registry_file, instruct) = pending.register(ctx, &model_arn, bedrock_imported).await?;
-    say(&format!("registered `{name}` in {}", registry_file.display()));
-
-    // 7. Warm.
     let mut warm_secs = None;
     if args.warm {
-        say("warm: calling the model until it is ready");
-        warm_secs = Some(warm(&target, &model_arn, instruct, quiet).await?);
+        if !quiet {
+            eprintln!("warm: calling the model until it is ready");
+        }
+        let runtime = aws_sdk_bedrockruntime::Client::new(&aws.sdk);
+        let took = bedrock_import::warm(
+            &runtime,
+            &imported.model_arn,
+            imported.instruct_supported,
+            WARM_DEADLINE,
+        )
+        .await
+        .map_err(|e| match e {
+            bedrock_import::Error::NotReady { .. } => {
+                anyhow::anyhow!("{e}\n\nhint: try again later; imported models can take tens of minutes to load")
+            }
+            e => anyhow::Error::new(e).context(format!("warming {}", imported.model_arn)),
+        })?;
+        if !quiet {
+            eprintln!("warm: the model answered after {:.1}s", took.as_secs_f64());
+        }
+        warm_secs = Some(took.as_secs_f64());
     }
 
+    let upload = &imported.upload;
     if args.json {
         let out = json!({
-            "name": name, "modelArn": model_arn, "jobArn": job_arn, "s3Uri": s3_uri, "region": target.region,
-            "instructSupported": instruct, "registry": registry_file,
+            "name": name, "modelArn": imported.model_arn, "jobArn": imported.job_arn, "s3Uri": imported.s3_uri,
+            "region": imported.region, "instructSupported": imported.instruct_supported,
+            "registry": imported.registry_file,
             "upload": {"bytesTotal": upload.bytes_total, "bytesSent": upload.bytes_sent, "bytesSkipped": upload.bytes_skipped,
                        "bytesResumed": upload.bytes_resumed, "seconds": upload.elapsed.as_secs_f64()},
             "warmSeconds": warm_secs, "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("{model_arn}");
-        say(&format!(
-            "done in {:.1}s: `cmi chat --model {name}`",
-            started.elapsed().as_secs_f64()
-        ));
+        println!("{}", imported.model_arn);
+        if !quiet {
+            eprintln!(
+                "done in {:.1}s: `cmi chat --model {name}`",
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn add_bucket_hint(e: anyhow::Error, bucket: &str) -> anyhow::Error {
-    let hint = match e.downcast_ref::<bedrock_import::Error>() {
-        Some(bedrock_import::Error::NoSuchBucket { .. }) => format!("pass --create-bucket to create `{bucket}`"),
-        Some(bedrock_import::Error::BucketInOtherRegion { bucket_region, .. }) => {
+/// How long `--warm` calls a model that is still loading.
+const WARM_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// The pipeline's error, with what to do about it where that is known.
+fn with_hint(e: bedrock_import::Error, settings: &ImportSettings, target: &Target) -> anyhow::Error {
+    use bedrock_import::Error as E;
+    let bucket = settings.bucket.as_deref().unwrap_or_default();
+    let hint = match &e {
+        E::RoleArnRequired => {
+            "pass --role-arn arn:aws:iam::<account>:role/<role Bedrock can assume to read the bucket>".to_string()
+        }
+        E::BucketRequired => format!(
+            "pass --bucket NAME (add --create-bucket to create it in {})",
+            target.region
+        ),
+        E::NoSuchBucket { .. } => format!("pass --create-bucket to create `{bucket}`"),
+        E::BucketInOtherRegion { bucket_region, .. } => {
             format!("use a bucket in the import's region, or pass --region {bucket_region}")
         }
-        _ => return e,
+        _ => return anyhow::Error::new(e).context(format!("importing `{}`", settings.name)),
     };
-    anyhow::anyhow!("{e:#}\n\nhint: {hint}")
-}
-
-/// Calls the model until it stops answering `ModelNotReadyException`; returns the seconds it took.
-async fn warm(target: &AwsTarget, model_arn: &str, instruct: bool, quiet: bool) -> Result<f64> {
-    use aws_sdk_bedrockruntime::primitives::Blob;
-    use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, InferenceConfiguration, Message};
-    let runtime = aws_sdk_bedrockruntime::Client::new(&target.sdk);
-    let started = Instant::now();
-    let deadline = Duration::from_secs(30 * 60);
-    let mut wait = Duration::from_secs(1);
-    loop {
-        let not_ready = if instruct {
-            let msg = Message::builder()
-                .role(ConversationRole::User)
-                .content(ContentBlock::Text("Hi".into()))
-                .build()?;
-            match runtime
-                .converse()
-                .model_id(model_arn)
-                .messages(msg)
-                .inference_config(InferenceConfiguration::builder().max_tokens(1).build())
-                .send()
-                .await
-            {
-                Ok(_) => false,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_model_not_ready_exception()) => true,
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("warming {model_arn}"))),
-            }
-        } else {
-            let body = serde_json::to_vec(&json!({"prompt": "Hi", "max_tokens": 1}))?;
-            match runtime
-                .invoke_model()
-                .model_id(model_arn)
-                .body(Blob::new(body))
-                .send()
-                .await
-            {
-                Ok(_) => false,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_model_not_ready_exception()) => true,
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("warming {model_arn}"))),
-            }
-        };
-        if !not_ready {
-            let secs = started.elapsed().as_secs_f64();
-            if !quiet {
-                eprintln!("warm: the model answered after {secs:.1}s");
-            }
-            return Ok(secs);
-        }
-        if started.elapsed() > deadline {
-            bail!(
-                "{model_arn} still not ready after {} minutes\n\nhint: try again later; imported models can take tens of minutes to load",
-                deadline.as_secs() / 60
-            );
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(10));
-    }
+    anyhow::anyhow!("{e}\n\nhint: {hint}")
 }
