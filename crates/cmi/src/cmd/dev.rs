@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use test_support::{DType, Family, TinyOptions};
+use model_synth::{DType, Family, TinyOptions};
 
 use crate::ctx::Ctx;
 
@@ -62,7 +62,7 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
                 chat_template: None,
                 endless: a.endless,
             };
-            test_support::tiny_model_with(&a.out_dir, &opts)
+            model_synth::tiny_model_with(&a.out_dir, &opts)
                 .with_context(|| format!("writing the tiny {} model to {}", a.family, a.out_dir.display()))?;
             eprintln!("wrote a tiny {} model to {}", a.family, a.out_dir.display());
             Ok(ExitCode::SUCCESS)

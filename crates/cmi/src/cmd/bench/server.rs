@@ -104,7 +104,7 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
 
     // Import a tiny model for the runtime figures.
     let model_dir = dir.join("tiny-src");
-    test_support::tiny_model(&model_dir, test_support::Family::Llama).context("tiny model")?;
+    model_synth::tiny_model(&model_dir, model_synth::Family::Llama).context("tiny model")?;
     for e in std::fs::read_dir(&model_dir)? {
         let e = e?;
         let body = aws_sdk_s3::primitives::ByteStream::from_path(e.path()).await?;

@@ -420,7 +420,7 @@ fn make_upload_folder(dir: &Path, size: u64) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    test_support::tiny_model(dir, test_support::Family::Llama)?;
+    model_synth::tiny_model(dir, model_synth::Family::Llama)?;
     let mut have: u64 = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
@@ -454,7 +454,7 @@ fn make_sparse_folder(dir: &Path) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    test_support::tiny_model(dir, test_support::Family::Llama)?;
+    model_synth::tiny_model(dir, model_synth::Family::Llama)?;
     std::fs::remove_file(dir.join("model.safetensors"))?;
     let (hidden, inter, layers, heads, kv, vocab) = (4096usize, 14336usize, 32usize, 32usize, 8usize, 128256usize);
     let hd = hidden / heads;
