@@ -16,7 +16,7 @@ use bedrock_wire::ErrorType;
 
 use crate::db::Db;
 use crate::error::ApiError;
-use crate::runtime::models::Models;
+use crate::models::Models;
 use crate::runtime::openai;
 use crate::s3::S3;
 use crate::state::App;

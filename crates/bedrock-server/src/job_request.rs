@@ -14,7 +14,7 @@ pub(crate) fn quantize_from_request(request: &Value) -> Result<Option<String>, A
     let Some(value) = model_tag(request, QUANTIZE_TAG) else {
         return Ok(None);
     };
-    crate::runtime::models::parse_quantize_setting(value).map_err(|expected| {
+    crate::models::parse_quantize_setting(value).map_err(|expected| {
         ApiError::validation(format!(
             "The importedModelTags value {value:?} of {QUANTIZE_TAG} is not a quantisation the local Bedrock runs: expected {expected}."
         ))

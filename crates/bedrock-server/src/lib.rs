@@ -14,6 +14,7 @@ mod error;
 mod ids;
 mod job_request;
 mod jobs;
+mod models;
 mod runtime;
 mod s3;
 mod sigv4;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::db::Db;
-use crate::runtime::models::Models;
+use crate::models::Models;
 use crate::s3::S3;
 use crate::{Credentials, ServerConfig};
 

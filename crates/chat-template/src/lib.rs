@@ -13,12 +13,14 @@ mod load;
 pub mod parse;
 mod pyjson;
 mod render;
+mod support;
 mod tree;
 
 /// Re-exported: `RenderRequest::now` is a `chrono::NaiveDateTime`.
 pub use chrono;
 pub use error::Error;
-pub use family::{ConverseSupport, Family, ToolSyntax, converse_support, detect_family, detect_family_in_dir};
+pub use family::{Family, ToolSyntax, detect_family};
 pub use fix::{CheckReport, FixOptions, FixOutcome, MOVED_SUFFIX, ORIGINAL_KEY, check, fix, template_for_family, undo};
 pub use load::{SpecialTokens, TemplateSource, load_tokenizer_config};
 pub use render::{ChatTemplate, Limits, RenderRequest};
+pub use support::{ConverseSupport, converse_support, detect_family_in_dir};

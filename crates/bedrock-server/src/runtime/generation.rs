@@ -17,7 +17,7 @@ use infer_engine::{EngineEvent, GenerateRequest, StopReason};
 
 use crate::db::ModelRow;
 use crate::error::ApiError;
-use crate::runtime::models::Loaded;
+use crate::models::Loaded;
 use crate::runtime::output::Parser;
 use crate::state::App;
 

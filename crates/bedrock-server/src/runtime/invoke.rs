@@ -13,8 +13,8 @@ use http::{HeaderMap, StatusCode};
 
 use crate::error::{ApiError, json};
 use crate::ids::{new_id, unix_now};
+use crate::models::Loaded;
 use crate::runtime::generation::{Finish, Generation, Sink, engine_request, streaming_response};
-use crate::runtime::models::Loaded;
 use crate::runtime::output::{OutputMode, Parser, output_mode};
 use crate::runtime::resolve;
 use crate::state::App;

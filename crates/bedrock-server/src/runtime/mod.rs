@@ -6,7 +6,6 @@
 pub(crate) mod converse;
 pub(crate) mod generation;
 pub(crate) mod invoke;
-pub(crate) mod models;
 pub(crate) mod openai;
 pub(crate) mod output;
 

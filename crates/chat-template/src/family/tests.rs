@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::SpecialTokens;
+use crate::{ChatTemplate, converse_support};
 
 fn corpus_template(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/corpus/templates/{name}.jinja")))
