@@ -10,6 +10,9 @@ pub(crate) const AWS_REGION: &str = "AWS_REGION";
 pub(crate) const AWS_PROFILE: &str = "AWS_PROFILE";
 /// Log filter, as `tracing_subscriber::EnvFilter` reads it.
 pub(crate) const CMI_LOG: &str = "CMI_LOG";
+/// Caps the engine's instruction sets (`auto`, `avx512`, `avx2`, `none`), to reproduce on one machine the arithmetic
+/// of another.
+pub(crate) const CMI_SIMD: &str = "CMI_SIMD";
 /// Any non-empty value turns colour and other terminal styling off (<https://no-color.org>).
 pub(crate) const NO_COLOR: &str = "NO_COLOR";
 

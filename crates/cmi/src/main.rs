@@ -33,6 +33,13 @@ fn main() -> ExitCode {
     };
     let cli = Cli::parse();
     ctx::init_tracing(&cli.global);
+    if let Some(value) = std::env::var_os(env::CMI_SIMD) {
+        let value = value.to_string_lossy();
+        if let Err(expected) = infer_engine::cap_simd(&value) {
+            eprintln!("error: {}={value:?} is not an instruction-set cap: expected {expected}", env::CMI_SIMD);
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use infer_constraint::ConstraintFactory;
 use infer_models::{CausalLm, Transformer};
 
-pub use infer_models::{MODEL_TYPES, Quantize, pin_thread_count, unsupported_architecture};
+pub use infer_models::{MODEL_TYPES, Quantize, cap_simd, pin_thread_count, unsupported_architecture};
 
 /// The errors of the engine.
 #[derive(Debug, thiserror::Error)]

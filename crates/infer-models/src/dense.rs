@@ -620,30 +620,24 @@ pub(crate) mod simd {
     #[cfg(test)]
     static NARROW: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-    /// The environment variable that caps the instruction sets the kernels use (see [`ceiling`]).
-    const SIMD_VARIABLE: &str = "CMI_SIMD";
+    /// The widest kernels the process allows, set once by [`cap`] before the first product (0 when never set).
+    static CEILING: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
 
-    /// The widest kernels `CMI_SIMD` allows, read once: `auto` (or unset) = all this CPU has, AMX tiles too;
-    /// `avx512` = the vector kernels without AMX; `avx2`; `none` = no SIMD. The same numbers as the tests' narrowing.
-    /// Each set rounds floating-point sums its own way, so greedy text from random weights differs between machines;
-    /// this lets one machine reproduce what another computes. An unknown value is reported and ignored.
     fn ceiling() -> u8 {
-        static CEILING: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-        *CEILING.get_or_init(|| {
-            let Some(value) = std::env::var_os(SIMD_VARIABLE) else {
-                return 0;
-            };
-            let value = value.to_string_lossy();
-            parse_ceiling(&value).unwrap_or_else(|| {
-                tracing::warn!(
-                    "{SIMD_VARIABLE}={value:?} is not one of auto, avx512, avx2, none; using what the CPU has"
-                );
-                0
-            })
-        })
+        CEILING.get().copied().unwrap_or(0)
     }
 
-    /// A `CMI_SIMD` value as a narrowing (0 = all the CPU has … 3 = no SIMD); `None` if it is none of the names.
+    /// Caps the kernels at `value`: `auto` (or empty) = all this CPU has, AMX tiles too; `avx512` = the vector
+    /// kernels without AMX; `avx2`; `none` = no SIMD. Each set rounds floating-point sums its own way, so greedy text
+    /// from random weights differs between machines; this lets one machine reproduce what another computes.
+    /// The first call decides (later ones, and products already run, are not changed); `Err` names the choices.
+    pub fn cap(value: &str) -> Result<(), &'static str> {
+        let level = parse_ceiling(value).ok_or("auto, avx512, avx2 or none")?;
+        let _ = CEILING.set(level);
+        Ok(())
+    }
+
+    /// A [`cap`] value as a narrowing (0 = all the CPU has … 3 = no SIMD); `None` if it is none of the names.
     pub(crate) fn parse_ceiling(value: &str) -> Option<u8> {
         match value.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Some(0),
@@ -654,7 +648,7 @@ pub(crate) mod simd {
         }
     }
 
-    /// How far the kernels are narrowed now: the larger of `CMI_SIMD`'s ceiling and a test's narrowing.
+    /// How far the kernels are narrowed now: the larger of the process's [`cap`] and a test's narrowing.
     fn narrowed() -> u8 {
         #[cfg(test)]
         return ceiling().max(NARROW.load(std::sync::atomic::Ordering::Relaxed));
