@@ -16,11 +16,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("chat-template", &[]),
     ("model-registry", &[]),
     ("model-convert", &[]),
-    ("model-synth", &[]),
     ("infer-models", &[]),
     // Built on the formats.
     ("model-folder", &["chat-template"]),
     ("infer-constraint", &["chat-template"]),
+    ("model-synth", &["chat-template"]),
     // The import pipeline, the agent, the engine.
     (
         "bedrock-import",

@@ -81,9 +81,6 @@ pub enum Error {
         /// What was expected.
         expected: &'static str,
     },
-    /// Not built yet.
-    #[error("the local Bedrock is not available in this build yet")]
-    Unavailable,
 }
 
 /// An access key pair the server accepts.

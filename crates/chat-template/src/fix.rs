@@ -15,11 +15,11 @@ pub const ORIGINAL_KEY: &str = "cmi_original_chat_template";
 /// Suffix given to a `chat_template.jinja` / `.json` moved aside so the fixed embedded template takes effect.
 pub const MOVED_SUFFIX: &str = ".cmi-orig";
 
-const LLAMA31: &str = include_str!("templates/llama-3.1-8b-instruct.jinja");
+const LLAMA31: &str = crate::templates::LLAMA_3_1;
 const LLAMA32: &str = include_str!("templates/llama-3.2-3b-instruct.jinja");
-const QWEN25: &str = include_str!("templates/qwen2.5-7b-instruct.jinja");
-const QWEN3: &str = include_str!("templates/qwen3-0.6b.jinja");
-const MISTRAL_V3: &str = include_str!("templates/mistral-7b-instruct-v0.3.jinja");
+const QWEN25: &str = crate::templates::QWEN_2_5;
+const QWEN3: &str = crate::templates::QWEN_3;
+const MISTRAL_V3: &str = crate::templates::MISTRAL_V3;
 const NEMO: &str = include_str!("templates/mistral-nemo-instruct-2407.jinja");
 const CHATML_TOOLS: &str = include_str!("templates/chatml-tools.jinja");
 // Families without a native tool format: their own prompt format, byte-for-byte for plain chats, plus Hermes tools.

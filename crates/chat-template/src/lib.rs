@@ -5,6 +5,19 @@
 //! controls, Python string methods via `minijinja-contrib`'s pycompat) plus transformers' own globals and filters
 //! (`raise_exception`, `strftime_now`, a `json.dumps`-compatible `tojson`).
 
+/// Real chat templates, byte-exact from the conformance corpus: the ones `fix` installs, and the ones generated
+/// models carry (`model-synth`).
+pub mod templates {
+    /// Llama 3.1 Instruct (tool definitions in the first user message, JSON calls).
+    pub const LLAMA_3_1: &str = include_str!("templates/llama-3.1-8b-instruct.jinja");
+    /// Qwen2.5 Instruct (`<tool_call>` JSON).
+    pub const QWEN_2_5: &str = include_str!("templates/qwen2.5-7b-instruct.jinja");
+    /// Qwen3 (`<think>` reasoning, `<tool_call>` JSON).
+    pub const QWEN_3: &str = include_str!("templates/qwen3-0.6b.jinja");
+    /// Mistral 7B Instruct v0.3 (`[TOOL_CALLS]`).
+    pub const MISTRAL_V3: &str = include_str!("templates/mistral-7b-instruct-v0.3.jinja");
+}
+
 mod error;
 mod family;
 mod fix;

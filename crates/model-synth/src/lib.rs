@@ -57,10 +57,10 @@ impl Family {
     /// The real chat template of the family (copied byte-exact from the conformance corpus).
     pub fn chat_template(self) -> &'static str {
         match self {
-            Family::Llama => include_str!("../templates/llama-3.1-8b-instruct.jinja"),
-            Family::Qwen2 => include_str!("../templates/qwen2.5-7b-instruct.jinja"),
-            Family::Qwen3 => include_str!("../templates/qwen3-0.6b.jinja"),
-            Family::Mistral | Family::Mixtral => include_str!("../templates/mistral-7b-instruct-v0.3.jinja"),
+            Family::Llama => chat_template::templates::LLAMA_3_1,
+            Family::Qwen2 => chat_template::templates::QWEN_2_5,
+            Family::Qwen3 => chat_template::templates::QWEN_3,
+            Family::Mistral | Family::Mixtral => chat_template::templates::MISTRAL_V3,
         }
     }
 }

@@ -139,16 +139,24 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 }
 
 /// Converts the GGUF unless a complete folder is already there (the converter renames into place only when done).
+/// Another `cmi quickstart` converting at the same time may put its folder in place first; then that one is used.
 async fn convert_once(gguf: &Path, folder: &Path) -> Result<()> {
-    if folder.join("config.json").exists() && folder.join("tokenizer.json").exists() {
+    let complete = |folder: &Path| folder.join("config.json").exists() && folder.join("tokenizer.json").exists();
+    if complete(folder) {
         detail("already converted: reusing it");
         return Ok(());
     }
     let (gguf, out) = (gguf.to_path_buf(), folder.to_path_buf());
-    let report =
+    let converted =
         tokio::task::spawn_blocking(move || model_convert::gguf::convert(&gguf, &out, model_convert::DType::default()))
-            .await?
-            .with_context(|| format!("converting {}", folder.display()))?;
+            .await?;
+    let report = match converted {
+        Err(_) if complete(folder) => {
+            detail("converted meanwhile by another run: reusing it");
+            return Ok(());
+        }
+        other => other.with_context(|| format!("converting {}", folder.display()))?,
+    };
     detail(&format!(
         "{} tensors, {} parameters, {} MB of {} weights",
         report.tensors,
