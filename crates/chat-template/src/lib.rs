@@ -13,6 +13,7 @@ mod load;
 pub mod parse;
 mod pyjson;
 mod render;
+pub mod think;
 mod tree;
 
 /// Re-exported: `RenderRequest::now` is a `chrono::NaiveDateTime`.
