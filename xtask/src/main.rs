@@ -17,9 +17,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("model-registry", &[]),
     ("model-convert", &[]),
     ("infer-models", &[]),
+    ("infer-constraint", &[]),
     // Built on the formats.
     ("model-folder", &["chat-template"]),
-    ("infer-constraint", &["chat-template"]),
     ("model-synth", &["chat-template"]),
     // The import pipeline, the agent, the engine.
     (
@@ -27,7 +27,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["bedrock-wire", "chat-template", "model-folder", "model-registry"],
     ),
     ("converse-agent", &["bedrock-wire", "chat-template", "model-registry"]),
-    ("infer-engine", &["chat-template", "infer-constraint", "infer-models"]),
+    // The engine compiles grammars (`chat_template::grammar` writes them for the server); it does not read templates.
+    ("infer-engine", &["infer-constraint", "infer-models"]),
     // The local Bedrock: the engine behind the wire contract (never the model families directly).
     (
         "bedrock-server",

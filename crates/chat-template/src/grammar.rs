@@ -1,5 +1,7 @@
-//! Lark grammars (llguidance's dialect) that constrain decoding to a tool call in the syntax a template teaches,
-//! written so that [`crate::parse::OutputParser`] reads back exactly what they allow.
+//! Lark grammars (llguidance's dialect) that constrain decoding: to a tool call in the syntax a template teaches,
+//! written so that [`crate::parse::OutputParser`] reads back exactly what they allow, or to structured output (a JSON
+//! schema, a regex, a choice). This is the one place a JSON schema becomes Lark; the engine's constraint crate only
+//! compiles the grammar text.
 //!
 //! JSON payloads use `%json { schema }` with `x-guidance` separators `", "` / `": "` (what the templates show the
 //! model via `tojson`); markers are string literals, so they match whether the tokenizer has them as text or the
@@ -15,9 +17,21 @@ fn lark_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn x_guidance() -> Json {
-    json!({"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": false})
+/// Our llguidance JSON settings: the separators Python's `json.dumps` writes (what `tojson` shows the model in its
+/// prompt, and what models saw in training), and no free whitespace, which keeps a small model from wandering into
+/// endless whitespace.
+fn x_guidance() -> serde_json::Map<String, Json> {
+    [
+        ("item_separator", json!(", ")),
+        ("key_separator", json!(": ")),
+        ("whitespace_flexible", json!(false)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
+
+const X_GUIDANCE: &str = "x-guidance";
 
 /// Bounds given to `number` / `integer` schemas that set none: JSON allows `1e99999`, which no parser (serde_json,
 /// Python's `json`) reads back as a finite number, and a constrained small model does write such exponents. Integers
@@ -116,6 +130,10 @@ fn all_functions(tools: &[Json]) -> Vec<(&str, Json)> {
                 .get("parameters")
                 .cloned()
                 .unwrap_or_else(|| json!({"type": "object"}));
+            // A tool's own settings give way to the call's (see `call_guidance`).
+            if let Some(o) = params.as_object_mut() {
+                o.remove(X_GUIDANCE);
+            }
             bound_numbers(&mut params);
             close_objects(&mut params);
             Some((name, params))
@@ -131,16 +149,39 @@ fn call_schema(name: &str, params: &Json, args_key: &str) -> Json {
     json!({"type": "object", "properties": props, "required": ["name", args_key], "additionalProperties": false})
 }
 
-fn with_guidance(mut schema: Json) -> Json {
+/// `schema` with our `x-guidance` settings filling the keys the caller's own `x-guidance` leaves out: a setting the
+/// caller wrote is kept. (llguidance reads `x-guidance` whole and gives each missing key its own default, `","`,
+/// `":"` and flexible whitespace, so without the merge a caller who sets one key would lose all of ours.)
+fn caller_guidance(mut schema: Json) -> Json {
     if let Some(o) = schema.as_object_mut() {
-        o.insert("x-guidance".into(), x_guidance());
+        let entry = o.entry(X_GUIDANCE).or_insert_with(|| Json::Object(Default::default()));
+        if let Some(theirs) = entry.as_object_mut() {
+            for (k, v) in x_guidance() {
+                theirs.entry(k).or_insert(v);
+            }
+        }
+    }
+    schema
+}
+
+/// `schema` with our `x-guidance` settings, whatever the tool's schema says: in a forced tool call ours win.
+///
+/// The call must close and be read back. Free whitespace (`whitespace_flexible`, a `whitespace_pattern`) lets a small
+/// model pad a forced call until its token limit, which is the failure [`close_objects`] exists to prevent, and the
+/// separators are the ones the template shows the model. A tool's `parameters` are its declaration to the model (a
+/// Converse `toolSpec`), not decoding settings, and in the forms that wrap every tool in one `%json` (Hermes, Llama 3,
+/// Mistral) llguidance reads only the outer `x-guidance`, so a per-tool setting could not be honoured there anyway:
+/// the tool's own `x-guidance` is dropped in every syntax alike (`all_functions`).
+fn call_guidance(mut schema: Json) -> Json {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert(X_GUIDANCE.into(), Json::Object(x_guidance()));
     }
     schema
 }
 
 fn any_call_schema(fns: &[(&str, Json)], args_key: &str) -> Json {
     let alts: Vec<Json> = fns.iter().map(|(n, p)| call_schema(n, p, args_key)).collect();
-    with_guidance(json!({"anyOf": alts}))
+    call_guidance(json!({"anyOf": alts}))
 }
 
 /// A grammar for exactly one tool call (or, for Mistral and DeepSeek, one or more) to one of `tools` (or to
@@ -156,7 +197,7 @@ pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) 
         ),
         ToolSyntax::Llama3Json => format!("start: %json {}\n", any_call_schema(&fns, "parameters")),
         ToolSyntax::MistralToolCalls => {
-            let schema = with_guidance(json!({
+            let schema = call_guidance(json!({
                 "type": "array", "minItems": 1,
                 "items": {"anyOf": fns.iter().map(|(n, p)| call_schema(n, p, "arguments")).collect::<Vec<_>>()}
             }));
@@ -175,7 +216,7 @@ pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) 
                 g.push_str(&format!(
                     "call_{i}: {} %json {} {}\n",
                     lark_str(&format!("{DS_CALL_BEGIN}function{DS_SEP}{name}\n```json\n")),
-                    with_guidance(params.clone()),
+                    call_guidance(params.clone()),
                     lark_str(&format!("\n```{DS_CALL_END}"))
                 ));
             }
@@ -184,11 +225,24 @@ pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) 
     }
 }
 
-/// A grammar for one JSON value matching `schema`.
+/// A grammar whose whole output is one JSON value matching `schema`: `start: %json {...}`.
+///
+/// Numbers are bounded ([`bound_numbers`]); whitespace is the compact form Python's `json.dumps` writes, unless the
+/// schema's own `x-guidance` sets otherwise: each key the caller set is kept, and ours fill the rest.
 pub fn json_lark(schema: &Json) -> String {
-    let mut schema = schema.clone();
+    format!("start: {}\n", json_fragment(schema))
+}
+
+/// The `%json {...}` fragment of [`json_lark`], to embed in a larger grammar (for example a wrapper:
+/// `start: "<answer>" %json {...} "</answer>"`). The same settings as [`json_lark`].
+pub fn json_fragment(schema: &Json) -> String {
+    let mut schema = match schema {
+        // `true` accepts any JSON value; `%json` wants an object.
+        Json::Bool(true) => json!({}),
+        other => other.clone(),
+    };
     bound_numbers(&mut schema);
-    format!("start: %json {}\n", with_guidance(schema))
+    format!("%json {}", caller_guidance(schema))
 }
 
 /// A grammar for text that matches `pattern` (Rust `regex` syntax) in full.

@@ -27,6 +27,7 @@ pub mod parse;
 mod pyjson;
 mod render;
 mod support;
+pub mod think;
 mod tree;
 
 /// Re-exported: `RenderRequest::now` is a `chrono::NaiveDateTime`.

@@ -3,6 +3,8 @@
 //! might still complete, so the parse does not depend on how the text is split into chunks. Malformed tool-call
 //! JSON comes back as text (with a `tracing` warning), never a panic.
 //!
+//! This is the one `<think>` splitter: [`crate::think::ThinkSplitter`] is this parser reading no tool calls.
+//!
 //! Hand-rolled: the markers and their JSON payloads are family conventions no parsing library knows.
 
 use serde_json::Value as Json;
@@ -81,10 +83,32 @@ impl Opener {
     }
 }
 
+/// How a reader treats the text around `<think>` tags: the one place [`OutputParser`] and
+/// [`crate::think::ThinkSplitter`] differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThinkRules {
+    /// Read tool calls in the parser's syntax (otherwise only `<think>` is a marker).
+    pub(crate) tool_calls: bool,
+    /// Drop the whitespace after `</think>`: the answer starts after it.
+    pub(crate) trim_answer: bool,
+    /// Drop a `</think>` met while answering (the prompt opened thinking unnoticed): what came before it was
+    /// reasoning, but it has been shown already. Otherwise the tag is text.
+    pub(crate) drop_stray_close: bool,
+}
+
+/// What [`OutputParser::step_text`] found first.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    ThinkOpen,
+    StrayClose,
+    Tool(Opener),
+}
+
 /// Incremental parser for one model turn.
 #[derive(Debug, Clone)]
 pub struct OutputParser {
     syntax: ToolSyntax,
+    rules: ThinkRules,
     mode: Mode,
     /// Text received but not yet emitted.
     buf: String,
@@ -100,8 +124,18 @@ impl OutputParser {
     /// A parser for a model that writes `syntax` tool calls; `thinking_open` when the prompt already opened
     /// `<think>` (DeepSeek-R1), so output starts as reasoning.
     pub fn new(syntax: ToolSyntax, thinking_open: bool) -> Self {
+        let rules = ThinkRules {
+            tool_calls: true,
+            trim_answer: true,
+            drop_stray_close: false,
+        };
+        Self::with_rules(syntax, thinking_open, rules)
+    }
+
+    pub(crate) fn with_rules(syntax: ToolSyntax, thinking_open: bool, rules: ThinkRules) -> Self {
         OutputParser {
             syntax,
+            rules,
             mode: if thinking_open {
                 Mode::Reasoning
             } else {
@@ -123,6 +157,9 @@ impl OutputParser {
     }
 
     fn openers(&self) -> &'static [Opener] {
+        if !self.rules.tool_calls {
+            return &[];
+        }
         match self.syntax {
             ToolSyntax::Hermes | ToolSyntax::None => &[Opener::Hermes],
             ToolSyntax::MistralToolCalls => &[Opener::Mistral],
@@ -230,27 +267,34 @@ impl OutputParser {
     }
 
     fn step_text(&mut self, at_end: bool, out: &mut Vec<ParseEvent>) -> bool {
-        let mut best: Option<(usize, Option<Opener>)> = None;
-        if let Some(i) = self.buf.find(THINK_OPEN) {
-            best = Some((i, None));
-        }
-        for op in self.openers() {
-            if let Some(i) = self.buf.find(op.marker())
+        let mut best: Option<(usize, Found)> = None;
+        let mut consider = |buf: &str, marker: &str, found: Found| {
+            if let Some(i) = buf.find(marker)
                 && best.is_none_or(|(b, _)| i < b)
             {
-                best = Some((i, Some(*op)));
+                best = Some((i, found));
             }
+        };
+        consider(&self.buf, THINK_OPEN, Found::ThinkOpen);
+        if self.rules.drop_stray_close {
+            consider(&self.buf, THINK_CLOSE, Found::StrayClose);
+        }
+        for op in self.openers() {
+            consider(&self.buf, op.marker(), Found::Tool(*op));
         }
         match best {
             Some((i, which)) => {
                 let before: String = self.buf.drain(..i).collect();
                 push(out, ParseEvent::Text(before));
                 match which {
-                    None => {
+                    Found::ThinkOpen => {
                         self.buf.drain(..THINK_OPEN.len());
                         self.mode = Mode::Reasoning;
                     }
-                    Some(op) => {
+                    Found::StrayClose => {
+                        self.buf.drain(..THINK_CLOSE.len());
+                    }
+                    Found::Tool(op) => {
                         self.buf.drain(..op.marker().len());
                         self.mode = Mode::Tool(op);
                     }
@@ -259,6 +303,9 @@ impl OutputParser {
             }
             None => {
                 let mut markers: Vec<&str> = vec![THINK_OPEN];
+                if self.rules.drop_stray_close {
+                    markers.push(THINK_CLOSE);
+                }
                 markers.extend(self.openers().iter().map(|o| o.marker()));
                 let keep = if at_end {
                     0
@@ -280,7 +327,7 @@ impl OutputParser {
             push(out, ParseEvent::Reasoning(r));
             self.mode = Self::start_mode(self.syntax);
             // The answer starts after the whitespace that follows </think>.
-            self.skip_ws = true;
+            self.skip_ws = self.rules.trim_answer;
             return true;
         }
         let keep = if at_end {

@@ -14,9 +14,9 @@ use crate::doc::json_to_doc;
 use crate::events::{AgentEvent, Api, BlockStart, Delta, Metrics, ReasoningDelta, StreamEvent, Usage};
 use crate::message::{self, Block, Message, Role};
 use crate::retry::{Decision, Failure, RetryPolicy, RetryState, equal_jitter};
-use crate::think::{Piece, ThinkSplitter};
 use crate::tools::ToolSet;
 use crate::{Error, invoke};
+use crate::{Piece, ThinkSplitter};
 
 /// What the agent needs to know about the model and the turn.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::events::Usage;
 use crate::message::{Block, Message, Role};
-use crate::think::{Piece, ThinkSplitter};
+use crate::{Piece, ThinkSplitter};
 
 /// A piece of parsed model output.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,15 +20,15 @@ pub mod invoke;
 pub mod message;
 mod retry;
 pub mod session;
-mod think;
 pub mod tools;
 
 pub use agent::{Agent, AgentConfig, StreamingRefused, TurnOutcome, synthesize};
+/// Re-exported: the `<think>` splitter is `chat-template`'s, the same code that reads a local model's output.
+pub use chat_template::think::{Piece, ThinkSplitter};
 pub use error::Error;
 pub use events::{AgentEvent, Api, BlockStart, Delta, Metrics, ReasoningDelta, StreamEvent, Usage};
 pub use message::{Block, Message, Role};
 pub use retry::RetryPolicy;
-pub use think::{Piece, ThinkSplitter};
 
 #[cfg(test)]
 mod tests;

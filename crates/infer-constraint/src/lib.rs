@@ -5,9 +5,12 @@
 //! dialect (`%json{...}` embeds a JSON schema). Per step: [`TokenConstraint::mask_logits`], sample, then
 //! [`TokenConstraint::commit`]; stop as on EOS once [`TokenConstraint::is_finished`].
 //!
+//! The grammars themselves (tool calls, JSON schemas, regexes, choices) are written by `chat_template::grammar`, their
+//! one home; this crate only compiles them.
+//!
 //! ```ignore
 //! let factory = Arc::new(ConstraintFactory::new(&tokenizer, &eos_ids)?);
-//! let mut c = factory.constraint(&json_schema_lark(&schema))?;
+//! let mut c = factory.constraint(&chat_template::grammar::json_lark(&schema))?;
 //! while !c.is_finished() {
 //!     let mut logits = model.forward(..);
 //!     c.mask_logits(&mut logits)?;
@@ -270,34 +273,4 @@ impl TokenConstraint {
             message: self.matcher.get_error().unwrap_or_else(|| e.to_string()),
         }
     }
-}
-
-/// A Lark grammar whose whole output is one JSON value valid against `schema`: `start: %json{...}`.
-///
-/// Unless the schema already sets llguidance's `x-guidance` options, whitespace is fixed to the compact form
-/// Python's `json.dumps` writes (`", "` between items, `": "` after keys, no newlines), which is what models saw in
-/// training and keeps a small model from wandering into endless whitespace.
-pub fn json_schema_lark(schema: &serde_json::Value) -> String {
-    format!("start: {}", json_lark_fragment(schema))
-}
-
-/// The `%json{...}` fragment of [`json_schema_lark`], to embed in a larger grammar (for example a tool-call wrapper:
-/// `start: "<tool_call>\n" %json{...} "\n</tool_call>"`).
-pub fn json_lark_fragment(schema: &serde_json::Value) -> String {
-    let mut schema = match schema {
-        // `true` accepts any JSON value; `%json` wants an object.
-        serde_json::Value::Bool(true) => serde_json::json!({}),
-        other => other.clone(),
-    };
-    chat_template::grammar::bound_numbers(&mut schema);
-    if let Some(obj) = schema.as_object_mut() {
-        obj.entry("x-guidance").or_insert_with(|| {
-            serde_json::json!({
-                "whitespace_flexible": false,
-                "item_separator": ", ",
-                "key_separator": ": ",
-            })
-        });
-    }
-    format!("%json{schema}")
 }

@@ -4,8 +4,9 @@ mod common;
 
 use std::time::Instant;
 
+use chat_template::grammar::json_fragment;
 use common::{factory, random_run, validate};
-use infer_constraint::{ConstraintFactory, Error, TokenConstraint, json_lark_fragment};
+use infer_constraint::{ConstraintFactory, Error, TokenConstraint};
 use serde_json::{Value, json};
 use test_support::Family;
 
@@ -33,7 +34,7 @@ fn weather_schema() -> Value {
 fn hermes_grammar(schema: &Value) -> String {
     format!(
         "start: \"<tool_call>\\n\" {} \"\\n</tool_call>\"",
-        json_lark_fragment(schema)
+        json_fragment(schema)
     )
 }
 
@@ -354,7 +355,7 @@ fn text_tokens_let_literals_match_special_tokens() {
     let (tok, eos) = common::tiny(Family::Mistral);
     let marker = tok.token_to_id("[TOOL_CALLS]").expect("mistral has [TOOL_CALLS]");
     let schema = json!({"type": "array", "minItems": 1, "maxItems": 2, "items": weather_schema()});
-    let grammar = format!("start: \"[TOOL_CALLS] \" {}", json_lark_fragment(&schema));
+    let grammar = format!("start: \"[TOOL_CALLS] \" {}", json_fragment(&schema));
 
     let plain = ConstraintFactory::new(&tok, &eos).expect("factory");
     let mut c = plain.constraint(&grammar).expect("grammar compiles");

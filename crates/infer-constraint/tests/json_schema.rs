@@ -2,8 +2,8 @@
 
 mod common;
 
+use chat_template::grammar::json_lark;
 use common::{factory, random_run, validate};
-use infer_constraint::json_schema_lark;
 use serde_json::{Value, json};
 use test_support::Family;
 
@@ -78,7 +78,7 @@ fn random_generations_validate_against_schemas() {
     let (f, tok, eos) = factory(Family::Llama);
     for (name, schema) in schemas() {
         for seed in 0..6 {
-            let mut c = f.constraint(&json_schema_lark(&schema)).expect("schema compiles");
+            let mut c = f.constraint(&json_lark(&schema)).expect("schema compiles");
             let run = random_run(&mut c, f.vocab_size(), &eos, seed, 3000);
             let text = tok.decode(&run.tokens, false).expect("decode");
             assert_eq!(text, c.generated_text().trim_end_matches("<|eot_id|>"), "{name}/{seed}");
@@ -96,7 +96,7 @@ fn random_generations_validate_with_qwen_tokenizer() {
     let (f, tok, eos) = factory(Family::Qwen2);
     let (name, schema) = schemas().swap_remove(1);
     for seed in 100..104 {
-        let mut c = f.constraint(&json_schema_lark(&schema)).expect("schema compiles");
+        let mut c = f.constraint(&json_lark(&schema)).expect("schema compiles");
         let run = random_run(&mut c, f.vocab_size(), &eos, seed, 3000);
         let text = tok.decode(&run.tokens, false).expect("decode");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}/{seed}: {e}: {text}"));
@@ -120,7 +120,7 @@ fn unbounded_numbers_parse_back() {
         "additionalProperties": false
     });
     for seed in 0..12 {
-        let mut c = f.constraint(&json_schema_lark(&schema)).expect("schema compiles");
+        let mut c = f.constraint(&json_lark(&schema)).expect("schema compiles");
         let run = random_run(&mut c, f.vocab_size(), &eos, seed, 3000);
         let text = tok.decode(&run.tokens, false).expect("decode");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{seed}: {e}: {text}"));
@@ -160,7 +160,7 @@ fn json_output_uses_compact_python_separators() {
     let (f, tok, eos) = factory(Family::Llama);
     let schema = &schemas()[2].1;
     for seed in 0..3 {
-        let mut c = f.constraint(&json_schema_lark(schema)).expect("schema compiles");
+        let mut c = f.constraint(&json_lark(schema)).expect("schema compiles");
         let run = random_run(&mut c, f.vocab_size(), &eos, seed, 3000);
         let text = tok.decode(&run.tokens, false).expect("decode");
         assert!(!text.contains('\n') && !text.contains("  "), "{text}");

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Instant;
 
+use chat_template::grammar::{json_fragment, json_lark};
 use common::{random_run, validate};
-use infer_constraint::{ConstraintFactory, json_lark_fragment, json_schema_lark};
+use infer_constraint::ConstraintFactory;
 use serde_json::{Value, json};
 
 #[test]
@@ -41,12 +42,12 @@ fn real_tokenizer_generations_validate_and_mask_time() {
         "additionalProperties": false
     });
     for (label, grammar, wrapped) in [
-        ("json", json_schema_lark(&schema), false),
+        ("json", json_lark(&schema), false),
         (
             "hermes",
             format!(
                 "start: \"<tool_call>\\n\" {} \"\\n</tool_call>\"",
-                json_lark_fragment(&schema)
+                json_fragment(&schema)
             ),
             true,
         ),

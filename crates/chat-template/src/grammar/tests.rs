@@ -160,3 +160,86 @@ fn a_forced_call_is_held_to_the_declared_properties() {
     let g = tool_call_lark(ToolSyntax::Hermes, &open, None);
     assert!(accepts(&g, &call("{\"city\": \"Paris\", \"note\": \"x\"}")));
 }
+
+#[test]
+fn a_callers_x_guidance_is_kept_the_same_way_from_every_entry_point() {
+    // The caller sets compact separators and says nothing of whitespace: its separators are kept, and our
+    // `whitespace_flexible: false` fills the gap (llguidance alone would make whitespace free).
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"], "additionalProperties": false,
+        "x-guidance": {"item_separator": ",", "key_separator": ":"}});
+    let entry_points = [
+        ("json_lark", json_lark(&schema), ""),
+        ("json_fragment", format!("start: {}\n", json_fragment(&schema)), ""),
+        (
+            "json_fragment, wrapped",
+            format!("start: \"<answer>\" {} \"</answer>\"\n", json_fragment(&schema)),
+            "<answer>",
+        ),
+    ];
+    for (what, g, open) in &entry_points {
+        let wrap = |s: &str| {
+            if open.is_empty() {
+                s.to_owned()
+            } else {
+                format!("<answer>{s}</answer>")
+            }
+        };
+        assert!(
+            accepts(g, &wrap("{\"a\":1,\"b\":2}")),
+            "{what}: the caller's separators\n{g}"
+        );
+        assert!(
+            !accepts(g, &wrap("{\"a\": 1, \"b\": 2}")),
+            "{what}: ours replaced the caller's\n{g}"
+        );
+        assert!(!accepts(g, &wrap("{\"a\":1, \"b\":2}")), "{what}: free whitespace\n{g}");
+        assert!(!accepts(g, &wrap("{ \"a\":1,\"b\":2}")), "{what}: free whitespace\n{g}");
+    }
+    // A key set to our own value, and a key we do not set, are kept too.
+    let g = json_lark(&json!({"type": "array", "items": {"type": "integer"},
+        "x-guidance": {"whitespace_flexible": false, "coerce_one_of": true}}));
+    assert!(g.contains("\"coerce_one_of\":true"), "{g}");
+    assert!(accepts(&g, "[1, 2]"), "{g}");
+    // No settings of the caller's: ours.
+    let g = json_lark(&json!({"type": "array", "items": {"type": "integer"}}));
+    assert!(accepts(&g, "[1, 2]") && !accepts(&g, "[1,2]"), "{g}");
+
+    // A forced tool call: the tool's own settings give way to ours in every syntax alike.
+    let tools = vec![json!({"type": "function", "function": {"name": "f", "parameters": schema}})];
+    let args = "{\"a\": 1, \"b\": 2}";
+    let cases = [
+        (
+            ToolSyntax::Hermes,
+            format!("<tool_call>\n{{\"name\": \"f\", \"arguments\": {args}}}\n</tool_call>"),
+        ),
+        (
+            ToolSyntax::None,
+            format!("<tool_call>\n{{\"name\": \"f\", \"arguments\": {args}}}\n</tool_call>"),
+        ),
+        (
+            ToolSyntax::Llama3Json,
+            format!("{{\"name\": \"f\", \"parameters\": {args}}}"),
+        ),
+        (
+            ToolSyntax::MistralToolCalls,
+            format!("[TOOL_CALLS] [{{\"name\": \"f\", \"arguments\": {args}}}]"),
+        ),
+        (
+            ToolSyntax::DeepSeek,
+            format!(
+                "{DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}f\n```json\n{args}\n```{DS_CALL_END}{DS_CALLS_END}"
+            ),
+        ),
+    ];
+    for (syntax, text) in cases {
+        let g = tool_call_lark(syntax, &tools, None);
+        assert!(
+            !g.contains("\"item_separator\":\",\""),
+            "{syntax}: the tool's settings\n{g}"
+        );
+        assert!(accepts(&g, &text), "{syntax}: rejects {text:?}\n{g}");
+        let compact = text.replace("\": ", "\":").replace(", \"", ",\"");
+        assert!(!accepts(&g, &compact), "{syntax}: accepts {compact:?}\n{g}");
+    }
+}
