@@ -109,6 +109,7 @@ async fn run(app: &Arc<App>, job: &JobRow) -> Result<ModelRow, String> {
     let quantize = quantize_from_request(&request).ok().flatten();
 
     // Load once with the engine to prove the model runs (as it will run); keep it loaded when the server is warm.
+    // A quantised load writes the model's quantised-weights cache here, so no later load quantises it again.
     let settings = app
         .runtime
         .settings_for(&job.model_name, &job.model_arn, quantize.as_deref());

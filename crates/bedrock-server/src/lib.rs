@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use creds::{read_api_key, read_credentials};
+pub use infer_engine::QuantisedLoad;
 
 /// Errors of the local Bedrock.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +198,11 @@ impl RunningServer {
     /// as stored).
     pub fn loaded_models(&self) -> Vec<(String, Option<String>)> {
         self.app.loaded_models()
+    }
+    /// The models loaded into the engine now, by name, each with what its load did about quantisation (matrices
+    /// quantised, matrices mapped from the quantised-weights cache in the model's folder, whether it wrote the cache).
+    pub fn quantised_loads(&self) -> Vec<(String, QuantisedLoad)> {
+        self.app.quantised_loads()
     }
     /// Stops accepting connections and waits until the server task has ended.
     pub async fn shutdown(mut self) {

@@ -75,9 +75,16 @@ impl std::fmt::Debug for Models {
 
 const NOT_READY: &str = "Model is not ready for inference. Wait and try your request again. Refer to https://docs.aws.amazon.com/bedrock/latest/userguide/invoke-imported-model.html#handle-model-not-ready-exception.";
 
+/// The quantised-weights cache in an imported model's folder (the server's own copy, under the data directory): the
+/// engine maps the blocks from it, or quantises and writes it when it is missing or made from something else (another
+/// quantisation, other weights). One file per model, whatever its quantisation, so a change of setting replaces it
+/// rather than adding another; it goes with the folder when the model is deleted or imported again.
+pub(crate) const QUANTISED_CACHE: &str = "cmi-quantised.bin";
+
 fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> {
     let opts = infer_engine::LoadOptions {
         quantize: settings.quantize,
+        quantised_cache: settings.quantize.map(|_| dir.join(QUANTISED_CACHE)),
         max_batch: settings.max_batch,
         max_queue: settings.max_queue,
         ..infer_engine::LoadOptions::default()
@@ -144,6 +151,17 @@ impl Models {
             settings.quantize = q;
         }
         settings
+    }
+
+    /// The loaded models' ids, each with what its load did about quantisation.
+    pub(crate) fn quantised_loads(&self) -> Vec<(String, infer_engine::QuantisedLoad)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, slot)| match slot {
+                Slot::Ready { model, .. } => Some((id.clone(), model.engine.quantised_load())),
+                Slot::Loading(_) => None,
+            })
+            .collect()
     }
 
     /// The loaded models' ids, each with its quantisation.

@@ -49,6 +49,16 @@ impl App {
             .collect()
     }
 
+    /// The loaded models by name, each with what its load did about quantisation.
+    pub(crate) fn quantised_loads(&self) -> Vec<(String, infer_engine::QuantisedLoad)> {
+        let models = self.db.models().unwrap_or_default();
+        self.runtime
+            .quantised_loads()
+            .into_iter()
+            .filter_map(|(id, q)| models.iter().find(|m| m.id == id).map(|m| (m.name.clone(), q)))
+            .collect()
+    }
+
     pub(crate) fn region(&self) -> &str {
         &self.config.region
     }

@@ -21,7 +21,9 @@ use std::task::{Context, Poll};
 use infer_constraint::ConstraintFactory;
 use infer_models::{CausalLm, Transformer};
 
-pub use infer_models::{MODEL_TYPES, Quantize, cap_simd, pin_thread_count, unsupported_architecture};
+pub use infer_models::{
+    MODEL_TYPES, QuantisedLoad, Quantize, cap_simd, pin_thread_count, unsupported_architecture,
+};
 
 /// The errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,10 @@ pub enum Error {
 pub struct LoadOptions {
     /// Quantise the weights at load time (`None`: run them as stored).
     pub quantize: Option<Quantize>,
+    /// With `quantize`, the file the quantised blocks are kept in between loads: when it holds this model's blocks
+    /// of that kind they are mapped and used in place (nothing is quantised), else the load quantises and writes it
+    /// (atomically; a cache that cannot be written is logged, not an error). `None`: quantise at every load.
+    pub quantised_cache: Option<PathBuf>,
     /// Sequences stepped together (continuous batching).
     pub max_batch: usize,
     /// Requests that may wait for a slot before [`Error::QueueFull`].
@@ -88,6 +94,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             quantize: None,
+            quantised_cache: None,
             max_batch: 8,
             max_queue: 64,
             step_tokens: DEFAULT_STEP_TOKENS,
@@ -253,7 +260,7 @@ fn token_id(tok: &tokenizers::Tokenizer, v: &serde_json::Value) -> Option<u32> {
 impl Engine {
     /// Loads `dir` (blocking; call from `spawn_blocking`) and starts the scheduler thread.
     pub fn load(dir: &Path, opts: LoadOptions) -> Result<Engine, Error> {
-        let model = infer_models::load(dir, opts.quantize)?;
+        let model = infer_models::load_cached(dir, opts.quantize, opts.quantised_cache.as_deref())?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| Error::Tokenizer {
             path: tok_path.clone(),
@@ -299,7 +306,7 @@ impl Engine {
         {
             eos_ids.push(id);
         }
-        tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, "engine loaded");
+        tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, quantised = ?model.quantised_load(), "engine loaded");
         let byte_tokens = text::byte_fallback_tokens(&tokenizer);
         let inner = Arc::new(Inner {
             model,
@@ -356,6 +363,17 @@ impl Engine {
     /// Bytes the weights take as the engine runs them (with a quantisation, less than [`Self::weight_bytes`]).
     pub fn held_weight_bytes(&self) -> u64 {
         self.inner.model.held_weight_bytes()
+    }
+
+    /// What the load did about quantisation: matrices quantised, matrices mapped from the cache, cache written.
+    pub fn quantised_load(&self) -> QuantisedLoad {
+        self.inner.model.quantised_load()
+    }
+
+    /// Bytes of weight matrices held in memory rather than read in place from a mapped file (safetensors or the
+    /// quantised-weights cache).
+    pub fn heap_weight_bytes(&self) -> u64 {
+        self.inner.model.heap_weight_bytes()
     }
 
     /// The most bytes the KV caches of the sequences running together have held at once, since the engine started.

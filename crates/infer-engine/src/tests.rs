@@ -762,3 +762,54 @@ fn a_grammar_constrains_a_tiny_random_model_to_a_valid_tool_call() {
     r.grammar = Some("start: @@@".into());
     assert!(matches!(engine.generate(r), Err(Error::Grammar(_))));
 }
+
+/// With `LoadOptions::quantised_cache`, the first quantised load writes the cache and every later one maps it:
+/// nothing is quantised, no matrix is held on the heap, and the greedy text is the same.
+#[test]
+fn a_quantised_engine_maps_its_cache_on_later_loads() {
+    let dir = tiny(Family::Qwen2);
+    let cache = dir.path().join("cmi-quantised.bin");
+    let load = || {
+        Engine::load(
+            dir.path(),
+            LoadOptions {
+                quantize: Some(Quantize::Q4_0),
+                quantised_cache: Some(cache.clone()),
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load")
+    };
+    let text = |e: &Engine| {
+        let mut r = GenerateRequest::new("what is the capital of france?");
+        r.max_tokens = 16;
+        collect(e.generate(r).expect("generate")).0
+    };
+    let first = load();
+    let f = first.quantised_load();
+    assert!(f.quantised > 0 && f.mapped == 0 && f.cache_written, "{f:?}");
+    assert!(cache.is_file());
+    let want = text(&first);
+    drop(first);
+    let second = load();
+    let s = second.quantised_load();
+    assert_eq!(
+        (s.quantised, s.mapped, s.cache_written),
+        (0, f.quantised, false),
+        "{s:?}"
+    );
+    assert_eq!(second.heap_weight_bytes(), 0);
+    assert_eq!(text(&second), want);
+    // Without the cache the same blocks are made again, into memory.
+    let plain = Engine::load(
+        dir.path(),
+        LoadOptions {
+            quantize: Some(Quantize::Q4_0),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load");
+    assert_eq!(plain.quantised_load().quantised, f.quantised);
+    assert!(plain.heap_weight_bytes() > 0);
+    assert_eq!(text(&plain), want);
+}

@@ -1,4 +1,6 @@
-//! Times prefill and batched decode steps of a model folder: `cargo run -p infer-models --example profile -- DIR [q8_0|q4k|q4_0]`.
+//! Times the load, prefill and batched decode steps of a model folder:
+//! `cargo run -p infer-models --example profile -- DIR [q8_0|q4k|q4_0 [CACHE]]` (CACHE: a quantised-weights cache file,
+//! written by the first run and mapped by the next). `PROFILE_LOAD_ONLY=1` stops after the load.
 
 use std::time::Instant;
 
@@ -17,11 +19,21 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         infer_models::pin_thread_count()
     };
     let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or("usage: profile DIR [q8_0|q4k|q4_0]")?);
+    let dir = std::path::PathBuf::from(args.next().ok_or("usage: profile DIR [q8_0|q4k|q4_0 [CACHE]]")?);
     let quantize = args.next().map(|q| q.parse()).transpose()?;
+    let cache = args.next().map(std::path::PathBuf::from);
     let t = Instant::now();
-    let model = infer_models::load(&dir, quantize)?;
-    println!("load {:?} quantize {:?}", t.elapsed(), quantize);
+    let model = infer_models::load_cached(&dir, quantize, cache.as_deref())?;
+    println!(
+        "load {:?} quantize {:?} {:?} heap {} MB",
+        t.elapsed(),
+        quantize,
+        model.quantised_load(),
+        model.heap_weight_bytes() >> 20
+    );
+    if std::env::var_os("PROFILE_LOAD_ONLY").is_some() {
+        return Ok(());
+    }
     let prompt: Vec<u32> = (0..40u32).map(|i| 100 + i * 7).collect();
     let only: Option<usize> = std::env::var("PROFILE_STREAMS").ok().and_then(|v| v.parse().ok());
     for streams in [1usize, 8].into_iter().filter(|s| only.is_none_or(|o| o == *s)) {

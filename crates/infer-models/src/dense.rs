@@ -206,8 +206,15 @@ impl DenseWeight {
     }
 
     /// This matrix quantised into `to` (Q8_0, Q4_0 or Q4_K; `cols` must be a multiple of its blocks' length), for our
-    /// kernel.
+    /// kernel (tests; a load quantises through `quant_cache::Quantiser`).
+    #[cfg(test)]
     pub(crate) fn quantize(&self, to: Stored) -> candle_core::Result<DenseWeight> {
+        let blocks = self.quantised_bytes(to)?;
+        Ok(DenseWeight::held(blocks, to, self.rows(), self.cols))
+    }
+
+    /// This matrix's blocks of `to` (see [`Self::quantize`]), checked to be whole rows.
+    pub(crate) fn quantised_bytes(&self, to: Stored) -> candle_core::Result<Vec<u8>> {
         let dtype = match to {
             Stored::Q8_0 => GgmlDType::Q8_0,
             Stored::Q4_0 => GgmlDType::Q4_0,
@@ -219,16 +226,32 @@ impl DenseWeight {
         if blocks.len() != rows * to.row_bytes(cols) {
             candle_core::bail!("{dtype:?} blocks of a {rows}x{cols} matrix take {} bytes", blocks.len());
         }
-        Ok(DenseWeight {
-            stored: to,
+        Ok(blocks)
+    }
+
+    /// A `rows × cols` matrix of `stored` values held in memory (`bytes` is exactly its rows).
+    pub(crate) fn held(bytes: Vec<u8>, stored: Stored, rows: usize, cols: usize) -> DenseWeight {
+        debug_assert_eq!(bytes.len(), rows * stored.row_bytes(cols));
+        DenseWeight {
+            stored,
             cols,
             segments: vec![Segment {
-                map: Arc::new(blocks),
+                map: Arc::new(bytes),
                 file: None,
                 start: 0,
                 rows,
             }],
-        })
+        }
+    }
+
+    /// Bytes of the values held in memory rather than read from a mapped file.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let rb = self.row_bytes();
+        self.segments
+            .iter()
+            .filter(|s| s.file.is_none())
+            .map(|s| s.rows * rb)
+            .sum()
     }
 
     /// A `rows × cols` f32 matrix held in memory (tests).

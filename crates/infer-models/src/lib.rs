@@ -9,6 +9,7 @@
 mod config;
 mod dense;
 mod model;
+mod quant_cache;
 mod team;
 mod weights;
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub use dense::simd::cap as cap_simd;
 pub use config::{Arch, MODEL_TYPES, ModelConfig, RopeScaling, eos_ids, unsupported_architecture};
 pub use model::{KvCache, Transformer};
+pub use quant_cache::QuantisedLoad;
 
 /// The errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -139,8 +141,14 @@ pub unsafe fn pin_thread_count() {
 
 /// Loads the model in `dir` (config.json + safetensors), optionally quantised.
 pub fn load(dir: &Path, quantize: Option<Quantize>) -> Result<Transformer, Error> {
+    load_cached(dir, quantize, None)
+}
+
+/// Loads the model in `dir`, optionally quantised, its quantised blocks kept in the file `cache` between loads (see
+/// [`Transformer::load_cached`]).
+pub fn load_cached(dir: &Path, quantize: Option<Quantize>, cache: Option<&Path>) -> Result<Transformer, Error> {
     let config = ModelConfig::from_dir(dir)?;
-    Transformer::load(dir, config, quantize)
+    Transformer::load_cached(dir, config, quantize, cache)
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, Error> {

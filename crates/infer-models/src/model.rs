@@ -8,7 +8,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 
 use crate::config::{Arch, ModelConfig, RopeScaling};
-use crate::dense::{BLOCK, DenseWeight, ROW_BLOCK, SUPER_BLOCK, Stored, rows_dot};
+use crate::dense::{DenseWeight, ROW_BLOCK, Stored, rows_dot};
+use crate::quant_cache::{QuantisedLoad, Quantiser};
 use crate::weights::Weights;
 use crate::{CausalLm, Error, Quantize, SeqInput};
 
@@ -80,22 +81,12 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(w: DenseWeight, b: Option<Tensor>, quantize: Option<Quantize>) -> Result<Linear, Error> {
-        let Some(q) = quantize else {
-            return Ok(Linear { w, b });
-        };
-        let cols = w.cols();
-        // Q4_K needs rows of whole super-blocks of 256, Q8_0 and Q4_0 blocks of 32; rows of other lengths fall back
-        // to Q4_0 (as llama.cpp's k-quants do), or stay as they are.
-        let to = match q {
-            Quantize::Q4K if cols.is_multiple_of(SUPER_BLOCK) => Stored::Q4K,
-            _ if !cols.is_multiple_of(BLOCK) => return Ok(Linear { w, b }),
-            Quantize::Q8_0 => Stored::Q8_0,
-            Quantize::Q4K | Quantize::Q4_0 => Stored::Q4_0,
-        };
-        let quantised = w.quantize(to)?;
-        w.release_pages();
-        Ok(Linear { w: quantised, b })
+    /// The layer of `w` (made of the tensors `key` names) and `b`, its weights quantised as `q` says.
+    fn new(q: &mut Quantiser, key: &str, w: DenseWeight, b: Option<Tensor>) -> Result<Linear, Error> {
+        Ok(Linear {
+            w: q.matrix(key, w)?,
+            b,
+        })
     }
 
     /// Bytes the weights and bias take as they are run.
@@ -566,6 +557,7 @@ pub struct Transformer {
     inv_freq: Vec<f64>,
     position_scale: f64,
     weight_bytes: u64,
+    quantised: QuantisedLoad,
 }
 
 fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
@@ -609,8 +601,26 @@ fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
 impl Transformer {
     /// Loads the weights of `dir` for `cfg`, checking every tensor's presence and shape.
     pub fn load(dir: &Path, cfg: ModelConfig, quantize: Option<Quantize>) -> Result<Transformer, Error> {
+        Self::load_cached(dir, cfg, quantize, None)
+    }
+
+    /// [`Self::load`], with the quantised blocks kept in the file `cache` between loads: mapped from it and used in
+    /// place when it holds this model's blocks of `quantize`, else quantised and written to it (see
+    /// `quant_cache.rs`). Ignored without a quantisation.
+    pub fn load_cached(
+        dir: &Path,
+        cfg: ModelConfig,
+        quantize: Option<Quantize>,
+        cache: Option<&Path>,
+    ) -> Result<Transformer, Error> {
         let mut w = Weights::open(dir)?;
         w.set_release_after_read(quantize.is_some());
+        let per_layer = if cfg.arch == Arch::Mixtral {
+            2 + 2 * cfg.num_local_experts
+        } else {
+            4
+        };
+        let mut q = Quantiser::new(quantize, cache, w.fingerprint(), cfg.num_hidden_layers * per_layer + 1);
         let (h, hd, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (qd, kvd) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         let embed = w.dense("model.embed_tokens.weight", cfg.vocab_size, h)?;
@@ -635,13 +645,14 @@ impl Transformer {
             } else {
                 None
             };
-            let qkv = Linear::new(fuse(&qkv_w, &qkv_names)?, qkv_b, quantize)?;
+            let qkv = Linear::new(&mut q, &qkv_names.join("+"), fuse(&qkv_w, &qkv_names)?, qkv_b)?;
             let o_b = if cfg.attention_bias && w.contains(&format!("{p}.self_attn.o_proj.bias")) {
                 Some(w.get(&format!("{p}.self_attn.o_proj.bias"), &[h])?)
             } else {
                 None
             };
-            let o = Linear::new(w.dense(&format!("{p}.self_attn.o_proj.weight"), h, qd)?, o_b, quantize)?;
+            let o_name = format!("{p}.self_attn.o_proj.weight");
+            let o = Linear::new(&mut q, &o_name, w.dense(&o_name, h, qd)?, o_b)?;
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
                     Some(
@@ -663,10 +674,11 @@ impl Transformer {
                 for e in 0..cfg.num_local_experts {
                     let names = ["w1", "w3"].map(|n| format!("{m}.experts.{e}.{n}.weight"));
                     let w13 = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
-                    let w2 = w.dense(&format!("{m}.experts.{e}.w2.weight"), h, inter)?;
+                    let w2_name = format!("{m}.experts.{e}.w2.weight");
+                    let w2 = w.dense(&w2_name, h, inter)?;
                     experts.push((
-                        Linear::new(fuse(&w13, &names)?, None, quantize)?,
-                        Linear::new(w2, None, quantize)?,
+                        Linear::new(&mut q, &names.join("+"), fuse(&w13, &names)?, None)?,
+                        Linear::new(&mut q, &w2_name, w2, None)?,
                     ));
                 }
                 Mlp::Moe {
@@ -678,10 +690,11 @@ impl Transformer {
             } else {
                 let names = ["gate", "up"].map(|n| format!("{p}.mlp.{n}_proj.weight"));
                 let gate_up = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
-                let down = w.dense(&format!("{p}.mlp.down_proj.weight"), h, inter)?;
+                let down_name = format!("{p}.mlp.down_proj.weight");
+                let down = w.dense(&down_name, h, inter)?;
                 Mlp::Dense {
-                    gate_up: Linear::new(fuse(&gate_up, &names)?, None, quantize)?,
-                    down: Linear::new(down, None, quantize)?,
+                    gate_up: Linear::new(&mut q, &names.join("+"), fuse(&gate_up, &names)?, None)?,
+                    down: Linear::new(&mut q, &down_name, down, None)?,
                     inter,
                 }
             };
@@ -696,12 +709,13 @@ impl Transformer {
             });
         }
         let norm = w.get("model.norm.weight", &[h])?;
-        let head = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
-            embed.clone()
+        let (head_name, head) = if cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
+            ("model.embed_tokens.weight", embed.clone())
         } else {
-            w.dense("lm_head.weight", cfg.vocab_size, h)?
+            ("lm_head.weight", w.dense("lm_head.weight", cfg.vocab_size, h)?)
         };
-        let lm_head = Linear::new(head, None, quantize)?;
+        let lm_head = Linear::new(&mut q, head_name, head, None)?;
+        let quantised = q.finish();
         let position_scale = match cfg.rope_scaling {
             Some(RopeScaling::Linear { factor }) => 1.0 / factor,
             _ => 1.0,
@@ -716,6 +730,7 @@ impl Transformer {
             lm_head,
             position_scale,
             weight_bytes,
+            quantised,
         };
         if quantize.is_some() {
             w.release_all_but(&model.mapped_ranges());
@@ -738,6 +753,25 @@ impl Transformer {
         let mut ranges = self.embed.mapped_ranges();
         ranges.extend(linears.iter().flat_map(|l| l.w.mapped_ranges()));
         ranges
+    }
+
+    /// What the load did about quantisation (all zero without one).
+    pub fn quantised_load(&self) -> QuantisedLoad {
+        self.quantised
+    }
+
+    /// Bytes of the weights held in memory (quantised blocks made by this load and not kept in a cache file; small
+    /// tensors are not counted): 0 when every matrix is read in place from a mapped file.
+    pub fn heap_weight_bytes(&self) -> u64 {
+        let mut n = self.embed.heap_bytes() + self.lm_head.w.heap_bytes();
+        for l in &self.layers {
+            n += l.qkv.w.heap_bytes() + l.o.w.heap_bytes();
+            n += match &l.mlp {
+                Mlp::Dense { gate_up, down, .. } => gate_up.w.heap_bytes() + down.w.heap_bytes(),
+                Mlp::Moe { experts, .. } => experts.iter().map(|(a, b)| a.w.heap_bytes() + b.w.heap_bytes()).sum(),
+            };
+        }
+        n as u64
     }
 
     /// Bytes of tensor data in the safetensors files.

@@ -396,3 +396,190 @@ fn tile_kernels_share_threads_with_candles() {
         assert_eq!(before, after);
     });
 }
+
+/// The quantised-weights cache (`quant_cache.rs`) of a tiny model in its folder.
+fn cache_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("cmi-quantised.bin")
+}
+
+/// Greedy continuation of [`PROMPT`]: the prompt's last logits and eight chosen tokens.
+fn greedy(m: &Transformer) -> (Vec<f32>, Vec<u32>) {
+    let mut c = m.new_cache();
+    let logits = m.forward_all(&PROMPT, &mut c).expect("prefill");
+    let mut last: Vec<f32> = logits.i(PROMPT.len() - 1).expect("row").to_vec1().expect("vec");
+    let first = last.clone();
+    let mut out = Vec::new();
+    for _ in 0..8 {
+        let t = (0..last.len())
+            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+            .expect("logits") as u32;
+        out.push(t);
+        let step = m
+            .forward_last(&mut [SeqInput {
+                tokens: &[t],
+                cache: &mut c,
+            }])
+            .expect("step");
+        last = step.i(0).expect("row").to_vec1().expect("vec");
+    }
+    (first, out)
+}
+
+/// Files a cache writer left in `dir` besides the cache (a temporary file that was not renamed).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_quantised_load_writes_the_cache_and_later_loads_map_it_in_place() {
+    let _kernel = crate::dense::fixed_kernel();
+    for family in [Family::Llama, Family::Qwen2, Family::Mixtral] {
+        let dir = tiny(family);
+        let cache = cache_path(dir.path());
+        for kind in [Quantize::Q8_0, Quantize::Q4_0] {
+            let _ = std::fs::remove_file(&cache);
+            // Without a cache: quantised into memory, every time.
+            let plain = load(dir.path(), Some(kind)).expect("load");
+            let p = plain.quantised_load();
+            assert!(
+                p.quantised > 0 && p.mapped == 0 && !p.cache_written,
+                "{family} {kind}: {p:?}"
+            );
+            assert!(plain.heap_weight_bytes() > 0, "{family} {kind}");
+
+            let first = load_cached(dir.path(), Some(kind), Some(&cache)).expect("first load");
+            let f = first.quantised_load();
+            assert_eq!(
+                (f.quantised, f.mapped, f.cache_written),
+                (p.quantised, 0, true),
+                "{family} {kind}"
+            );
+            assert!(cache.is_file(), "{family} {kind}: no cache written");
+            assert_eq!(leftovers(dir.path()), Vec::<String>::new(), "{family} {kind}");
+            // The blocks were mapped back from the file as it was written: nothing stays on the heap.
+            assert_eq!(first.heap_weight_bytes(), 0, "{family} {kind}");
+
+            let second = load_cached(dir.path(), Some(kind), Some(&cache)).expect("second load");
+            let s = second.quantised_load();
+            assert_eq!(
+                (s.quantised, s.mapped, s.cache_written),
+                (0, p.quantised, false),
+                "{family} {kind}"
+            );
+            assert_eq!(second.heap_weight_bytes(), 0, "{family} {kind}");
+            assert_eq!(second.held_weight_bytes(), plain.held_weight_bytes(), "{family} {kind}");
+
+            // The same blocks: the same logits, bit for bit, and the same greedy text.
+            let want = greedy(&plain);
+            assert_eq!(greedy(&first), want, "{family} {kind}: first load");
+            assert_eq!(greedy(&second), want, "{family} {kind}: mapped from the cache");
+        }
+        // At full precision a cache path changes nothing and nothing is written.
+        let _ = std::fs::remove_file(&cache);
+        let full = load_cached(dir.path(), None, Some(&cache)).expect("full");
+        assert_eq!(full.quantised_load(), QuantisedLoad::default());
+        assert!(!cache.exists(), "{family}: a cache for an unquantised load");
+    }
+}
+
+#[test]
+fn a_cache_of_another_kind_or_of_other_weights_is_replaced() {
+    let _kernel = crate::dense::fixed_kernel();
+    let dir = tiny(Family::Mistral);
+    let cache = cache_path(dir.path());
+    let load_q = |kind| load_cached(dir.path(), Some(kind), Some(&cache)).expect("load");
+    assert!(load_q(Quantize::Q4_0).quantised_load().cache_written);
+    // Q4_K on these narrow rows makes the same Q4_0 blocks, but the kind differs, so the cache does not count.
+    for kind in [Quantize::Q8_0, Quantize::Q4K] {
+        let other = load_q(kind);
+        let o = other.quantised_load();
+        assert!(o.quantised > 0 && o.mapped == 0 && o.cache_written, "{kind}: {o:?}");
+        assert_eq!(
+            greedy(&other),
+            greedy(&load(dir.path(), Some(kind)).expect("load")),
+            "{kind}"
+        );
+        assert_eq!(
+            load_q(kind).quantised_load().quantised,
+            0,
+            "{kind}: the rewritten cache is used"
+        );
+    }
+    // New weights of the same shapes (same sizes, same header): only the modification time tells, so let the
+    // clock move past the file system's timestamp granularity first.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut o = TinyOptions::new(Family::Mistral);
+    o.seed = 7;
+    test_support::tiny_model_with(dir.path(), &o).expect("new weights");
+    let after = load_q(Quantize::Q4K);
+    let a = after.quantised_load();
+    assert!(a.quantised > 0 && a.mapped == 0 && a.cache_written, "{a:?}");
+    let fresh = load(dir.path(), Some(Quantize::Q4K)).expect("load");
+    assert_eq!(greedy(&after), greedy(&fresh), "the new weights' blocks");
+    assert_eq!(load_q(Quantize::Q4K).quantised_load().quantised, 0);
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_truncated_or_corrupt_cache_is_ignored_and_rewritten() {
+    let _kernel = crate::dense::fixed_kernel();
+    let dir = tiny(Family::Qwen3);
+    let cache = cache_path(dir.path());
+    let kind = Quantize::Q8_0;
+    let want = greedy(&load(dir.path(), Some(kind)).expect("load"));
+    assert!(
+        load_cached(dir.path(), Some(kind), Some(&cache))
+            .expect("load")
+            .quantised_load()
+            .cache_written
+    );
+    let good = std::fs::read(&cache).expect("read cache");
+    let n = good.len();
+    let flip = |at: usize| {
+        let mut b = good.clone();
+        b[at] ^= 0x20;
+        b
+    };
+    let damaged: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("shorter than the trailer", good[..10].to_vec()),
+        ("cut in half", good[..n / 2].to_vec()),
+        ("last byte cut", good[..n - 1].to_vec()),
+        ("magic", flip(n - 1)),
+        ("format", flip(n - 24)),
+        ("footer length", flip(n - 16)),
+        ("footer hash", flip(n - 8)),
+        ("footer byte", flip(n - 40)),
+        ("a page of zeros appended", [good.clone(), vec![0; 4096]].concat()),
+    ];
+    for (what, bytes) in damaged {
+        std::fs::write(&cache, &bytes).expect("damage the cache");
+        let m = load_cached(dir.path(), Some(kind), Some(&cache)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let r = m.quantised_load();
+        assert!(r.quantised > 0 && r.mapped == 0 && r.cache_written, "{what}: {r:?}");
+        assert_eq!(greedy(&m), want, "{what}");
+        assert_eq!(
+            std::fs::read(&cache).expect("read"),
+            good,
+            "{what}: the cache is written again as it was"
+        );
+    }
+    // A temporary file a crash left behind is never read, and the next writer clears it away.
+    let stale = dir.path().join(".cmi-quantised.bin.1-2.tmp");
+    std::fs::write(&stale, &good[..n / 3]).expect("stale");
+    std::fs::remove_file(&cache).expect("rm");
+    let m = load_cached(dir.path(), Some(kind), Some(&cache)).expect("load");
+    assert!(m.quantised_load().cache_written);
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    // A cache that cannot be written is no failure: the load quantises into memory.
+    let nowhere = dir.path().join("missing-dir").join("cmi-quantised.bin");
+    let m = load_cached(dir.path(), Some(kind), Some(&nowhere)).expect("load without a writable cache");
+    let r = m.quantised_load();
+    assert!(r.quantised > 0 && !r.cache_written, "{r:?}");
+    assert!(m.heap_weight_bytes() > 0);
+    assert_eq!(greedy(&m), want);
+}

@@ -14,6 +14,7 @@ use safetensors::tensor::{Metadata, TensorView};
 
 use crate::Error;
 use crate::dense::{DenseWeight, Stored};
+use crate::quant_cache::SourceFile;
 
 struct Entry {
     file: usize,
@@ -26,6 +27,8 @@ struct Entry {
 /// The tensors of a model folder, memory-mapped.
 pub(crate) struct Weights {
     files: Vec<(PathBuf, Arc<Mmap>)>,
+    /// What a quantised-weights cache is checked against (see [`crate::quant_cache`]).
+    fingerprint: Vec<SourceFile>,
     entries: HashMap<String, Entry>,
     /// Drop a small tensor's pages once it is read (a quantised load, which keeps nothing else mapped but the
     /// matrices it reads in place).
@@ -83,6 +86,7 @@ impl Weights {
         };
         let mut files = Vec::new();
         let mut entries = HashMap::new();
+        let mut fingerprint = Vec::new();
         for (i, path) in paths.into_iter().enumerate() {
             let mmap = map(&path)?;
             let (n, meta): (usize, Metadata) =
@@ -91,6 +95,7 @@ impl Weights {
                     message: e.to_string(),
                 })?;
             let base = 8 + n;
+            fingerprint.push(SourceFile::of(&path, &mmap[..base])?);
             for (name, info) in meta.tensors() {
                 let (start, end) = (base + info.data_offsets.0, base + info.data_offsets.1);
                 if end > mmap.len() {
@@ -117,9 +122,15 @@ impl Weights {
         }
         Ok(Weights {
             files,
+            fingerprint,
             entries,
             release_after_read: false,
         })
+    }
+
+    /// The files' fingerprint, for a quantised-weights cache.
+    pub(crate) fn fingerprint(&self) -> &[SourceFile] {
+        &self.fingerprint
     }
 
     /// Whether a tensor exists.
