@@ -127,6 +127,10 @@ pub struct ServerConfig {
     /// Per-model quantisation (model name or ARN → `q8_0`, `q4k`, `q4_0`, or `none` for the weights as stored); wins
     /// over the model's `cmi:quantize` import tag, which wins over [`ServerConfig::quantize`].
     pub model_quantize: Vec<(String, String)>,
+    /// MiB of keys and values each loaded model keeps from past requests, so that a prompt resending an earlier
+    /// one (a conversation's history) computes only what is new; 0 turns it off. `None`: the engine's default
+    /// (an eighth of the memory available at load, at most 4 GiB).
+    pub prefix_cache_mb: Option<u64>,
 }
 
 impl ServerConfig {
@@ -147,6 +151,7 @@ impl ServerConfig {
             max_queue: 64,
             model_stream_tools: Vec::new(),
             model_quantize: Vec::new(),
+            prefix_cache_mb: None,
         }
     }
 }

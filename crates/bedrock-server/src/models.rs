@@ -31,6 +31,8 @@ pub(crate) struct LoadSettings {
     pub(crate) quantize: Option<Quantize>,
     pub(crate) max_batch: usize,
     pub(crate) max_queue: usize,
+    /// Bytes of the engine's prefix cache (`None`: its default).
+    pub(crate) prefix_cache_bytes: Option<usize>,
 }
 
 /// A model ready to serve.
@@ -87,6 +89,9 @@ fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> 
         quantised_cache: settings.quantize.map(|_| dir.join(QUANTISED_CACHE)),
         max_batch: settings.max_batch,
         max_queue: settings.max_queue,
+        prefix_cache_bytes: settings
+            .prefix_cache_bytes
+            .unwrap_or_else(infer_engine::default_prefix_cache_bytes),
         ..infer_engine::LoadOptions::default()
     };
     let engine = infer_engine::Engine::load(dir, opts).map_err(|e| e.to_string())?;
@@ -131,6 +136,9 @@ impl Models {
                 quantize,
                 max_batch: config.max_batch,
                 max_queue: config.max_queue,
+                prefix_cache_bytes: config
+                    .prefix_cache_mb
+                    .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)),
             },
             model_quantize,
         })

@@ -1,6 +1,8 @@
 //! The embedded inference engine: loads a Hugging Face folder once and serves many generation requests at once with
 //! continuous batching (one scheduler thread steps up to `max_batch` sequences together; new requests join between
-//! steps; a dropped [`Generation`] frees its slot at once).
+//! steps; a dropped [`Generation`] frees its slot at once). Prompts that start as an earlier one did (a conversation
+//! resent whole each turn) reuse its keys and values from a prefix cache bounded by
+//! [`LoadOptions::prefix_cache_bytes`], and only the rest is computed.
 //!
 //! ```ignore
 //! let engine = Engine::load(dir, LoadOptions::default())?;          // blocking: spawn_blocking in async code
@@ -8,6 +10,7 @@
 //! while let Some(ev) = g.next().await { ... }                        // Delta { text } ..., then Done { .. }
 //! ```
 
+mod prefix;
 mod sampler;
 mod scheduler;
 mod text;
@@ -24,6 +27,7 @@ use infer_models::{CausalLm, Transformer};
 pub use infer_models::{
     MODEL_TYPES, QuantisedLoad, Quantize, cap_simd, pin_thread_count, unsupported_architecture,
 };
+pub use prefix::{PrefixCacheStats, default_budget_bytes as default_prefix_cache_bytes};
 
 /// The errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,9 @@ pub struct LoadOptions {
     /// Tokens one step feeds at most: longer prompts are fed in chunks (chunked prefill), so that running
     /// streams keep receiving tokens while a long prompt is read, and a step's attention scores stay small.
     pub step_tokens: usize,
+    /// Bytes of keys and values of past sequences kept for prompts that start the same way (least recently used
+    /// blocks evicted beyond it; below one block of 16 tokens, off). Default: [`default_prefix_cache_bytes`].
+    pub prefix_cache_bytes: usize,
 }
 
 /// Default of [`LoadOptions::step_tokens`]: prompts of this size run at the batched speed (prefill throughput is
@@ -98,6 +105,7 @@ impl Default for LoadOptions {
             max_batch: 8,
             max_queue: 64,
             step_tokens: DEFAULT_STEP_TOKENS,
+            prefix_cache_bytes: default_prefix_cache_bytes(),
         }
     }
 }
@@ -189,6 +197,8 @@ pub enum EngineEvent {
         stop_reason: StopReason,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// Prompt tokens whose keys and values came from the prefix cache instead of being computed.
+        cached_tokens: usize,
     },
     /// The generation failed (the last event).
     Failed { message: String },
@@ -231,6 +241,8 @@ pub(crate) struct Inner {
     pub(crate) active: std::sync::atomic::AtomicUsize,
     /// The most bytes the running batch's KV caches have held at once (updated by the scheduler each step).
     pub(crate) peak_kv_bytes: std::sync::atomic::AtomicU64,
+    /// The prefix cache's statistics (updated by the scheduler, which owns the cache).
+    pub(crate) prefix_stats: std::sync::Mutex<PrefixCacheStats>,
 }
 
 /// The engine: cheap to clone; the model is loaded once and shared.
@@ -306,7 +318,7 @@ impl Engine {
         {
             eos_ids.push(id);
         }
-        tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, quantised = ?model.quantised_load(), "engine loaded");
+        tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, quantised = ?model.quantised_load(), prefix_cache_bytes = opts.prefix_cache_bytes, "engine loaded");
         let byte_tokens = text::byte_fallback_tokens(&tokenizer);
         let inner = Arc::new(Inner {
             model,
@@ -316,12 +328,14 @@ impl Engine {
             constraints: std::sync::OnceLock::new(),
             active: Default::default(),
             peak_kv_bytes: Default::default(),
+            prefix_stats: Default::default(),
         });
         let tx = scheduler::start(
             inner.clone(),
             opts.max_batch.max(1),
             opts.max_queue,
             opts.step_tokens.max(1),
+            opts.prefix_cache_bytes,
         )?;
         Ok(Engine {
             inner,
@@ -379,6 +393,11 @@ impl Engine {
     /// The most bytes the KV caches of the sequences running together have held at once, since the engine started.
     pub fn peak_kv_cache_bytes(&self) -> u64 {
         self.inner.peak_kv_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What the prefix cache holds and has saved so far (its budget is [`LoadOptions::prefix_cache_bytes`]).
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.inner.prefix_stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     /// Queues a request. Fails at once with [`Error::PromptTooLong`], [`Error::QueueFull`] or [`Error::Grammar`].

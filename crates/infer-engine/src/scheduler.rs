@@ -1,7 +1,9 @@
 //! The scheduler thread: continuous batching. Each step runs one forward pass over every active sequence (the
 //! decoding ones with their last token, new ones with the next chunk of their prompt, within a budget of tokens
 //! per step), samples one token for each sequence whose prompt is all in, streams text and retires finished or
-//! cancelled sequences; waiting requests join between steps.
+//! cancelled sequences; waiting requests join between steps. A new sequence starts from the longest prefix of its
+//! prompt the prefix cache holds (`prefix.rs`); a sequence's blocks go into it once its prompt is in and again when
+//! it ends.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +13,7 @@ use infer_constraint::TokenConstraint;
 use infer_models::{CausalLm, KvCache, SeqInput};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::prefix::PrefixCache;
 use crate::sampler::Sampler;
 use crate::text::TextState;
 use crate::{EngineEvent, Error, GenerateRequest, Inner, StopReason};
@@ -26,6 +29,10 @@ pub(crate) struct Job {
 pub(crate) struct Seq {
     events: UnboundedSender<EngineEvent>,
     cache: KvCache,
+    /// The prompt (the tokens of the cache's first positions, then `completion`'s).
+    prompt: Vec<u32>,
+    /// Prompt tokens copied from the prefix cache rather than computed.
+    cached_tokens: usize,
     /// Tokens still to feed (the rest of the prompt, then the last sampled token).
     pending: Vec<u32>,
     pub(crate) completion: Vec<u32>,
@@ -41,6 +48,7 @@ pub(crate) fn start(
     max_batch: usize,
     max_queue: usize,
     step_tokens: usize,
+    prefix_budget: usize,
 ) -> Result<SyncSender<Job>, Error> {
     // Hand-rolled on std channels: a bounded queue (try_send gives QueueFull) and one thread that owns the batch.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(max_queue.max(1));
@@ -55,7 +63,11 @@ pub(crate) fn start(
         .map_err(|_| Error::Stopped)?;
     std::thread::Builder::new()
         .name("infer-scheduler".into())
-        .spawn(move || pool.install(|| run(inner, rx, max_batch, step_tokens)))
+        .spawn(move || {
+            // The prefix cache belongs to this thread: it lives and dies with the engine (and so with the model).
+            let prefix = PrefixCache::new(prefix_budget, inner.model.new_cache().floats_per_position());
+            pool.install(|| run(inner, rx, max_batch, step_tokens, prefix))
+        })
         .map_err(|_| Error::Stopped)?;
     Ok(tx)
 }
@@ -66,6 +78,7 @@ pub(crate) fn tests_seq(inner: &Inner, tokens: Vec<u32>, events: UnboundedSender
     let req = crate::GenerateRequest::new(String::new());
     admit(
         inner,
+        &mut PrefixCache::new(0, 0),
         Job {
             tokens,
             req,
@@ -83,20 +96,34 @@ impl Seq {
     }
 }
 
-fn admit(inner: &Inner, job: Job) -> Option<Seq> {
+fn admit(inner: &Inner, prefix: &mut PrefixCache, job: Job) -> Option<Seq> {
     let prompt_tokens = job.tokens.len();
     if job.req.max_tokens == 0 {
         let _ = job.events.send(EngineEvent::Done {
             stop_reason: StopReason::MaxTokens,
             prompt_tokens,
             completion_tokens: 0,
+            cached_tokens: 0,
         });
         return None;
     }
+    let mut cache = inner.model.new_cache();
+    let cached_tokens = prefix.reuse(&job.tokens, &mut cache);
+    if cached_tokens > 0 {
+        tracing::info!(
+            prompt_tokens,
+            cached_tokens,
+            computed_tokens = prompt_tokens - cached_tokens,
+            "prompt prefix reused from the prefix cache"
+        );
+    }
+    publish(inner, prefix);
     Some(Seq {
         events: job.events,
-        cache: inner.model.new_cache(),
-        pending: job.tokens,
+        cache,
+        pending: job.tokens[cached_tokens..].to_vec(),
+        prompt: job.tokens,
+        cached_tokens,
         completion: Vec::new(),
         prompt_tokens,
         max_tokens: job.req.max_tokens,
@@ -125,24 +152,43 @@ pub(crate) fn plan(active: &[Seq], step_tokens: usize) -> Vec<usize> {
         .collect()
 }
 
-fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize, step_tokens: usize) {
+/// Copies the prefix cache's statistics where [`crate::Engine::prefix_cache_stats`] reads them.
+fn publish(inner: &Inner, prefix: &PrefixCache) {
+    if let Ok(mut stats) = inner.prefix_stats.lock() {
+        *stats = prefix.stats();
+    }
+}
+
+/// Keeps what `s` has computed in the prefix cache: its prompt and completion so far (a sequence's cache is right
+/// however it ends, unless its forward pass failed).
+fn retain_prefix(inner: &Inner, prefix: &mut PrefixCache, s: &Seq) {
+    let tokens: Vec<u32> = s.prompt.iter().chain(&s.completion).copied().collect();
+    prefix.insert(&tokens, &s.cache);
+    publish(inner, prefix);
+}
+
+fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize, step_tokens: usize, mut prefix: PrefixCache) {
     let mut active: Vec<Seq> = Vec::new();
     loop {
         if active.is_empty() {
             match rx.recv() {
-                Ok(job) => active.extend(admit(&inner, job)),
+                Ok(job) => active.extend(admit(&inner, &mut prefix, job)),
                 Err(_) => return, // every Engine clone is gone
             }
         }
         while active.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => active.extend(admit(&inner, job)),
+                Ok(job) => active.extend(admit(&inner, &mut prefix, job)),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => break,
             }
         }
         // Cancelled (dropped) generations leave before the step.
-        active.retain(|s| !s.events.is_closed());
+        let (cancelled, running): (Vec<Seq>, Vec<Seq>) = active.drain(..).partition(|s| s.events.is_closed());
+        for s in &cancelled {
+            retain_prefix(&inner, &mut prefix, s);
+        }
+        active = running;
         inner.active.store(active.len(), Ordering::Relaxed);
         if active.is_empty() {
             continue;
@@ -193,8 +239,15 @@ fn run(inner: Arc<Inner>, rx: Receiver<Job>, max_batch: usize, step_tokens: usiz
                 keep.push(s);
                 continue;
             }
+            if !s.decoding() {
+                // The prompt is all in: requests that share it need not wait for this one to end.
+                prefix.insert(&s.prompt, &s.cache);
+                publish(&inner, &prefix);
+            }
             if step(&inner, &mut s, &mut row) {
                 keep.push(s);
+            } else {
+                retain_prefix(&inner, &mut prefix, &s);
             }
         }
         active = keep;
@@ -214,6 +267,7 @@ fn finish(inner: &Inner, s: &mut Seq, reason: StopReason) {
         stop_reason: reason,
         prompt_tokens: s.prompt_tokens,
         completion_tokens: s.completion.len(),
+        cached_tokens: s.cached_tokens,
     });
 }
 

@@ -41,6 +41,7 @@ fn collect(mut g: Generation) -> (String, StopReason, usize, usize) {
                 stop_reason,
                 prompt_tokens,
                 completion_tokens,
+                ..
             } => {
                 assert!(g.blocking_next().is_none(), "Done is the last event");
                 return (text, stop_reason, prompt_tokens, completion_tokens);
@@ -736,7 +737,7 @@ fn a_grammar_constrains_a_tiny_random_model_to_a_valid_tool_call() {
     for seed in 0..3 {
         let mut r = GenerateRequest::new("<|im_start|>user\nweather in paris?<|im_end|>\n<|im_start|>assistant\n");
         r.max_tokens = 200;
-        r.grammar = Some(chat_template::grammar::json_lark(&schema));
+        r.grammar = Some(infer_constraint::json_schema_lark(&schema));
         r.sampling = Sampling {
             temperature: 1.0,
             top_p: 1.0,
@@ -761,6 +762,184 @@ fn a_grammar_constrains_a_tiny_random_model_to_a_valid_tool_call() {
     let mut r = GenerateRequest::new("hi");
     r.grammar = Some("start: @@@".into());
     assert!(matches!(engine.generate(r), Err(Error::Grammar(_))));
+}
+
+/// Runs a generation to the end: (text, prompt tokens the prefix cache supplied).
+fn collect_cached(mut g: Generation) -> (String, usize) {
+    let mut text = String::new();
+    while let Some(ev) = g.blocking_next() {
+        match ev {
+            EngineEvent::Delta { text: t } => text.push_str(&t),
+            EngineEvent::Done { cached_tokens, .. } => return (text, cached_tokens),
+            EngineEvent::Failed { message } => panic!("generation failed: {message}"),
+        }
+    }
+    panic!("stream ended without Done")
+}
+
+fn greedy(tokens: &[u32], max_tokens: usize) -> GenerateRequest {
+    let mut r = GenerateRequest::from_tokens(tokens.to_vec());
+    r.max_tokens = max_tokens;
+    r
+}
+
+fn ids(engine: &Engine, text: &str) -> Vec<u32> {
+    engine
+        .tokenizer()
+        .encode(text, false)
+        .expect("encode")
+        .get_ids()
+        .to_vec()
+}
+
+fn uncached(dir: &Path, opts: LoadOptions) -> Engine {
+    Engine::load(
+        dir,
+        LoadOptions {
+            prefix_cache_bytes: 0,
+            ..opts
+        },
+    )
+    .expect("load")
+}
+
+/// A second turn (the history, the reply, a new question), a prompt that parts from a cached one mid-block, and the
+/// very prompt again (all of it cached: its last token is still computed) give the text computed from scratch.
+#[test]
+fn prefix_reuse_gives_the_greedy_text_of_computing_the_whole_prompt_for_every_family() {
+    for family in Family::ALL {
+        let dir = endless_tiny(family);
+        let cached = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+        let plain = uncached(dir.path(), LoadOptions::default());
+        let history = ids(&cached, &"the story so far, told at length; ".repeat(4));
+        let first = collect_cached(cached.generate(greedy(&history, 20)).expect("generate"));
+        assert_eq!(first.1, 0, "{family}: nothing is cached before the first request");
+        assert_eq!(
+            first.0,
+            collect_cached(plain.generate(greedy(&history, 20)).expect("generate")).0
+        );
+        let reply = ids(&cached, &first.0);
+        let turn2: Vec<u32> = history
+            .iter()
+            .chain(&reply)
+            .chain(&ids(&cached, " and then what happened?"))
+            .copied()
+            .collect();
+        let mut parted = history.clone();
+        let at = history.len() / 2 + 3;
+        parted[at] = parted[at - 1];
+        let mut prompts = vec![turn2, parted, history.clone()];
+        // A prompt of exactly the cached whole blocks.
+        prompts.push(history[..history.len() / prefix::BLOCK * prefix::BLOCK].to_vec());
+        for (i, p) in prompts.iter().enumerate() {
+            let (text, reused) = collect_cached(cached.generate(greedy(p, 12)).expect("generate"));
+            let expected = collect_cached(plain.generate(greedy(p, 12)).expect("generate")).0;
+            assert_eq!(text, expected, "{family} prompt {i}");
+            assert!(
+                reused > 0 && reused < p.len(),
+                "{family} prompt {i}: {reused} of {}",
+                p.len()
+            );
+            if i == 1 {
+                assert_eq!(reused, at, "{family}: up to the token where it parts");
+            }
+            if i >= 2 {
+                assert_eq!(reused, p.len() - 1, "{family}: all but the last token");
+            }
+        }
+        let stats = cached.prefix_cache_stats();
+        assert_eq!((stats.lookups, stats.hits), (5, 4), "{family}: {stats:?}");
+        assert_eq!(plain.prefix_cache_stats().blocks, 0, "a budget of 0 keeps nothing");
+    }
+}
+
+/// Streams reusing one cached history at once, in chunked prefill beside each other, give the text of computing
+/// each alone; the history they shared is unchanged by them (it gives its own text again).
+#[test]
+fn concurrent_streams_sharing_a_cached_prefix_give_the_text_of_each_alone() {
+    let dir = endless_tiny(Family::Qwen2);
+    let opts = LoadOptions {
+        max_batch: 4,
+        step_tokens: 7,
+        ..LoadOptions::default()
+    };
+    let cached = Engine::load(dir.path(), opts.clone()).expect("load");
+    let plain = uncached(dir.path(), opts);
+    let history = ids(&cached, &"a shared system prompt and history; ".repeat(3));
+    let alone = collect_cached(cached.generate(greedy(&history, 16)).expect("generate")).0;
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| {
+            let q = ids(&cached, &format!(" question {i}: {}", "why? ".repeat(i + 1)));
+            history.iter().chain(&q).copied().collect()
+        })
+        .collect();
+    let gens: Vec<Generation> = prompts
+        .iter()
+        .map(|p| cached.generate(greedy(p, 16)).expect("generate"))
+        .collect();
+    let together: Vec<(String, usize)> = gens.into_iter().map(collect_cached).collect();
+    for ((text, reused), p) in together.iter().zip(&prompts) {
+        assert_eq!(
+            text,
+            &collect_cached(plain.generate(greedy(p, 16)).expect("generate")).0
+        );
+        assert!(*reused >= history.len(), "{reused}");
+    }
+    assert!(
+        together
+            .iter()
+            .map(|t| &t.0)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "the questions lead to different text"
+    );
+    let (again, reused) = collect_cached(cached.generate(greedy(&history, 16)).expect("generate"));
+    assert_eq!((again, reused), (alone, history.len() - 1));
+}
+
+/// With room for a few blocks, the least recently used ones go: the cache stays within its budget, a prompt whose
+/// blocks were evicted is computed again, and the text is always that of computing it whole.
+#[test]
+fn a_small_prefix_cache_evicts_least_recently_used_blocks_within_its_budget() {
+    let dir = endless_tiny(Family::Llama);
+    let big = Engine::load(dir.path(), LoadOptions::default()).expect("load");
+    let plain = uncached(dir.path(), LoadOptions::default());
+    let a = ids(&big, &"first conversation, all about apples; ".repeat(2));
+    let b = ids(&big, &"second conversation, about pears instead; ".repeat(2));
+    let whole = |p: &[u32]| (p.len() - 1) / prefix::BLOCK * prefix::BLOCK;
+    collect_cached(big.generate(greedy(&a, 1)).expect("generate"));
+    let s = big.prefix_cache_stats();
+    let block = s.held_bytes / s.blocks;
+    let blocks = |p: &[u32]| (p.len() / prefix::BLOCK) as u64;
+    // Room for either conversation and a block more, not for both.
+    let budget = (blocks(&a).max(blocks(&b)) + 1) * block + block / 2;
+    assert!((blocks(&a) + blocks(&b)) * block > budget);
+    let small = Engine::load(
+        dir.path(),
+        LoadOptions {
+            prefix_cache_bytes: budget as usize,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load");
+    let run = |p: &[u32], max_tokens| {
+        let (text, reused) = collect_cached(small.generate(greedy(p, max_tokens)).expect("generate"));
+        assert_eq!(
+            text,
+            collect_cached(plain.generate(greedy(p, max_tokens)).expect("generate")).0
+        );
+        let s = small.prefix_cache_stats();
+        assert!(s.held_bytes <= s.budget_bytes, "{s:?}");
+        assert_eq!(s.budget_bytes, budget);
+        reused
+    };
+    run(&a, 8);
+    run(&b, 8);
+    assert!(small.prefix_cache_stats().evicted_blocks > 0);
+    // b was used last: its blocks are all there; a lost its least recently used ones.
+    assert!(run(&b, 1) >= whole(&b));
+    assert!(run(&a, 1) < whole(&a));
 }
 
 /// With `LoadOptions::quantised_cache`, the first quantised load writes the cache and every later one maps it:

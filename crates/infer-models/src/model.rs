@@ -253,6 +253,59 @@ impl KvCache {
         self.layers.iter().map(|(k, v)| (k.len() + v.len()) * 4).sum()
     }
 
+    /// Floats one position takes, keys and values of every layer together (the size of a position in
+    /// [`Self::read_positions`]'s layout).
+    pub fn floats_per_position(&self) -> usize {
+        self.layers.len() * 2 * self.kv_heads * self.head_dim
+    }
+
+    /// A copy of positions `start..start + n`: for each layer its keys then its values, each
+    /// `[kv_heads, n, head_dim]`. Fails unless those positions are cached.
+    pub fn read_positions(&self, start: usize, n: usize) -> Result<Vec<f32>, Error> {
+        if start + n > self.len {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "positions {start}..{} are not cached: the cache holds {} positions",
+                start + n,
+                self.len
+            ))));
+        }
+        let (hd, cap) = (self.head_dim, self.cap);
+        let mut out = Vec::with_capacity(n * self.floats_per_position());
+        for (k, v) in &self.layers {
+            for buf in [k, v] {
+                for h in 0..self.kv_heads {
+                    out.extend_from_slice(&buf[(h * cap + start) * hd..(h * cap + start + n) * hd]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the first `n` positions of `data`, positions copied out by [`Self::read_positions`] with `block`
+    /// positions in it (`n <= block`), after the cached ones.
+    pub fn append_positions(&mut self, data: &[f32], block: usize, n: usize) -> Result<(), Error> {
+        if n > block || data.len() != block * self.floats_per_position() {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "{} floats for {n} of {block} positions: expected {} floats and n <= block",
+                data.len(),
+                block * self.floats_per_position()
+            ))));
+        }
+        self.reserve(n)?;
+        let (hd, cap, at, kvh) = (self.head_dim, self.cap, self.len, self.kv_heads);
+        let mut from = 0;
+        for (k, v) in &mut self.layers {
+            for buf in [k, v] {
+                for h in 0..kvh {
+                    buf[(h * cap + at) * hd..(h * cap + at + n) * hd].copy_from_slice(&data[from..from + n * hd]);
+                    from += block * hd;
+                }
+            }
+        }
+        self.len += n;
+        Ok(())
+    }
+
     /// Makes room for `n` more tokens in every layer.
     fn reserve(&mut self, n: usize) -> Result<(), Error> {
         let need = self.len + n;

@@ -204,6 +204,7 @@ impl Generation {
                 stop_reason,
                 prompt_tokens,
                 completion_tokens,
+                ..
             })) => {
                 self.app.runtime.touch(&self.model.id);
                 let elapsed = self.started.elapsed();

@@ -39,6 +39,11 @@ pub(crate) struct Args {
     /// Per-model ConverseStream-with-tools switch, `NAME=false` to refuse streaming with tools (repeatable).
     #[arg(long = "model-stream-tools", value_name = "NAME=BOOL", value_parser = parse_model_flag)]
     model_stream_tools: Vec<(String, bool)>,
+    /// MiB of past requests' keys and values each loaded model keeps, so that a prompt resending an earlier one (a
+    /// conversation's history) is computed only from where it is new; least recently used blocks go first, 0 turns
+    /// it off (default: an eighth of the memory available when the model loads, at most 4096).
+    #[arg(long, value_name = "MB")]
+    prefix_cache_mb: Option<u64>,
     /// Longest generation before `ModelTimeoutException`.
     #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     model_timeout: Duration,
@@ -100,6 +105,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     config.quantize = args.quantize;
     config.model_stream_tools = args.model_stream_tools;
     config.model_quantize = args.model_quantize;
+    config.prefix_cache_mb = args.prefix_cache_mb;
     config.model_timeout = Some(args.model_timeout);
     config.advertise = true;
     if !args.bind.is_loopback() {

@@ -2,7 +2,8 @@
 //! embedded engine (full precision and quantised), beside llama.cpp (llama-cpp-python, on the GGUF) and
 //! transformers (PyTorch CPU, on the HF folder), all measured in the same run. Each configuration runs in its own
 //! process so that its peak resident memory is its own. Beside them, the machine's streaming-read bandwidth: the
-//! ceiling for a one-stream decode, which reads every weight once a token.
+//! ceiling for a one-stream decode, which reads every weight once a token, and what the prefix cache saves an agent's
+//! second turn: the time to first token of a long history, then of the same history with a short new question.
 //!
 //! This host's speed drifts by a half within minutes (other tenants), so one pass can catch one contender in a slow
 //! spell and the next one out of it. The bench therefore runs in rounds, each measuring every contender once in
@@ -45,6 +46,10 @@ pub(crate) struct Args {
     /// spells of a shared machine; each figure is the median over the rounds (peak memory: the largest).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Tokens of the shared history for the second-turn figure (prefix reuse; 0 skips it). At most the context
+    /// window less room for the question and the answer.
+    #[arg(long, default_value_t = 2000)]
+    history_tokens: usize,
     /// Internal: measure one configuration in this process and print one JSON line.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -124,7 +129,76 @@ fn decode_window_tps(streams: &[Vec<f64>]) -> Option<f64> {
     Some(n as f64 / (end - start))
 }
 
+/// The worker config that measures prefix reuse (full precision, the prefix cache on).
+const PREFIX_CONFIG: &str = "prefix";
+
+/// First and second turn of a conversation: a long history, then the same history with a short new question. The
+/// second turn's prompt starts with the first's, so the prefix cache gives all of it but the question.
+fn prefix_worker(args: &Args) -> Result<Value> {
+    let engine = Engine::load(
+        &args.model,
+        LoadOptions {
+            max_batch: 1,
+            prefix_cache_bytes: infer_engine::default_prefix_cache_bytes().max(256 << 20),
+            ..LoadOptions::default()
+        },
+    )?;
+    let encode = |text: &str| -> Result<Vec<u32>> {
+        Ok(engine
+            .tokenizer()
+            .encode(text, false)
+            .map_err(anyhow::Error::msg)?
+            .get_ids()
+            .to_vec())
+    };
+    let question =
+        encode("<|im_end|>\n<|im_start|>user\nAnd what did the dragon cook next?<|im_end|>\n<|im_start|>assistant\n")?;
+    let room = engine.context_length().saturating_sub(question.len() + 8);
+    let n = args.history_tokens.min(room);
+    let turn = "<|im_start|>user\nTell me more about the dragon's kitchen.<|im_end|>\n<|im_start|>assistant\nThe dragon \
+                lit the oven with one careful breath, weighed the flour on a scale made from an old shield, and \
+                hummed while the bread rose.<|im_end|>\n";
+    let mut history = encode(PROMPT)?;
+    while history.len() < n {
+        history.extend(encode(turn)?);
+    }
+    history.truncate(n);
+    let ttft = |tokens: Vec<u32>| -> Result<(f64, usize)> {
+        let mut req = GenerateRequest::from_tokens(tokens);
+        req.max_tokens = 1;
+        let start = Instant::now();
+        let mut g = engine.generate(req)?;
+        let mut first = None;
+        while let Some(ev) = g.blocking_next() {
+            first.get_or_insert(start.elapsed().as_secs_f64());
+            match ev {
+                EngineEvent::Delta { .. } => {}
+                EngineEvent::Done { cached_tokens, .. } => return Ok((first.unwrap_or_default(), cached_tokens)),
+                EngineEvent::Failed { message } => bail!("generation failed: {message}"),
+            }
+        }
+        bail!("stream ended without Done")
+    };
+    ttft(encode("warm-up")?)?;
+    let (first, _) = ttft(history.clone())?;
+    let second_prompt: Vec<u32> = history.iter().chain(&question).copied().collect();
+    let second_tokens = second_prompt.len();
+    let (second, cached) = ttft(second_prompt)?;
+    Ok(json!({
+        "name": "cmi engine (full), second turn",
+        "kind": "prefix",
+        "history_tokens": history.len(),
+        "second_prompt_tokens": second_tokens,
+        "cached_tokens": cached,
+        "first_ttft_ms": first * 1000.0,
+        "second_ttft_ms": second * 1000.0,
+    }))
+}
+
 fn worker(args: &Args, config: &str) -> Result<Value> {
+    if config == PREFIX_CONFIG {
+        return prefix_worker(args);
+    }
     let quantize = match config {
         "full" => None,
         q => Some(q.parse::<Quantize>().map_err(anyhow::Error::msg)?),
@@ -136,6 +210,8 @@ fn worker(args: &Args, config: &str) -> Result<Value> {
             quantize,
             max_batch: args.streams.max(1),
             max_queue: 64,
+            // Every request here repeats the prompt: these figures are of computing it.
+            prefix_cache_bytes: 0,
             ..LoadOptions::default()
         },
     )?;
@@ -388,9 +464,28 @@ enum Contender {
     Peer(&'static str, PathBuf),
 }
 
-/// Whether a result row is one of this engine's configurations (not a peer's).
+/// Whether a result row is one of this engine's configurations (not a peer's, nor the second-turn figure).
 fn is_ours(row: &Value) -> bool {
-    row["name"].as_str().unwrap_or("").starts_with("cmi")
+    row["name"].as_str().unwrap_or("").starts_with("cmi") && !is_prefix(row)
+}
+
+/// Whether a result row is the second-turn (prefix reuse) figure.
+fn is_prefix(row: &Value) -> bool {
+    row["kind"] == "prefix"
+}
+
+/// The second-turn figure: both times to first token, and how much faster the second is.
+fn prefix_line(r: &Value) -> Option<String> {
+    let (first, second) = (r["first_ttft_ms"].as_f64()?, r["second_ttft_ms"].as_f64()?);
+    let count = |k: &str| r[k].as_f64().map_or(0, |x| x.round() as u64);
+    Some(format!(
+        "second turn with a {}-token shared history (full precision): first turn TTFT {first:.1} ms, second turn \
+         ({} tokens, {} from the prefix cache) {second:.1} ms: {:.1}x faster",
+        count("history_tokens"),
+        count("second_prompt_tokens"),
+        count("cached_tokens"),
+        first / second.max(1e-9)
+    ))
 }
 
 /// One contender's rounds as one row: every number is the median over the rounds, except peak memory (resident and
@@ -427,6 +522,9 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         .collect();
     // The contenders, in the order they run within a round; a peer that fails is dropped from the later rounds.
     let mut contenders: Vec<Contender> = configs.iter().cloned().map(Contender::Ours).collect();
+    if args.history_tokens > 0 {
+        contenders.push(Contender::Ours(PREFIX_CONFIG.to_string()));
+    }
     if !args.no_peers {
         if let Some(gguf) = &args.gguf {
             contenders.push(Contender::Peer("llamacpp", gguf.clone()));
@@ -446,6 +544,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
                         .args(["--threads", &args.threads.to_string()])
                         .args(["--decode-tokens", &args.decode_tokens.to_string()])
                         .args(["--streams", &args.streams.to_string()])
+                        .args(["--history-tokens", &args.history_tokens.to_string()])
                         .args(["--worker", config])
                         .env("RAYON_NUM_THREADS", args.threads.to_string());
                     eprintln!("round {round}/{rounds}: measuring cmi engine ({config}) ...");
@@ -469,7 +568,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         ceilings.push(stream_read_gbs(args.threads));
     }
     let ceiling = super::median(&ceilings);
-    let rows: Vec<Value> = results.iter().filter(|r| !r.is_empty()).map(|r| combine(r)).collect();
+    let (prefix_rows, rows): (Vec<Value>, Vec<Value>) = results
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| combine(r))
+        .partition(is_prefix);
     println!(
         "{:<38} {:>10} {:>9} {:>11} {:>12} {:>12} {:>12}",
         "engine",
@@ -497,9 +600,14 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
          tokens per second while all {n} are decoding)",
         n = args.streams
     );
+    for r in &prefix_rows {
+        if let Some(line) = prefix_line(r) {
+            println!("{line}");
+        }
+    }
     if rounds > 1 {
         println!("one-stream decode t/s in each round (the table gives the median):");
-        for r in results.iter().filter(|r| !r.is_empty()) {
+        for r in results.iter().filter(|r| !r.is_empty() && !is_prefix(&r[0])) {
             let each: Vec<String> = r.iter().map(|v| fmt(v, "decode_tps")).collect();
             println!("  {:<36} {}", r[0]["name"].as_str().unwrap_or("?"), each.join("  "));
         }
@@ -588,6 +696,18 @@ fn memory_line(r: &Value) -> Option<String> {
 mod tests {
     use super::{combine, decode_window_tps, memory_line};
     use serde_json::json;
+
+    #[test]
+    fn the_second_turn_line_gives_both_times_and_the_ratio() {
+        let r = json!({"name": "cmi engine (full), second turn", "kind": "prefix", "history_tokens": 2000.0,
+            "second_prompt_tokens": 2020.0, "cached_tokens": 2000.0, "first_ttft_ms": 1500.0, "second_ttft_ms": 30.0});
+        assert!(super::is_prefix(&r) && !super::is_ours(&r));
+        assert_eq!(
+            super::prefix_line(&r).unwrap(),
+            "second turn with a 2000-token shared history (full precision): first turn TTFT 1500.0 ms, second turn \
+             (2020 tokens, 2000 from the prefix cache) 30.0 ms: 50.0x faster"
+        );
+    }
 
     #[test]
     fn rounds_combine_into_medians_and_the_largest_peak_memory() {
