@@ -38,7 +38,7 @@ async fn tools_are_prefixed_called_and_a_crash_or_hang_is_a_named_error() {
             "stub__weird_name_with_spaces"
         ]
     );
-    assert_eq!(servers.connected(), [("stub".to_string(), 5)]);
+    assert_eq!(servers.connected(), [("stub".to_string(), 6)]);
     let tool = |n: &str| servers.tools().iter().find(|t| t.name() == n).expect(n).clone();
     assert!(tool("stub__echo").description().contains("MCP server `stub`"));
     assert_eq!(tool("stub__echo").input_schema()["required"], json!(["text"]));
@@ -79,7 +79,7 @@ async fn a_server_that_cannot_start_is_reported_and_the_others_are_used() {
         r#", "missing": {"command": "/nonexistent/mcp-server"}, "mute": {"command": "sh", "args": ["-c", "echo not mcp >&2; exit 1"]}"#,
     );
     let servers = McpServers::connect(&config, timeouts(), &[]).await;
-    assert_eq!(servers.tools().len(), 5);
+    assert_eq!(servers.tools().len(), 6);
     let failed: Vec<&str> = servers.failed.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(failed, ["missing", "mute"], "{:?}", servers.failed);
     let (_, missing) = &servers.failed[0];

@@ -1,16 +1,18 @@
 """A minimal MCP server on stdio (newline-delimited JSON-RPC, standard library only) for mcp-tools' tests.
 
-Tools: `echo` (returns its `text`), `fail` (an error result), `crash` (the process exits mid-call), `hang` (never
+Tools: `hello` (no arguments), `echo` (returns its `text`), `fail` (an error result), `crash` (the process exits mid-call), `hang` (never
 answers), and one whose name Bedrock would refuse (`weird.name/with spaces`).
 """
 import json
 import sys
 
+NO_ARGS = {"type": "object", "properties": {}, "additionalProperties": False}
 TOOLS = [
+    {"name": "hello", "description": "Say hello.", "inputSchema": NO_ARGS},
     {"name": "echo", "description": "Echo the text back.",
      "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
     {"name": "fail", "description": "Always fails.", "inputSchema": {"type": "object"}},
-    {"name": "crash", "description": "Exits mid-call.", "inputSchema": {"type": "object"}},
+    {"name": "crash", "description": "Exits mid-call.", "inputSchema": NO_ARGS},
     {"name": "hang", "description": "Never answers.", "inputSchema": {"type": "object"}},
     {"name": "weird.name/with spaces", "inputSchema": {"type": "object"}},
 ]
@@ -38,7 +40,9 @@ for line in sys.stdin:
     elif method == "tools/call":
         name = req["params"]["name"]
         args = req["params"].get("arguments") or {}
-        if name == "echo":
+        if name == "hello":
+            send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "hello from stub"}]}})
+        elif name == "echo":
             send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": args.get("text", "")}]}})
         elif name == "fail":
             send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "it failed"}], "isError": True}})
