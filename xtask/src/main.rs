@@ -32,7 +32,11 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ("bedrock-import", &["indicatif"], false),
     ("converse-agent", &["candle-", "axum", "clap", "indicatif"], true),
     // The MCP client: the agent's tools over the official SDK, nothing of the engine or the server.
-    ("mcp-tools", &["candle-", "axum", "clap", "indicatif", "bedrock-server", "infer-"], true),
+    (
+        "mcp-tools",
+        &["candle-", "axum", "clap", "indicatif", "bedrock-server", "infer-"],
+        true,
+    ),
     // Direct edges only: candle-core 0.11 itself depends on `tokenizers`, which is no leak of ours.
     (
         "infer-models",
