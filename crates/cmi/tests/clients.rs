@@ -578,7 +578,7 @@ fn filesystem_chat(home: &Path, install: &Path) -> Result<(), String> {
         s
     });
     let mut seen = Vec::new();
-    let mut wait_for = |prefix: &str, seen: &mut Vec<String>| -> bool {
+    let wait_for = |prefix: &str, seen: &mut Vec<String>| -> bool {
         let deadline = Instant::now() + std::time::Duration::from_secs(180);
         while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             let hit = l.starts_with(prefix);
