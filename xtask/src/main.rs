@@ -40,6 +40,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model-registry",
         ],
     ),
+    // The agent's MCP tools, over the agent's tool interface.
+    ("mcp-tools", &["converse-agent"]),
     // Test helpers: a dev-dependency only (checked below).
     ("test-support", &["model-synth"]),
     // The binary: every shipped crate, never test-support.
@@ -56,6 +58,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "converse-agent",
             "infer-engine",
             "bedrock-server",
+            "mcp-tools",
         ],
     ),
     ("xtask", &[]),
@@ -86,6 +89,12 @@ const RULES: &[(&str, &[&str], bool)] = &[
     // reported through our callback).
     ("bedrock-import", &["indicatif"], false),
     ("converse-agent", &["candle-", "axum", "clap", "indicatif"], true),
+    // The MCP client: the agent's tools over the official SDK, nothing of the engine or the server.
+    (
+        "mcp-tools",
+        &["candle-", "axum", "clap", "indicatif", "bedrock-server", "infer-"],
+        true,
+    ),
     // Direct edges only: candle-core 0.11 itself depends on `tokenizers`, which is no leak of ours.
     (
         "infer-models",

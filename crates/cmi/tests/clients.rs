@@ -415,3 +415,220 @@ fn tail(path: &Path, n: usize) -> String {
     let lines: Vec<_> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `cmi` `XDG_*` variables (and its local Bedrock's data directory) for a client that runs `cmi` itself.
+fn cmi_env(cmd: &mut Command, home: &Path) {
+    cmd.env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("CMI_DATA_DIR", home.join("server"))
+        .env("NO_COLOR", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env_remove("CMI_ENDPOINT_URL")
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"));
+}
+
+/// MCP both ways, with the SDK and a server we did not write (pinned in `clients/python/mcp.txt` and
+/// `clients/mcp/package.json`): the official MCP Python SDK drives `cmi mcp` (list tools, check the tiny model's
+/// folder, import it into the `cmi serve` with progress notifications, the job's status, the registry), and
+/// `cmi chat --mcp-config` runs the reference filesystem server: its tools listed, a forced round trip, then the
+/// server killed mid-session and the chat going on with a named error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "installs its clients from the npm and PyPI registries"]
+async fn mcp_sdk_drives_cmi_mcp_and_cmi_chat_runs_the_filesystem_server() {
+    let home = tempfile::tempdir().expect("home");
+    let home = home.path().to_path_buf();
+    let (fs_js, py) = std::thread::scope(|s| {
+        let js = s.spawn(|| {
+            let pkg = clients_dir().join("mcp/package.json");
+            installed("mcp-js", std::slice::from_ref(&pkg), |dir| {
+                std::fs::copy(&pkg, dir.join("package.json")).expect("copy package.json");
+                run_ok(
+                    Command::new("npm")
+                        .args([
+                            "install",
+                            "--no-audit",
+                            "--no-fund",
+                            "--no-package-lock",
+                            "--loglevel=error",
+                        ])
+                        .current_dir(dir),
+                    "npm install",
+                );
+            })
+        });
+        let py = s.spawn(|| py_install("mcp-py", "mcp.txt"));
+        (js.join().expect("npm install"), py.join().expect("pip install"))
+    });
+
+    let log = std::fs::File::create(home.join("serve.log")).expect("serve.log");
+    let mut serve = cmi_command(&home, &home.join("cache"), &["serve", "--port", "0"]);
+    serve.env("CMI_DATA_DIR", home.join("server"));
+    let _serve = start_serve(serve, log.into(), &home.join("server/endpoint.json"));
+    let tiny = home.join("tiny");
+    test_support::tiny_model(&tiny, test_support::Family::Llama).expect("tiny model");
+    let cfg_path = tiny.join("config.json");
+    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).expect("config")).expect("json");
+    cfg["max_position_embeddings"] = 16384.into();
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+
+    let mut failures = Vec::new();
+    tokio::task::block_in_place(|| {
+        // The Python SDK: `cmi mcp` imports the tiny model as `tiny-mcp`.
+        let mut c = Command::new(&py);
+        c.arg(clients_dir().join("python/mcp_flow.py"))
+            .arg(env!("CARGO_BIN_EXE_cmi"))
+            .arg(&tiny)
+            .arg("tiny-mcp")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null());
+        cmi_env(&mut c, &home);
+        let t = Instant::now();
+        let out = c.output().expect("python runs");
+        let ok = out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mcp-python flow ok");
+        eprintln!(
+            "{} mcp-python ({:.1}s)",
+            if ok { "PASS" } else { "FAIL" },
+            t.elapsed().as_secs_f64()
+        );
+        if !ok {
+            failures.push(format!("mcp-python\n{}", text(&out)));
+        }
+
+        // The filesystem server in `cmi chat`, on the model the SDK imported.
+        let t = Instant::now();
+        match filesystem_chat(&home, &fs_js) {
+            Ok(()) => eprintln!("PASS mcp-server-filesystem ({:.1}s)", t.elapsed().as_secs_f64()),
+            Err(e) => {
+                eprintln!("FAIL mcp-server-filesystem ({:.1}s)", t.elapsed().as_secs_f64());
+                failures.push(format!("mcp-server-filesystem: {e}"));
+            }
+        }
+    });
+    assert!(
+        failures.is_empty(),
+        "{} MCP client run(s) failed:\n\n{}\n--- serve.log (tail)\n{}",
+        failures.len(),
+        failures.join("\n\n"),
+        tail(&home.join("serve.log"), 40)
+    );
+}
+
+/// `cmi chat` with the filesystem server (started through `sh`, which records its pid so the test can kill it):
+/// `/tools` lists its tools, a forced `list_allowed_directories` comes back with the workspace, then the server is
+/// killed and the next forced call is a named error in a chat that goes on.
+fn filesystem_chat(home: &Path, install: &Path) -> Result<(), String> {
+    use std::io::{BufRead as _, Write as _};
+    let workspace = home.join("fs-workspace");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    std::fs::write(workspace.join("notes.txt"), "hello\n").expect("notes");
+    let pidfile = home.join("fs.pid");
+    let bin = install.join("node_modules/.bin/mcp-server-filesystem");
+    let script = format!(
+        "echo $$ > '{}'; exec '{}' '{}'",
+        pidfile.display(),
+        bin.display(),
+        workspace.display()
+    );
+    let config = home.join("fs-mcp.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"mcpServers": {"fs": {"command": "sh", "args": ["-c", script]}}}).to_string(),
+    )
+    .expect("config");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cmi"));
+    c.args([
+        "chat",
+        "--model",
+        "tiny-mcp",
+        "--tool-choice",
+        "fs__list_allowed_directories",
+    ])
+    .args([
+        "--max-tokens",
+        "512",
+        "--max-steps",
+        "2",
+        "--mcp-timeout",
+        "30s",
+        "--workspace",
+    ])
+    .arg(&workspace)
+    .arg("--mcp-config")
+    .arg(&config)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmi_env(&mut c, home);
+    let mut child = common::Child(c.spawn().expect("cmi chat"));
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let stdout = child.0.stdout.take().expect("stdout");
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s);
+        s
+    });
+    let mut seen = Vec::new();
+    let wait_for = |prefix: &str, seen: &mut Vec<String>| -> bool {
+        let deadline = Instant::now() + std::time::Duration::from_secs(180);
+        while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let hit = l.starts_with(prefix);
+            seen.push(l);
+            if hit {
+                return true;
+            }
+        }
+        false
+    };
+    writeln!(stdin, "/tools").expect("type");
+    writeln!(stdin, "Which directories may you read?").expect("type");
+    let first = wait_for("← ", &mut seen);
+    // The server goes away between turns; the next turn's forced call must come back as a named error.
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    writeln!(stdin, "And now?").expect("type");
+    drop(stdin);
+    let second = wait_for("✗ ", &mut seen);
+    let status = child.0.wait().expect("wait");
+    let _ = reader.join();
+    for l in rx.try_iter() {
+        seen.push(l);
+    }
+    let stderr = errors.join().unwrap_or_default();
+    let shown = format!("--- stdout\n{}\n--- stderr\n{stderr}", seen.join("\n"));
+    let stdout = seen.join("\n");
+    let checks = [
+        (stderr.contains("mcp: `fs` offers"), "the server's tools were announced"),
+        (stderr.contains("fs__read_text_file"), "/tools lists fs__read_text_file"),
+        (
+            first && stdout.contains("→ fs__list_allowed_directories {}"),
+            "a forced call",
+        ),
+        (
+            stdout.contains(&format!("← Allowed directories:\n  {}", workspace.display()))
+                || stdout.contains(workspace.to_str().unwrap_or_default()),
+            "its result names the workspace",
+        ),
+        (
+            second && stdout.contains("✗ MCP server `fs`"),
+            "after the kill, a named error",
+        ),
+        (status.success(), "the chat exits 0"),
+    ];
+    let failed: Vec<&str> = checks.iter().filter(|(ok, _)| !ok).map(|(_, what)| *what).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {failed:?}\n{shown}"))
+    }
+}

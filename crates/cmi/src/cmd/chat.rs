@@ -70,6 +70,14 @@ pub(crate) struct Args {
     /// Model calls allowed per turn.
     #[arg(long, default_value_t = 25)]
     max_steps: usize,
+    /// Offer the tools of the MCP servers in this file beside the built-ins (the `mcpServers` JSON of Claude Desktop
+    /// and Bedrock Engineer: stdio servers with `command`/`args`/`env`, Streamable HTTP servers with `url`/`headers`).
+    /// Their tools are named `<server>__<tool>`.
+    #[arg(long, value_name = "FILE")]
+    mcp_config: Option<PathBuf>,
+    /// How long one MCP tool call may take before the model is told it timed out.
+    #[arg(long, default_value = "120s", value_parser = super::parse_duration)]
+    mcp_timeout: Duration,
 }
 
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
@@ -98,6 +106,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     };
     let workspace =
         Workspace::new(&args.workspace).with_context(|| format!("workspace directory {}", args.workspace.display()))?;
+    let mcp_config = match &args.mcp_config {
+        Some(file) if !args.no_tools => Some(mcp_tools::McpConfig::load(file)?),
+        _ => None,
+    };
 
     let target = ctx.aws().await?;
     let resolved = registry.resolve(&model_name, &target.region)?;
@@ -119,10 +131,14 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     // The chat reads stdin when it loops over lines, or to ask before running a command.
     let input = (args.prompt.is_none() || std::io::stdin().is_terminal()).then(Input::spawn);
     let approver = approver(args.yes, input.clone());
-    let tools = if args.no_tools {
+    let mut tools = if args.no_tools {
         ToolSet::new()
     } else {
         ToolSet::builtin(workspace, approver, args.allow.clone(), args.yes)
+    };
+    let mcp = match &mcp_config {
+        Some(config) => Some(connect_mcp(config, &mut tools, args.mcp_timeout, args.json).await),
+        None => None,
     };
     let mut agent = Agent::new(&client, config, tools).on_streaming_refused(remember_refusal(
         registry_file.clone(),
@@ -156,6 +172,10 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 
     if let Some(p) = &args.prompt {
         let ok = turn(&mut agent, &mut history, &mut session, &mut ui, p).await?;
+        drop(agent);
+        if let Some(m) = mcp {
+            m.shutdown().await;
+        }
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) });
     }
     // Present whenever no prompt was given (see above).
@@ -193,7 +213,39 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
             session.id
         );
     }
+    drop(agent);
+    if let Some(m) = mcp {
+        m.shutdown().await;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the MCP servers of `config` and adds their tools to `tools`; says which came up (and why others did not).
+async fn connect_mcp(
+    config: &mcp_tools::McpConfig,
+    tools: &mut ToolSet,
+    call_timeout: Duration,
+    json: bool,
+) -> mcp_tools::McpServers {
+    let reserved: Vec<String> = tools.iter().map(|t| t.name().to_string()).collect();
+    let reserved: Vec<&str> = reserved.iter().map(String::as_str).collect();
+    let timeouts = mcp_tools::Timeouts {
+        call: call_timeout,
+        ..mcp_tools::Timeouts::default()
+    };
+    let servers = mcp_tools::McpServers::connect(config, timeouts, &reserved).await;
+    for t in servers.tools() {
+        tools.add(t.clone());
+    }
+    if !json {
+        for (name, n) in servers.connected() {
+            eprintln!("mcp: `{name}` offers {n} tool{}", if n == 1 { "" } else { "s" });
+        }
+    }
+    for (name, why) in &servers.failed {
+        eprintln!("warning: MCP server `{name}` is left out: {why}");
+    }
+    servers
 }
 
 /// `1 message`, `3 messages`.

@@ -5,6 +5,7 @@ pub(crate) mod chat;
 pub(crate) mod convert;
 pub(crate) mod dev;
 pub(crate) mod import;
+pub(crate) mod mcp;
 pub(crate) mod models;
 pub(crate) mod quickstart;
 pub(crate) mod serve;
@@ -31,6 +32,8 @@ pub(crate) enum Command {
     Models(models::Args),
     /// Chat with a model, with tools.
     Chat(chat::Args),
+    /// Serve the import pipeline as MCP tools on stdio (for Claude Desktop, Bedrock Engineer, any MCP client).
+    Mcp(mcp::Args),
     /// Render, check and repair chat templates.
     Template(template::Args),
     /// Convert model files (GGUF → Hugging Face folder).
@@ -48,6 +51,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> Result<ExitCode> {
         Command::Import(args) => import::run(args, ctx).await,
         Command::Models(args) => models::run(args, ctx).await,
         Command::Chat(args) => chat::run(args, ctx).await,
+        Command::Mcp(args) => mcp::run(args, ctx).await,
         Command::Template(args) => template::run(args, ctx).await,
         Command::Convert(args) => convert::run(args, ctx).await,
         Command::Dev(args) => dev::run(args, ctx).await,
