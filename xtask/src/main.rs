@@ -562,13 +562,19 @@ mod tests {
             ("a.rs", "//! a\nuse crate::{b::X, c};\n"),
             ("b/mod.rs", "//! b\nmod inner;\n"),
             ("b/inner.rs", "//! b's child\nfn f() -> crate::Thing { todo!() }\n"),
-            ("c.rs", "//! c\n// crate::b in a comment is no edge\nuse super::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n"),
+            (
+                "c.rs",
+                "//! c\n// crate::b in a comment is no edge\nuse super::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n",
+            ),
         ]);
         let graph = module_graph(&src, &src.join("lib.rs")).unwrap();
         assert_eq!(graph["a"], BTreeSet::from(["b".to_string(), "c".to_string()]));
         assert_eq!(graph["b"], BTreeSet::from(["c".to_string()]));
         assert_eq!(graph["c"], BTreeSet::from(["a".to_string()]));
-        assert_eq!(cycles(&graph), vec![vec!["a".to_string(), "b".to_string(), "c".to_string()]]);
+        assert_eq!(
+            cycles(&graph),
+            vec![vec!["a".to_string(), "b".to_string(), "c".to_string()]]
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ fn main() -> ExitCode {
     if let Some(value) = std::env::var_os(env::CMI_SIMD) {
         let value = value.to_string_lossy();
         if let Err(expected) = infer_engine::cap_simd(&value) {
-            eprintln!("error: {}={value:?} is not an instruction-set cap: expected {expected}", env::CMI_SIMD);
+            eprintln!(
+                "error: {}={value:?} is not an instruction-set cap: expected {expected}",
+                env::CMI_SIMD
+            );
             return ExitCode::from(2);
         }
     }

@@ -24,9 +24,7 @@ use std::task::{Context, Poll};
 use infer_constraint::ConstraintFactory;
 use infer_models::{CausalLm, Transformer};
 
-pub use infer_models::{
-    MODEL_TYPES, QuantisedLoad, Quantize, cap_simd, pin_thread_count, unsupported_architecture,
-};
+pub use infer_models::{MODEL_TYPES, QuantisedLoad, Quantize, cap_simd, pin_thread_count, unsupported_architecture};
 pub use prefix::{PrefixCacheStats, default_budget_bytes as default_prefix_cache_bytes};
 
 /// The errors of the engine.

@@ -737,7 +737,7 @@ fn a_grammar_constrains_a_tiny_random_model_to_a_valid_tool_call() {
     for seed in 0..3 {
         let mut r = GenerateRequest::new("<|im_start|>user\nweather in paris?<|im_end|>\n<|im_start|>assistant\n");
         r.max_tokens = 200;
-        r.grammar = Some(infer_constraint::json_schema_lark(&schema));
+        r.grammar = Some(chat_template::grammar::json_lark(&schema));
         r.sampling = Sampling {
             temperature: 1.0,
             top_p: 1.0,

@@ -15,8 +15,8 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use dense::simd::cap as cap_simd;
 pub use config::{Arch, MODEL_TYPES, ModelConfig, RopeScaling, eos_ids, unsupported_architecture};
+pub use dense::simd::cap as cap_simd;
 pub use model::{KvCache, Transformer};
 pub use quant_cache::QuantisedLoad;
 

@@ -200,11 +200,22 @@ async fn the_pipeline_imports_a_folder_in_one_call_and_again_without_resending()
     let events = std::sync::Mutex::new(Vec::new());
     let record = |e: bedrock_import::Event| {
         let name = format!("{e:?}");
-        events.lock().unwrap().push(name.split([' ', '{', '(']).next().unwrap_or_default().to_string());
+        events
+            .lock()
+            .unwrap()
+            .push(name.split([' ', '{', '(']).next().unwrap_or_default().to_string());
     };
-    let outcome = bedrock_import::import(model.path(), &settings("pipe", true), &target, &dirs, &s3, &bedrock, &record)
-        .await
-        .expect("import");
+    let outcome = bedrock_import::import(
+        model.path(),
+        &settings("pipe", true),
+        &target,
+        &dirs,
+        &s3,
+        &bedrock,
+        &record,
+    )
+    .await
+    .expect("import");
     let bedrock_import::Outcome::Imported(first) = outcome else {
         panic!("not imported: {outcome:?}");
     };
@@ -219,18 +230,37 @@ async fn the_pipeline_imports_a_folder_in_one_call_and_again_without_resending()
     assert_eq!(entry.base_id, first.model_arn);
 
     // The same import again: nothing is sent, and the same job (and so the same model) comes back.
-    let again = bedrock_import::import(model.path(), &settings("pipe", true), &target, &dirs, &s3, &bedrock, &())
-        .await
-        .expect("import again");
+    let again = bedrock_import::import(
+        model.path(),
+        &settings("pipe", true),
+        &target,
+        &dirs,
+        &s3,
+        &bedrock,
+        &(),
+    )
+    .await
+    .expect("import again");
     let bedrock_import::Outcome::Imported(second) = again else {
         panic!("not imported: {again:?}");
     };
-    assert_eq!((second.upload.bytes_sent, second.job_arn.as_str()), (0, first.job_arn.as_str()));
+    assert_eq!(
+        (second.upload.bytes_sent, second.job_arn.as_str()),
+        (0, first.job_arn.as_str())
+    );
 
     // Without waiting: the job starts, the registration waits in `pending`, and a poll of the completed job does it.
-    let started = bedrock_import::import(model.path(), &settings("later", false), &target, &dirs, &s3, &bedrock, &())
-        .await
-        .expect("import without waiting");
+    let started = bedrock_import::import(
+        model.path(),
+        &settings("later", false),
+        &target,
+        &dirs,
+        &s3,
+        &bedrock,
+        &(),
+    )
+    .await
+    .expect("import without waiting");
     let bedrock_import::Outcome::Started { job_arn, .. } = started else {
         panic!("not started: {started:?}");
     };
@@ -240,13 +270,27 @@ async fn the_pipeline_imports_a_folder_in_one_call_and_again_without_resending()
         factor: 2.0,
         timeout: Some(Duration::from_secs(120)),
     };
-    let job = bedrock_import::wait_for_job(&bedrock, &job_arn, &poll, &()).await.expect("job completes");
+    let job = bedrock_import::wait_for_job(&bedrock, &job_arn, &poll, &())
+        .await
+        .expect("job completes");
     assert_eq!(
-        bedrock_import::register_completed(&bedrock, &job, &dirs).await.expect("register"),
+        bedrock_import::register_completed(&bedrock, &job, &dirs)
+            .await
+            .expect("register"),
         Some("later".to_string())
     );
-    assert!(model_registry::Registry::load(&dirs.registry_file).expect("registry").find("later").is_some());
-    assert_eq!(bedrock_import::register_completed(&bedrock, &job, &dirs).await.expect("again"), None);
+    assert!(
+        model_registry::Registry::load(&dirs.registry_file)
+            .expect("registry")
+            .find("later")
+            .is_some()
+    );
+    assert_eq!(
+        bedrock_import::register_completed(&bedrock, &job, &dirs)
+            .await
+            .expect("again"),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,9 +316,17 @@ async fn the_pipeline_refuses_before_it_uploads() {
     let broken = tempfile::tempdir().expect("tempdir");
     tiny_model(broken.path(), Family::Llama).expect("tiny model");
     std::fs::remove_file(broken.path().join("model.safetensors")).expect("remove weights");
-    let outcome = bedrock_import::import(broken.path(), &settings("broken", true), &local, &dirs, &s3, &bedrock, &())
-        .await
-        .expect("import");
+    let outcome = bedrock_import::import(
+        broken.path(),
+        &settings("broken", true),
+        &local,
+        &dirs,
+        &s3,
+        &bedrock,
+        &(),
+    )
+    .await
+    .expect("import");
     let bedrock_import::Outcome::Rejected { report } = outcome else {
         panic!("not rejected: {outcome:?}");
     };
@@ -300,8 +352,16 @@ async fn the_pipeline_refuses_before_it_uploads() {
         .await
         .expect_err("no bucket");
     assert!(matches!(err, bedrock_import::Error::BucketRequired), "{err}");
-    let err = bedrock_import::import(model.path(), &settings("bad name!", true), &local, &dirs, &s3, &bedrock, &())
-        .await
-        .expect_err("bad name");
+    let err = bedrock_import::import(
+        model.path(),
+        &settings("bad name!", true),
+        &local,
+        &dirs,
+        &s3,
+        &bedrock,
+        &(),
+    )
+    .await
+    .expect_err("bad name");
     assert!(err.to_string().contains("bad name!"), "{err}");
 }
