@@ -34,7 +34,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         path: data_dir.clone(),
         source,
     })?;
-    let runtime = Models::new(&config)?;
+    let runtime = Models::new(&config);
     let creds = creds::resolve(&data_dir, config.credentials.as_ref())?;
     let api_key = creds::resolve_api_key(&data_dir)?;
     let db = Db::open(&data_dir.join("state.sqlite3"))?;

@@ -14,9 +14,10 @@ pub(crate) fn quantize_from_request(request: &Value) -> Result<Option<String>, A
     let Some(value) = model_tag(request, QUANTIZE_TAG) else {
         return Ok(None);
     };
-    crate::models::parse_quantize_setting(value).map_err(|expected| {
+    infer_engine::Quantize::parse_setting(value).map_err(|_| {
         ApiError::validation(format!(
-            "The importedModelTags value {value:?} of {QUANTIZE_TAG} is not a quantisation the local Bedrock runs: expected {expected}."
+            "The importedModelTags value {value:?} of {QUANTIZE_TAG} is not a quantisation the local Bedrock runs: expected one of {}.",
+            infer_engine::Quantize::SETTINGS.join(", ")
         ))
     })?;
     Ok(Some(value.to_string()))

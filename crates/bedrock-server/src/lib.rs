@@ -6,6 +6,8 @@
 //! by `s3s` over `s3s-fs` with `s3s`'s own SigV4 verification. `/_cmi/health` answers liveness probes and touches
 //! nothing.
 
+pub use infer_engine::Quantize;
+
 mod app;
 mod control;
 mod creds;
@@ -108,8 +110,8 @@ pub struct ServerConfig {
     pub warm: bool,
     /// Unload a model after this long without requests.
     pub idle_unload: Duration,
-    /// Quantise models at load (`q8_0`, `q4k`).
-    pub quantize: Option<String>,
+    /// Quantise models at load (unless a model says otherwise: see [`ServerConfig::model_quantize`]).
+    pub quantize: Option<Quantize>,
     /// Write `data_dir/endpoint.json` so other `cmi` commands find this server (what `cmi serve` does).
     pub advertise: bool,
     /// Longest generation before `ModelTimeoutException` (default 5 minutes).
@@ -124,9 +126,9 @@ pub struct ServerConfig {
     /// Per-model override of "ConverseStream accepts tools" (model name → allowed); models not listed use their
     /// `cmi:stream-tools` import tag (default: allowed).
     pub model_stream_tools: Vec<(String, bool)>,
-    /// Per-model quantisation (model name or ARN → `q8_0`, `q4k`, `q4_0`, or `none` for the weights as stored); wins
-    /// over the model's `cmi:quantize` import tag, which wins over [`ServerConfig::quantize`].
-    pub model_quantize: Vec<(String, String)>,
+    /// Per-model quantisation (model name or ARN → a quantisation, or `None` for the weights as stored); wins over
+    /// the model's `cmi:quantize` import tag, which wins over [`ServerConfig::quantize`].
+    pub model_quantize: Vec<(String, Option<Quantize>)>,
     /// MiB of keys and values each loaded model keeps from past requests, so that a prompt resending an earlier
     /// one (a conversation's history) computes only what is new; 0 turns it off. `None`: the engine's default
     /// (an eighth of the memory available at load, at most 4 GiB).

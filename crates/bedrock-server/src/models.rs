@@ -12,18 +12,6 @@ use crate::ServerConfig;
 use crate::db::ModelRow;
 use crate::error::ApiError;
 
-/// What a quantisation setting may say: one the engine runs, or `none` for the weights as stored.
-pub(crate) const QUANTIZE_CHOICES: &str = "q8_0, q4k, q4_0 or none";
-
-/// Reads a quantisation setting (a `cmi:quantize` tag, a `model_quantize` entry): `Ok(None)` is `none`, the weights
-/// as stored; `Err` carries what is expected.
-pub(crate) fn parse_quantize_setting(value: &str) -> Result<Option<Quantize>, &'static str> {
-    if value == "none" {
-        return Ok(None);
-    }
-    value.parse::<Quantize>().map(Some).map_err(|_| QUANTIZE_CHOICES)
-}
-
 /// How models are loaded (from [`crate::ServerConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LoadSettings {
@@ -104,44 +92,22 @@ fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> 
 }
 
 impl Models {
-    /// The models of a server, its quantisation settings parsed (the one place they are): an unknown quantisation
-    /// is the configuration error that names it.
-    pub(crate) fn new(config: &ServerConfig) -> Result<Self, crate::Error> {
-        // The engine's own parser decides, so every quantisation it runs is accepted here.
-        let quantize = match config.quantize.as_deref().map(parse_quantize_setting) {
-            None => None,
-            Some(Ok(Some(q))) => Some(q),
-            Some(_) => {
-                return Err(crate::Error::Config {
-                    field: "quantize",
-                    value: config.quantize.clone().unwrap_or_default(),
-                    expected: "q8_0, q4k or q4_0",
-                });
-            }
-        };
-        let mut model_quantize = Vec::with_capacity(config.model_quantize.len());
-        for (name, q) in &config.model_quantize {
-            let parsed = parse_quantize_setting(q).map_err(|expected| crate::Error::Config {
-                field: "model_quantize",
-                value: format!("{name}={q}"),
-                expected,
-            })?;
-            model_quantize.push((name.clone(), parsed));
-        }
-        Ok(Models {
+    /// The models of a server (its quantisation settings come typed: `ServerConfig` holds `Quantize`s).
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        Models {
             slots: Mutex::new(HashMap::new()),
             warm: config.warm,
             idle_unload: config.idle_unload,
             load: LoadSettings {
-                quantize,
+                quantize: config.quantize,
                 max_batch: config.max_batch,
                 max_queue: config.max_queue,
                 prefix_cache_bytes: config
                     .prefix_cache_mb
                     .map(|mb| usize::try_from(mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)),
             },
-            model_quantize,
-        })
+            model_quantize: config.model_quantize.clone(),
+        }
     }
 
     /// How a model loads: the server's settings, with the quantisation of a `model_quantize` entry for its name or
@@ -154,7 +120,7 @@ impl Models {
             .find(|(n, _)| n == name || n == arn)
             .map(|(_, q)| *q);
         // The tag was checked at CreateModelImportJob.
-        let tagged = tag.and_then(|t| parse_quantize_setting(t).ok());
+        let tagged = tag.and_then(|t| Quantize::parse_setting(t).ok());
         if let Some(q) = configured.or(tagged) {
             settings.quantize = q;
         }

@@ -137,21 +137,13 @@ fn credentials_round_trip_owner_only() {
 }
 
 #[tokio::test]
-async fn the_server_accepts_every_quantisation_the_engine_runs_and_names_a_bad_one() {
-    for q in ["q8_0", "q4k", "q4_0"] {
+async fn the_server_starts_with_every_quantisation_the_engine_runs() {
+    for q in crate::Quantize::ALL {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = crate::ServerConfig::new(dir.path().to_path_buf());
-        config.quantize = Some(q.into());
+        config.quantize = Some(q);
         let server = crate::start(config).await.unwrap_or_else(|e| panic!("{q}: {e}"));
         server.shutdown().await;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = crate::ServerConfig::new(dir.path().to_path_buf());
-    config.quantize = Some("q5_k".into());
-    match crate::start(config).await {
-        Err(crate::Error::Config { field, value, .. }) => assert_eq!((field, value.as_str()), ("quantize", "q5_k")),
-        Err(e) => panic!("wrong error: {e}"),
-        Ok(_) => panic!("q5_k was accepted"),
     }
 }
 

@@ -208,7 +208,7 @@ impl Ctx {
     pub(crate) async fn find_or_start_local(
         &self,
         region: Option<String>,
-        quantize: Option<String>,
+        quantize: Option<infer_engine::Quantize>,
     ) -> Result<(LocalEndpoint, Option<bedrock_server::RunningServer>)> {
         let data_dir = &self.paths.data_dir;
         if let Some(running) = bedrock_server::find_running(data_dir).await {

@@ -78,6 +78,27 @@ pub enum Quantize {
     Q4_0,
 }
 
+impl Quantize {
+    /// Every quantisation, by the name settings use.
+    pub const ALL: [Quantize; 3] = [Quantize::Q8_0, Quantize::Q4K, Quantize::Q4_0];
+    /// The names of [`Self::ALL`], and `none` (the weights as stored): what a setting may say.
+    pub const SETTINGS: [&'static str; 4] = ["q8_0", "q4k", "q4_0", "none"];
+
+    /// Reads a setting (`--quantize`, a `cmi:quantize` tag): `Ok(None)` is `none`, the weights as stored. The
+    /// error names the value and the choices.
+    pub fn parse_setting(value: &str) -> Result<Option<Quantize>, String> {
+        if value == "none" {
+            return Ok(None);
+        }
+        value.parse().map(Some).map_err(|_| {
+            format!(
+                "{value:?} is not a quantisation: expected {}",
+                Self::SETTINGS.join(", ")
+            )
+        })
+    }
+}
+
 impl std::str::FromStr for Quantize {
     type Err = String;
 

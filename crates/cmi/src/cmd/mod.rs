@@ -59,12 +59,16 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> Result<ExitCode> {
     }
 }
 
-/// The quantisations a model can run in on the local Bedrock (`--quantize`), and `none`: the weights as stored.
-pub(crate) const QUANTIZE_OR_NONE: [&str; 4] = ["q8_0", "q4k", "q4_0", "none"];
+/// The quantisations a model can run in on the local Bedrock, and `none` (the weights as stored): the engine's list.
+pub(crate) const QUANTIZE_OR_NONE: [&str; 4] = infer_engine::Quantize::SETTINGS;
 
-/// The `--quantize` values that quantise (all but `none`).
-pub(crate) fn quantize_values() -> &'static [&'static str] {
-    &QUANTIZE_OR_NONE[..3]
+/// `--quantize Q` of `cmi serve` and `cmi quickstart`: a quantisation the engine runs, parsed at the edge.
+pub(crate) fn quantize_parser() -> impl clap::builder::TypedValueParser<Value = infer_engine::Quantize> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(&QUANTIZE_OR_NONE[..3]).map(|q| {
+        q.parse::<infer_engine::Quantize>()
+            .expect("the engine's own names parse")
+    })
 }
 
 /// A duration argument: `250ms`, `90s`, `5m`, `1h`, or plain seconds.

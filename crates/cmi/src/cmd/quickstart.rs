@@ -34,8 +34,8 @@ pub(crate) struct Args {
     #[arg(short = 'p', long)]
     prompt: Option<String>,
     /// Quantise the model when the local Bedrock loads it (`q8_0`, `q4k`, `q4_0`).
-    #[arg(long)]
-    quantize: Option<String>,
+    #[arg(long, value_parser = super::quantize_parser())]
+    quantize: Option<infer_engine::Quantize>,
 }
 
 /// Parses the arguments of another subcommand exactly as the command line would, so that every step here is the real
@@ -74,7 +74,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 
     say(3, "start the local Bedrock (S3, import jobs, runtime) in this process");
     let (local, server) = ctx
-        .find_or_start_local(ctx.global.region.clone(), args.quantize.clone())
+        .find_or_start_local(ctx.global.region.clone(), args.quantize)
         .await?;
     if server.is_none() {
         detail("using the local Bedrock that `cmi serve` is running");

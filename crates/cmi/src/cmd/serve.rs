@@ -30,12 +30,12 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     idle_unload: Duration,
     /// Quantise models at load (models imported with `cmi import --quantize` keep their own setting).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(super::quantize_values()))]
-    quantize: Option<String>,
+    #[arg(long, value_parser = super::quantize_parser())]
+    quantize: Option<infer_engine::Quantize>,
     /// Per-model quantisation, `NAME=q4k` (`q8_0`, `q4k`, `q4_0`, or `none` for the weights as stored); wins over
     /// the model's import setting and `--quantize` (repeatable).
     #[arg(long = "model-quantize", value_name = "NAME=Q", value_parser = parse_model_quantize)]
-    model_quantize: Vec<(String, String)>,
+    model_quantize: Vec<(String, Option<infer_engine::Quantize>)>,
     /// Per-model ConverseStream-with-tools switch, `NAME=false` to refuse streaming with tools (repeatable).
     #[arg(long = "model-stream-tools", value_name = "NAME=BOOL", value_parser = parse_model_flag)]
     model_stream_tools: Vec<(String, bool)>,
@@ -49,7 +49,7 @@ pub(crate) struct Args {
     model_timeout: Duration,
 }
 
-fn parse_model_quantize(s: &str) -> Result<(String, String), String> {
+fn parse_model_quantize(s: &str) -> Result<(String, Option<infer_engine::Quantize>), String> {
     let expected = super::QUANTIZE_OR_NONE.join(", ");
     let (name, q) = s
         .split_once('=')
@@ -62,7 +62,8 @@ fn parse_model_quantize(s: &str) -> Result<(String, String), String> {
             "invalid quantisation {q:?} in {s:?}: expected one of {expected}"
         ));
     }
-    Ok((name.to_string(), q.to_string()))
+    let q = infer_engine::Quantize::parse_setting(q).map_err(|e| format!("invalid {s:?}: {e}"))?;
+    Ok((name.to_string(), q))
 }
 
 fn parse_model_flag(s: &str) -> Result<(String, bool), String> {
@@ -169,9 +170,10 @@ mod tests {
         for q in super::super::QUANTIZE_OR_NONE {
             assert_eq!(
                 parse_model_quantize(&format!("tiny={q}")),
-                Ok(("tiny".into(), q.into()))
+                Ok(("tiny".into(), infer_engine::Quantize::parse_setting(q).unwrap()))
             );
         }
+        assert_eq!(parse_model_quantize("tiny=none"), Ok(("tiny".into(), None)));
         let e = parse_model_quantize("tiny=q5").expect_err("unknown");
         assert!(e.contains("\"q5\"") && e.contains("q8_0, q4k, q4_0, none"), "{e}");
         let e = parse_model_quantize("tiny").expect_err("no =");
