@@ -31,6 +31,7 @@ async fn tools_are_prefixed_called_and_a_crash_or_hang_is_a_named_error() {
     assert_eq!(
         names,
         [
+            "stub__hello",
             "stub__echo",
             "stub__fail",
             "stub__crash",
