@@ -287,7 +287,21 @@ fn staged_repair_leaves_the_source_alone() {
     let repaired = repair(src.path(), &report.files, &stage, false).expect("repair");
     assert!(repaired.outcome.changed);
     assert!(!repaired.outcome.diff.is_empty());
-    assert_eq!(repaired.dir, stage);
+    let name = repaired
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        name.starts_with("stage-") && repaired.dir.parent() == stage.parent(),
+        "{}",
+        repaired.dir.display()
+    );
+    // Again (as a second import of the same folder at the same time would): the same published copy, intact.
+    let again = repair(src.path(), &report.files, &stage, false).expect("repair again");
+    assert_eq!(again.dir, repaired.dir);
+    let stage = repaired.dir.clone();
     assert_eq!(
         std::fs::read(src.path().join("tokenizer_config.json")).expect("read"),
         before,
