@@ -377,6 +377,11 @@ impl Engine {
         self.inner.model.held_weight_bytes()
     }
 
+    /// Bytes one decode step of one stream reads from the weights (see `Transformer::decode_read_bytes`).
+    pub fn decode_read_bytes(&self) -> u64 {
+        self.inner.model.decode_read_bytes()
+    }
+
     /// What the load did about quantisation: matrices quantised, matrices mapped from the cache, cache written.
     pub fn quantised_load(&self) -> QuantisedLoad {
         self.inner.model.quantised_load()

@@ -854,6 +854,30 @@ impl Transformer {
         n as u64
     }
 
+    /// Bytes one decode step of one stream reads: every matrix once; the input embedding one row, unless it is also
+    /// the output head; of a mixture of experts, the `top_k` experts a token is routed to (an average expert's
+    /// bytes each). The numerator of a decode's share of the streaming-read bound.
+    pub fn decode_read_bytes(&self) -> u64 {
+        let head = match &self.lm_head {
+            Linear { w, b: None } if w.shares_bytes(&self.embed) => self.embed.bytes(),
+            head => head.bytes() + self.embed.bytes() / self.cfg.vocab_size.max(1),
+        };
+        let mut n = head + tensor_bytes(&self.norm);
+        for l in &self.layers {
+            n += tensor_bytes(&l.input_norm) + tensor_bytes(&l.post_norm) + l.qkv.bytes() + l.o.bytes();
+            n += match &l.mlp {
+                Mlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
+                Mlp::Moe {
+                    router, experts, top_k, ..
+                } => {
+                    let all: usize = experts.iter().map(|(a, b)| a.bytes() + b.bytes()).sum();
+                    tensor_bytes(router) + all / experts.len().max(1) * top_k
+                }
+            };
+        }
+        n as u64
+    }
+
     /// `cos` and `sin` of every position's angles: `[positions, head_dim / 2]` each.
     fn rope_tables(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();

@@ -583,3 +583,32 @@ fn a_truncated_or_corrupt_cache_is_ignored_and_rewritten() {
     assert!(m.heap_weight_bytes() > 0);
     assert_eq!(greedy(&m), want);
 }
+
+#[test]
+fn a_decode_step_reads_every_matrix_once_and_one_row_of_an_untied_embedding() {
+    // A folder of real layout (sharded bf16, untied output head), a small shape.
+    let tok = tiny(Family::Llama);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shape = test_support::Shape {
+        name: "small",
+        hidden: 64,
+        intermediate: 128,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+        tied: false,
+        ..test_support::shape::LLAMA_3_2_1B
+    };
+    test_support::write_shape(dir.path(), &shape, tok.path(), 1, |_, _| {}).expect("shape");
+    let m = load(dir.path(), None).expect("load the shape");
+    let vocab = m.config().vocab_size as u64;
+    let embed = vocab * 64 * 2;
+    assert_eq!(m.decode_read_bytes(), m.held_weight_bytes() - embed + embed / vocab);
+    // Tied: the output head reads the whole embedding, so a step reads all the bytes held.
+    let tied = load(tok.path(), None).expect("load");
+    assert_eq!(tied.decode_read_bytes(), tied.held_weight_bytes());
+    // Mixture of experts: the routed experts only.
+    let moe = load(tiny(Family::Mixtral).path(), None).expect("load");
+    assert!(moe.decode_read_bytes() < moe.held_weight_bytes());
+}

@@ -6,6 +6,7 @@
 //! `model.safetensors.index.json`), `tokenizer.json`, `tokenizer_config.json` and `generation_config.json` in a few
 //! milliseconds. The folder loads in `transformers` as well as in our engine, which is what the logits fixtures rely on.
 
+pub mod shape;
 mod tokenizer;
 mod weights;
 
@@ -16,6 +17,7 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
+pub use shape::{Shape, UnknownShape, write_shape};
 pub use tokenizer::TinyTokenizer;
 
 /// A model family the tiny-model generator knows.
