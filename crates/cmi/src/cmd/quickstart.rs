@@ -140,7 +140,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
 
 /// Converts the GGUF unless a complete folder is already there (the converter renames into place only when done).
 /// Another `cmi quickstart` converting at the same time may put its folder in place first; then that one is used.
-async fn convert_once(gguf: &Path, folder: &Path) -> Result<()> {
+pub(crate) async fn convert_once(gguf: &Path, folder: &Path) -> Result<()> {
     let complete = |folder: &Path| folder.join("config.json").exists() && folder.join("tokenizer.json").exists();
     if complete(folder) {
         detail("already converted: reusing it");

@@ -24,8 +24,8 @@ pub(crate) struct Args {
 enum Bench {
     /// Chat-template rendering: the conformance corpus, cmi vs transformers.
     Templates(templates::Args),
-    /// Inference engine: prompt and decode speed, concurrency and memory vs llama.cpp and transformers.
-    Engine(engine::Args),
+    /// Inference engine: cold start, prefill, decode, streams, second turn and memory vs llama.cpp and transformers.
+    Engine(Box<engine::Args>),
     /// Local Bedrock server: per-request overhead, S3 throughput, concurrent streams.
     Server(server::Args),
     /// Upload of a model folder: cmi vs `aws s3 sync`, and preflight on a 16 GB folder.
@@ -35,7 +35,7 @@ enum Bench {
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     match args.bench {
         Bench::Templates(a) => templates::run(a, ctx).await,
-        Bench::Engine(a) => engine::run(a, ctx).await,
+        Bench::Engine(a) => engine::run(*a, ctx).await,
         Bench::Server(a) => server::run(a, ctx).await,
         Bench::Upload(a) => upload::run(a, ctx).await,
     }
