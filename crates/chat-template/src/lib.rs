@@ -16,12 +16,16 @@ pub mod templates {
     pub const QWEN_3: &str = include_str!("templates/qwen3-0.6b.jinja");
     /// Mistral 7B Instruct v0.3 (`[TOOL_CALLS]`).
     pub const MISTRAL_V3: &str = include_str!("templates/mistral-7b-instruct-v0.3.jinja");
+    /// GPT-OSS 20B (OpenAI's harmony format): `chat_template.jinja` of the Hugging Face repository `openai/gpt-oss-20b`
+    /// as of its commit cbf31f62664d4b1360b3a78427f7b3c3ed8f0fa8 ("Update chat_template.jinja (#94)"), byte-exact.
+    pub const GPT_OSS: &str = include_str!("templates/gpt-oss-20b.jinja");
 }
 
 mod error;
 mod family;
 mod fix;
 pub mod grammar;
+pub mod harmony;
 mod load;
 pub mod parse;
 mod pyjson;
