@@ -25,7 +25,6 @@ mod error;
 mod family;
 mod fix;
 pub mod grammar;
-pub mod harmony;
 mod load;
 pub mod parse;
 mod pyjson;
@@ -40,5 +39,7 @@ pub use error::Error;
 pub use family::{Family, ToolSyntax, detect_family};
 pub use fix::{CheckReport, FixOptions, FixOutcome, MOVED_SUFFIX, ORIGINAL_KEY, check, fix, template_for_family, undo};
 pub use load::{SpecialTokens, TemplateSource, load_tokenizer_config};
+/// Harmony (GPT-OSS), read by the output parser: its control tokens and [`harmony::HarmonyParser`].
+pub use parse::harmony;
 pub use render::{ChatTemplate, Limits, RenderRequest};
 pub use support::{ConverseSupport, converse_support, detect_family_in_dir};

@@ -3,7 +3,7 @@
 //! might still complete, so the parse does not depend on how the text is split into chunks. Malformed tool-call
 //! JSON comes back as text (with a `tracing` warning), never a panic.
 //!
-//! Harmony output (GPT-OSS's channels) is read by [`crate::harmony::HarmonyParser`], which this parser hands it to.
+//! Harmony output (GPT-OSS's channels) is read by [`harmony::HarmonyParser`], which this parser hands it to.
 //!
 //! This is the one `<think>` splitter: [`crate::think::ThinkSplitter`] is this parser reading no tool calls.
 //!
@@ -12,7 +12,7 @@
 use serde_json::Value as Json;
 
 use crate::ToolSyntax;
-use crate::harmony::HarmonyParser;
+use harmony::HarmonyParser;
 
 /// One piece of parsed model output.
 #[derive(Debug, Clone, PartialEq)]
@@ -605,6 +605,8 @@ fn deepseek_calls(block: &str) -> Vec<ParseEvent> {
 pub fn prompt_opens_thinking(prompt: &str) -> bool {
     prompt.trim_end().ends_with(THINK_OPEN)
 }
+
+pub mod harmony;
 
 #[cfg(test)]
 mod tests;
