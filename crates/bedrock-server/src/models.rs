@@ -72,6 +72,15 @@ const NOT_READY: &str = "Model is not ready for inference. Wait and try your req
 pub(crate) const QUANTISED_CACHE: &str = "cmi-quantised.bin";
 
 fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> {
+    let template = chat_template::ChatTemplate::from_model_dir(dir).ok();
+    // Harmony (GPT-OSS) is framed by special tokens: the output's reader must see them, and a forced call's grammar
+    // writes them.
+    let text_tokens = match template.as_ref().map(chat_template::ChatTemplate::tool_syntax) {
+        Some(chat_template::ToolSyntax::Harmony) => {
+            chat_template::harmony::TOKENS.iter().map(|t| t.to_string()).collect()
+        }
+        _ => Vec::new(),
+    };
     let opts = infer_engine::LoadOptions {
         quantize: settings.quantize,
         quantised_cache: settings.quantize.map(|_| dir.join(QUANTISED_CACHE)),
@@ -80,10 +89,10 @@ fn load_blocking(dir: &Path, settings: &LoadSettings) -> Result<Loaded, String> 
         prefix_cache_bytes: settings
             .prefix_cache_bytes
             .unwrap_or_else(infer_engine::default_prefix_cache_bytes),
+        text_tokens,
         ..infer_engine::LoadOptions::default()
     };
     let engine = infer_engine::Engine::load(dir, opts).map_err(|e| e.to_string())?;
-    let template = chat_template::ChatTemplate::from_model_dir(dir).ok();
     Ok(Loaded {
         engine,
         template,

@@ -42,6 +42,8 @@ pub enum Family {
     StarCoder2,
     /// T5 / Flan-T5 (encoder-decoder, no chat template).
     T5,
+    /// GPT-OSS (OpenAI's harmony format: `<|start|>`/`<|channel|>`/`<|message|>`, tool calls to `functions.NAME`).
+    GptOss,
     /// Not recognised.
     Unknown,
 }
@@ -63,6 +65,7 @@ const FAMILY_NAMES: &[(Family, &str)] = &[
     (Family::ChatMl, "chatml"),
     (Family::StarCoder2, "starcoder2"),
     (Family::T5, "t5"),
+    (Family::GptOss, "gpt-oss"),
     (Family::Unknown, "unknown"),
 ];
 
@@ -105,6 +108,7 @@ impl FromStr for Family {
             "smollm2" | "smollm" | "hermes" => "chatml",
             "gpt-bigcode" | "gptbigcode" | "starcoder" => "starcoder2",
             "flan-t5" => "t5",
+            "harmony" | "gptoss" => "gpt-oss",
             other => other,
         };
         FAMILY_NAMES
@@ -129,6 +133,8 @@ pub enum ToolSyntax {
     Hermes,
     /// Mistral: `[TOOL_CALLS] [{"name": .., "arguments": ..}, ...]`.
     MistralToolCalls,
+    /// OpenAI harmony (GPT-OSS): `<|start|>assistant<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{..}<|call|>`.
+    Harmony,
     /// DeepSeek: `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\n{..}\n```<｜tool▁call▁end｜>...`.
     DeepSeek,
     /// The template does not teach tool calls.
@@ -138,7 +144,9 @@ pub enum ToolSyntax {
 impl ToolSyntax {
     /// Reads a template's text for the tool-call convention it teaches.
     pub fn from_template(src: &str) -> ToolSyntax {
-        if src.contains("<tool_call>") {
+        if is_harmony(src) {
+            ToolSyntax::Harmony
+        } else if src.contains("<tool_call>") {
             ToolSyntax::Hermes
         } else if src.contains("[TOOL_CALLS]") {
             ToolSyntax::MistralToolCalls
@@ -160,6 +168,7 @@ impl ToolSyntax {
             ToolSyntax::Hermes => "hermes",
             ToolSyntax::MistralToolCalls => "mistral",
             ToolSyntax::DeepSeek => "deepseek",
+            ToolSyntax::Harmony => "harmony",
             ToolSyntax::None => "none",
         }
     }
@@ -169,6 +178,12 @@ impl fmt::Display for ToolSyntax {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Whether a template writes OpenAI's harmony format (GPT-OSS): messages framed by `<|start|>` and `<|message|>`,
+/// with a `<|channel|>` in the header.
+fn is_harmony(src: &str) -> bool {
+    src.contains("<|channel|>") && src.contains("<|start|>") && src.contains("<|message|>")
 }
 
 fn config_str<'a>(config: Option<&'a Json>, key: &str) -> Option<&'a str> {
@@ -200,6 +215,9 @@ pub fn detect_family(config_json: Option<&Json>, template: Option<&str>) -> Fami
         return Family::T5;
     }
     if let Some(t) = template {
+        if is_harmony(t) {
+            return Family::GptOss;
+        }
         if t.contains("<｜Assistant｜>") || t.contains("<｜User｜>") {
             return if qwen_based {
                 Family::DeepSeekR1DistillQwen
@@ -239,7 +257,8 @@ pub fn detect_family(config_json: Option<&Json>, template: Option<&str>) -> Fami
             return Family::Mistral;
         }
         if t.contains("<|im_start|>") {
-            if t.contains("<think>") || t.contains("enable_thinking") || model_type == "qwen3" {
+            // Qwen3-MoE (`qwen3_moe`) shares dense Qwen3's template.
+            if t.contains("<think>") || t.contains("enable_thinking") || model_type.starts_with("qwen3") {
                 return Family::Qwen3;
             }
             if qwen_based || t.contains("You are Qwen") {
@@ -275,7 +294,8 @@ pub fn detect_family(config_json: Option<&Json>, template: Option<&str>) -> Fami
         }
         "mixtral" => Family::Mixtral,
         "qwen2" => Family::Qwen2,
-        "qwen3" => Family::Qwen3,
+        "qwen3" | "qwen3_moe" => Family::Qwen3,
+        "gpt_oss" => Family::GptOss,
         "starcoder2" | "gpt_bigcode" => Family::StarCoder2,
         _ if arch_has("llama") => Family::Llama2,
         _ if arch_has("mistral") => Family::Mistral,

@@ -203,6 +203,7 @@ pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) 
             }));
             format!("start: {} %json {}\n", lark_str("[TOOL_CALLS] "), schema)
         }
+        ToolSyntax::Harmony => harmony_call_lark(&fns),
         ToolSyntax::DeepSeek => {
             let mut g = format!(
                 "start: {} call ({} call)* {}\n",
@@ -223,6 +224,45 @@ pub fn tool_call_lark(syntax: ToolSyntax, tools: &[Json], forced: Option<&str>) 
             g
         }
     }
+}
+
+/// Tokens of the analysis message before a forced harmony call: GPT-OSS always reasons first, and the bound makes
+/// sure the call comes.
+pub const HARMONY_REASONING_TOKENS: usize = 256;
+
+/// A forced call in harmony: the analysis message GPT-OSS always writes first (text without `<`, at most
+/// [`HARMONY_REASONING_TOKENS`] tokens), then one commentary message to `functions.NAME` whose body is the JSON
+/// arguments. The output continues the prompt's `<|start|>assistant`; the model ends the call with `<|call|>`, an
+/// eos token, which the grammar allows once the JSON is complete.
+fn harmony_call_lark(fns: &[(&str, Json)]) -> String {
+    use crate::harmony::{CHANNEL, CONSTRAIN, END, FUNCTIONS, MESSAGE, START};
+    let mut g = format!(
+        "start: {} reasoning {} call
+",
+        lark_str(&format!("{CHANNEL}analysis{MESSAGE}")),
+        lark_str(&format!("{END}{START}assistant"))
+    );
+    g.push_str(&format!(
+        "reasoning[max_tokens={HARMONY_REASONING_TOKENS}]: /[^<]+/
+"
+    ));
+    let names: Vec<String> = (0..fns.len()).map(|i| format!("call_{i}")).collect();
+    g.push_str(&format!(
+        "call: {}
+",
+        names.join(" | ")
+    ));
+    for (i, (name, params)) in fns.iter().enumerate() {
+        g.push_str(&format!(
+            "call_{i}: {} %json {}
+",
+            lark_str(&format!(
+                "{CHANNEL}commentary to={FUNCTIONS}{name} {CONSTRAIN}json{MESSAGE}"
+            )),
+            call_guidance(params.clone())
+        ));
+    }
+    g
 }
 
 /// A grammar whose whole output is one JSON value matching `schema`: `start: %json {...}`.

@@ -16,6 +16,9 @@ pub mod templates {
     pub const QWEN_3: &str = include_str!("templates/qwen3-0.6b.jinja");
     /// Mistral 7B Instruct v0.3 (`[TOOL_CALLS]`).
     pub const MISTRAL_V3: &str = include_str!("templates/mistral-7b-instruct-v0.3.jinja");
+    /// GPT-OSS 20B (OpenAI's harmony format): `chat_template.jinja` of the Hugging Face repository `openai/gpt-oss-20b`
+    /// as of its commit cbf31f62664d4b1360b3a78427f7b3c3ed8f0fa8 ("Update chat_template.jinja (#94)"), byte-exact.
+    pub const GPT_OSS: &str = include_str!("templates/gpt-oss-20b.jinja");
 }
 
 mod error;
@@ -36,5 +39,7 @@ pub use error::Error;
 pub use family::{Family, ToolSyntax, detect_family};
 pub use fix::{CheckReport, FixOptions, FixOutcome, MOVED_SUFFIX, ORIGINAL_KEY, check, fix, template_for_family, undo};
 pub use load::{SpecialTokens, TemplateSource, load_tokenizer_config};
+/// Harmony (GPT-OSS), read by the output parser: its control tokens and [`harmony::HarmonyParser`].
+pub use parse::harmony;
 pub use render::{ChatTemplate, Limits, RenderRequest};
 pub use support::{ConverseSupport, converse_support, detect_family_in_dir};

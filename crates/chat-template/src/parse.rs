@@ -3,6 +3,8 @@
 //! might still complete, so the parse does not depend on how the text is split into chunks. Malformed tool-call
 //! JSON comes back as text (with a `tracing` warning), never a panic.
 //!
+//! Harmony output (GPT-OSS's channels) is read by [`harmony::HarmonyParser`], which this parser hands it to.
+//!
 //! This is the one `<think>` splitter: [`crate::think::ThinkSplitter`] is this parser reading no tool calls.
 //!
 //! Hand-rolled: the markers and their JSON payloads are family conventions no parsing library knows.
@@ -10,6 +12,7 @@
 use serde_json::Value as Json;
 
 use crate::ToolSyntax;
+use harmony::HarmonyParser;
 
 /// One piece of parsed model output.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +121,8 @@ pub struct OutputParser {
     saw_tool: bool,
     /// Drop whitespace at the start of the buffer (right after `</think>`).
     skip_ws: bool,
+    /// Harmony output (GPT-OSS) has a reader of its own: channels, not tags.
+    harmony: Option<HarmonyParser>,
 }
 
 impl OutputParser {
@@ -145,6 +150,7 @@ impl OutputParser {
             held: String::new(),
             saw_tool: false,
             skip_ws: false,
+            harmony: (syntax == ToolSyntax::Harmony && rules.tool_calls).then(HarmonyParser::new),
         }
     }
 
@@ -165,11 +171,16 @@ impl OutputParser {
             ToolSyntax::MistralToolCalls => &[Opener::Mistral],
             ToolSyntax::Llama3Json => &[Opener::PythonTag],
             ToolSyntax::DeepSeek => &[Opener::DeepSeekBlock, Opener::DeepSeekSingle],
+            // Read by `HarmonyParser` instead.
+            ToolSyntax::Harmony => &[],
         }
     }
 
     /// Feeds decoded text; returns the events it completes.
     pub fn feed(&mut self, text: &str) -> Vec<ParseEvent> {
+        if let Some(h) = &mut self.harmony {
+            return h.feed(text);
+        }
         self.buf.push_str(text);
         let mut out = Vec::new();
         self.run(false, &mut out);
@@ -178,6 +189,9 @@ impl OutputParser {
 
     /// Ends the turn: flushes held text and any unterminated tool call.
     pub fn finish(&mut self) -> Vec<ParseEvent> {
+        if let Some(h) = &mut self.harmony {
+            return h.finish();
+        }
         let mut out = Vec::new();
         self.run(true, &mut out);
         merge(out)
@@ -440,7 +454,7 @@ pub fn merge(events: Vec<ParseEvent>) -> Vec<ParseEvent> {
 }
 
 /// Length of the longest proper prefix of any marker that the buffer ends with.
-fn partial_marker_len(buf: &str, markers: &[&str]) -> usize {
+pub(crate) fn partial_marker_len(buf: &str, markers: &[&str]) -> usize {
     let b = buf.as_bytes();
     let mut best = 0;
     for m in markers {
@@ -490,7 +504,7 @@ fn json_value_end(s: &str) -> Option<usize> {
     None
 }
 
-fn decode_arguments(v: Json) -> Json {
+pub(crate) fn decode_arguments(v: Json) -> Json {
     match v {
         Json::String(s) => serde_json::from_str::<Json>(&s).unwrap_or(Json::String(s)),
         other => other,
@@ -591,6 +605,8 @@ fn deepseek_calls(block: &str) -> Vec<ParseEvent> {
 pub fn prompt_opens_thinking(prompt: &str) -> bool {
     prompt.trim_end().ends_with(THINK_OPEN)
 }
+
+pub mod harmony;
 
 #[cfg(test)]
 mod tests;

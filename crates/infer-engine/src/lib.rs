@@ -89,6 +89,11 @@ pub struct LoadOptions {
     /// Bytes of keys and values of past sequences kept for prompts that start the same way (least recently used
     /// blocks evicted beyond it; below one block of 16 tokens, off). Default: [`default_prefix_cache_bytes`].
     pub prefix_cache_bytes: usize,
+    /// Special added tokens the output spells as their text: the completion's text (which otherwise leaves special
+    /// tokens out) has them, and a grammar's string literals match them. For formats whose structure is special
+    /// tokens the reader of the output must see, such as GPT-OSS's harmony (`<|channel|>`, `<|message|>`, …). Names
+    /// the tokenizer does not have as special added tokens are left out (they are text already, or absent).
+    pub text_tokens: Vec<String>,
 }
 
 /// Default of [`LoadOptions::step_tokens`]: prompts of this size run at the batched speed (prefill throughput is
@@ -104,6 +109,7 @@ impl Default for LoadOptions {
             max_queue: 64,
             step_tokens: DEFAULT_STEP_TOKENS,
             prefix_cache_bytes: default_prefix_cache_bytes(),
+            text_tokens: Vec::new(),
         }
     }
 }
@@ -234,6 +240,8 @@ pub(crate) struct Inner {
     pub(crate) eos_ids: Vec<u32>,
     /// Byte-fallback tokens, by id (see `text.rs`).
     pub(crate) byte_tokens: Vec<bool>,
+    /// [`LoadOptions::text_tokens`] the tokenizer has as special added tokens: id and text.
+    pub(crate) text_tokens: Vec<(u32, String)>,
     pub(crate) constraints: std::sync::OnceLock<Result<Arc<ConstraintFactory>, String>>,
     /// Sequences in the running batch (updated by the scheduler each step).
     pub(crate) active: std::sync::atomic::AtomicUsize,
@@ -318,9 +326,16 @@ impl Engine {
         }
         tracing::info!(dir = %dir.display(), arch = %cfg.arch_name, ?eos_ids, quantize = ?opts.quantize, quantised = ?model.quantised_load(), prefix_cache_bytes = opts.prefix_cache_bytes, "engine loaded");
         let byte_tokens = text::byte_fallback_tokens(&tokenizer);
+        let text_tokens: Vec<(u32, String)> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special && opts.text_tokens.contains(&t.content))
+            .map(|(id, t)| (id, t.content))
+            .collect();
         let inner = Arc::new(Inner {
             model,
             byte_tokens,
+            text_tokens,
             tokenizer,
             eos_ids,
             constraints: std::sync::OnceLock::new(),
@@ -440,7 +455,8 @@ impl Engine {
                     .inner
                     .constraints
                     .get_or_init(|| {
-                        ConstraintFactory::new(&self.inner.tokenizer, &self.inner.eos_ids)
+                        let names: Vec<&str> = self.inner.text_tokens.iter().map(|(_, t)| t.as_str()).collect();
+                        ConstraintFactory::with_text_tokens(&self.inner.tokenizer, &self.inner.eos_ids, &names)
                             .map(Arc::new)
                             .map_err(|e| e.to_string())
                     })

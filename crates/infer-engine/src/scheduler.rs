@@ -271,8 +271,24 @@ fn finish(inner: &Inner, s: &mut Seq, reason: StopReason) {
     });
 }
 
+/// The text of `ids`: special tokens are left out, except the text tokens of the load, spelled as their text (the
+/// runs between them decoded on their own: a special token never splits a character).
 fn decode(inner: &Inner, ids: &[u32]) -> String {
-    inner.tokenizer.decode(ids, true).unwrap_or_default()
+    let plain = |run: &[u32]| inner.tokenizer.decode(run, true).unwrap_or_default();
+    if inner.text_tokens.is_empty() {
+        return plain(ids);
+    }
+    let mut out = String::new();
+    let mut run_start = 0;
+    for (i, id) in ids.iter().enumerate() {
+        if let Some((_, text)) = inner.text_tokens.iter().find(|(t, _)| t == id) {
+            out.push_str(&plain(&ids[run_start..i]));
+            out.push_str(text);
+            run_start = i + 1;
+        }
+    }
+    out.push_str(&plain(&ids[run_start..]));
+    out
 }
 
 /// Samples and streams one token; returns whether the sequence continues.

@@ -992,3 +992,35 @@ fn a_quantised_engine_maps_its_cache_on_later_loads() {
     assert!(plain.heap_weight_bytes() > 0);
     assert_eq!(text(&plain), want);
 }
+
+#[test]
+fn text_tokens_are_decoded_and_matched_by_grammar_literals() {
+    // `<|im_start|>` is a special added token of the tiny Qwen2 tokenizer: left out of the text by default, and out of
+    // a grammar's reach but for its spelling in plain tokens.
+    let dir = tiny(Family::Qwen2);
+    let run = |text_tokens: Vec<String>| {
+        let engine = Engine::load(
+            dir.path(),
+            LoadOptions {
+                text_tokens,
+                ..LoadOptions::default()
+            },
+        )
+        .expect("load");
+        let mut r = GenerateRequest::new("<|im_start|>user\nhi<|im_end|>\n");
+        r.max_tokens = 40;
+        r.grammar = Some("start: \"<|im_start|>\" \"assistant\"\n".into());
+        let (text, reason, _, completion) = collect(engine.generate(r).expect("generate"));
+        assert_eq!(reason, StopReason::EndTurn, "{text}");
+        (text, completion)
+    };
+    let (spelled, spelled_tokens) = run(Vec::new());
+    let (special, special_tokens) = run(vec!["<|im_start|>".into(), "<|not_a_token|>".into()]);
+    assert_eq!(spelled, "<|im_start|>assistant");
+    // With the text token the grammar's literal is the one special token, and the text shows it.
+    assert_eq!(special, "<|im_start|>assistant");
+    assert!(
+        special_tokens < spelled_tokens,
+        "{special_tokens} tokens with the text token, {spelled_tokens} spelled out"
+    );
+}

@@ -459,3 +459,39 @@ fn repository_files_an_import_needs() {
         assert!(!crate::is_import_file(name), "{name} should not be fetched");
     }
 }
+
+#[test]
+fn gpt_oss_and_qwen3_moe_are_accepted_without_converse() {
+    // GPT-OSS with its own harmony template and the three-id generation config: accepted, harmony family, no Converse.
+    let dir = tiny(Family::Llama);
+    edit_json(&dir.path().join("config.json"), |v| {
+        v["model_type"] = json!("gpt_oss");
+        v["architectures"] = json!(["GptOssForCausalLM"]);
+    });
+    edit_json(&dir.path().join("generation_config.json"), |v| {
+        v["eos_token_id"] = json!([200002, 199999, 200012])
+    });
+    edit_json(&dir.path().join("tokenizer_config.json"), |v| {
+        v["chat_template"] = json!(chat_template::templates::GPT_OSS)
+    });
+    let r = check(dir.path()).expect("check");
+    assert_eq!(error_codes(dir.path()), Vec::<String>::new());
+    assert_eq!(r.architecture.as_deref(), Some("GptOssForCausalLM"));
+    assert_eq!(r.family, chat_template::Family::GptOss);
+    assert!(!r.instruct_supported && !r.converse_tools);
+    let f = r.find("converse-unsupported-architecture").expect("finding");
+    assert!(f.message.contains("gpt_oss"), "{f:?}");
+
+    // Qwen3-MoE: the class is accepted, the family is Qwen3's, and Converse is not served.
+    let dir = tiny(Family::Qwen3);
+    edit_json(&dir.path().join("config.json"), |v| {
+        v["model_type"] = json!("qwen3_moe");
+        v["architectures"] = json!(["Qwen3MoeForCausalLM"]);
+    });
+    let r = check(dir.path()).expect("check");
+    let codes = error_codes(dir.path());
+    assert!(!codes.contains(&"unsupported-architecture".to_string()), "{codes:?}");
+    assert_eq!(r.family, chat_template::Family::Qwen3);
+    assert!(!r.instruct_supported);
+    assert!(r.find("converse-unsupported-architecture").is_some());
+}

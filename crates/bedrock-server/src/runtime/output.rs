@@ -32,9 +32,9 @@ impl OutputMode {
 pub(crate) struct Parser {
     /// `None`: the text is passed through as it is.
     inner: Option<OutputParser>,
-    /// A forced tool call: the grammar allows nothing but the call, so any text is a call that did not close (cut off
-    /// at the token limit). It is not returned: a client that forced a call gets the call or nothing, never the raw
-    /// `<tool_call>…` text as an answer.
+    /// A forced tool call: the grammar allows nothing but the call (and, in harmony, the reasoning before it), so any
+    /// text is a call that did not close (cut off at the token limit). It is not returned: a client that forced a call
+    /// gets the call (with its reasoning) or nothing, never the raw `<tool_call>…` text as an answer.
     call_only: bool,
 }
 
@@ -76,7 +76,7 @@ impl Parser {
 
     fn keep(&self, mut pieces: Vec<Piece>) -> Vec<Piece> {
         if self.call_only {
-            pieces.retain(|p| matches!(p, Piece::ToolCall { .. }));
+            pieces.retain(|p| !matches!(p, Piece::Text(_)));
         }
         pieces
     }
@@ -186,6 +186,36 @@ mod tests {
             matches!(pieces.as_slice(), [Piece::ToolCall { name, .. }] if name == "f"),
             "{pieces:?}"
         );
+    }
+
+    #[test]
+    fn a_forced_harmony_call_keeps_its_reasoning() {
+        let tools = vec![
+            serde_json::json!({"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}),
+        ];
+        let mode = output_mode(ToolSyntax::Harmony, &ToolRequirement::Any, Some(&tools), None);
+        let g = mode.grammar().expect("a grammar");
+        assert!(
+            g.contains("to=functions.get_weather <|constrain|>json<|message|>"),
+            "{g}"
+        );
+        let mut p = Parser::new(ToolSyntax::Harmony, "<|start|>assistant", &mode);
+        let mut pieces = p.feed("<|channel|>analysis<|message|>Tokyo weather.<|end|><|start|>assistant");
+        pieces.extend(p.feed("<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"));
+        pieces.extend(p.feed("{\"city\": \"Tokyo\"}"));
+        pieces.extend(p.finish());
+        assert!(
+            matches!(pieces.as_slice(), [Piece::Reasoning(r), Piece::ToolCall { name, input, .. }]
+                if r == "Tokyo weather." && name == "get_weather" && *input == serde_json::json!({"city": "Tokyo"})),
+            "{pieces:?}"
+        );
+        // Free harmony output: the final channel is the answer.
+        let mut p = Parser::new(ToolSyntax::Harmony, "<|start|>assistant", &OutputMode::Free);
+        let mut pieces =
+            p.feed("<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>4");
+        pieces.extend(p.finish());
+        assert_eq!(pieces, vec![Piece::Reasoning("Easy.".into()), Piece::Text("4".into())]);
     }
 
     #[test]

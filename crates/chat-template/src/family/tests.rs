@@ -108,3 +108,60 @@ fn tool_syntax_and_converse_support_on_real_templates() {
     .unwrap();
     assert!(!converse_support(&t).converse);
 }
+
+#[test]
+fn gpt_oss_is_detected_from_its_own_template_and_renders_like_transformers() {
+    let gpt_oss = json!({"model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "vocab_size": 201088});
+    let t = crate::templates::GPT_OSS;
+    assert_eq!(detect_family(Some(&gpt_oss), Some(t)), Family::GptOss);
+    // The template alone says harmony, whatever config.json says; config.json alone says GPT-OSS too.
+    assert_eq!(detect_family(None, Some(t)), Family::GptOss);
+    assert_eq!(detect_family(Some(&gpt_oss), None), Family::GptOss);
+    assert_eq!(ToolSyntax::from_template(t), ToolSyntax::Harmony);
+    assert_eq!("harmony".parse::<Family>().unwrap(), Family::GptOss);
+    assert_eq!("gpt_oss".parse::<Family>().unwrap(), Family::GptOss);
+
+    // A tool round trip, byte for byte as transformers renders it (Jinja2's sandbox with transformers' settings and
+    // `tojson`, the clock at 2025-01-15): the earlier call in the form the template renders history
+    // (`to=functions.NAME<|channel|>commentary json`), the tool's answer as a JSON string, and the open
+    // `<|start|>assistant` the model continues.
+    let template = ChatTemplate::new(t, SpecialTokens::default()).unwrap();
+    assert_eq!(template.tool_syntax(), ToolSyntax::Harmony);
+    let tools = vec![json!({"type": "function", "function": {"name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city"]}}})];
+    let messages = vec![
+        json!({"role": "system", "content": "Answer briefly."}),
+        json!({"role": "user", "content": "Weather in Tokyo?"}),
+        json!({"role": "assistant", "content": "", "reasoning_content": "Need the weather.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Tokyo"}}}]}),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"}),
+    ];
+    let out = template
+        .render(&crate::RenderRequest {
+            messages,
+            tools: Some(tools),
+            add_generation_prompt: true,
+            template_kwargs: serde_json::Map::new(),
+            now: chrono::NaiveDate::from_ymd_opt(2025, 1, 15).and_then(|d| d.and_hms_opt(12, 0, 0)),
+        })
+        .unwrap();
+    assert_eq!(out, include_str!("gpt-oss-20b.tool-round-trip.txt"));
+}
+
+#[test]
+fn qwen3_moe_uses_the_qwen3_family() {
+    let moe = json!({"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 151936});
+    assert_eq!(
+        detect_family(Some(&moe), Some(&corpus_template("qwen3-0.6b"))),
+        Family::Qwen3
+    );
+    assert_eq!(detect_family(Some(&moe), None), Family::Qwen3);
+    // Qwen2.5's template on a Qwen3-MoE is still the Qwen3 family (the architecture is Qwen3).
+    assert_eq!(
+        detect_family(Some(&moe), Some(&corpus_template("qwen2.5-7b-instruct"))),
+        Family::Qwen3
+    );
+}

@@ -243,3 +243,35 @@ fn a_callers_x_guidance_is_kept_the_same_way_from_every_entry_point() {
         assert!(!accepts(&g, &compact), "{syntax}: accepts {compact:?}\n{g}");
     }
 }
+
+#[test]
+fn the_forced_harmony_call_reasons_first_and_reads_back_as_one_call() {
+    let g = tool_call_lark(ToolSyntax::Harmony, &tools(), None);
+    let call = "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"location\": \"Paris, France\", \"unit\": \"celsius\"}";
+    let text = format!("<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant{call}");
+    assert!(accepts(&g, &text), "grammar rejects {text:?}\n{g}");
+    assert_eq!(
+        read_back(ToolSyntax::Harmony, &text),
+        vec![
+            ParseEvent::Reasoning("Need the weather.".into()),
+            ParseEvent::ToolCall {
+                name: "get_weather".into(),
+                arguments: json!({"location": "Paris, France", "unit": "celsius"})
+            }
+        ]
+    );
+    // The analysis message is required and not empty; unknown tools, wrong types and other tools are rejected.
+    assert!(!accepts(&g, call), "a call without reasoning");
+    assert!(!accepts(&g, &text.replace("Need the weather.", "")));
+    assert!(!accepts(&g, &text.replace("get_weather", "get_wether")));
+    assert!(!accepts(&g, &text.replace("\"Paris, France\"", "42")));
+    assert!(!accepts(
+        &tool_call_lark(ToolSyntax::Harmony, &tools(), Some("convert")),
+        &text
+    ));
+    // The final channel is not a call.
+    assert!(!accepts(
+        &g,
+        "<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>final<|message|>Sunny."
+    ));
+}

@@ -138,6 +138,9 @@ fn piece(syntax: ToolSyntax) -> impl Strategy<Value = String> {
         ToolSyntax::DeepSeek => format!(
             "{DS_CALLS_BEGIN}{DS_CALL_BEGIN}function{DS_SEP}f\n```json\n{{\"a\": 1}}\n```{DS_CALL_END}{DS_CALLS_END}"
         ),
+        ToolSyntax::Harmony => {
+            "<|start|>assistant<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"q\": \"<|x\"}<|call|>".to_string()
+        }
     };
     prop_oneof![
         "[a-z <>/{}\\[\\]\"\n]{0,12}",
@@ -147,6 +150,8 @@ fn piece(syntax: ToolSyntax) -> impl Strategy<Value = String> {
         Just("{\"name\": \"g\", \"parameters\": {}}".to_string()),
         Just("[TOOL_CALLS]".to_string()),
         Just("日本語".to_string()),
+        Just("<|channel|>analysis<|message|>".to_string()),
+        Just("<|end|><|start|>assistant".to_string()),
         Just(call),
     ]
 }
@@ -157,6 +162,7 @@ fn syntax() -> impl Strategy<Value = ToolSyntax> {
         Just(ToolSyntax::MistralToolCalls),
         Just(ToolSyntax::Llama3Json),
         Just(ToolSyntax::DeepSeek),
+        Just(ToolSyntax::Harmony),
     ]
 }
 
