@@ -226,6 +226,29 @@ struct Layer {
     mlp: Mlp,
 }
 
+impl Layer {
+    /// Bytes of the layer's weights as run; with `routed_only`, of a mixture of experts only the `top_k` experts a
+    /// token is routed to (an average expert's bytes each), as one decode step reads them.
+    fn weight_bytes(&self, routed_only: bool) -> usize {
+        let norms = (self.q_norm.as_ref().map_or(0, Vec::len) + self.k_norm.as_ref().map_or(0, Vec::len)) * 4;
+        let mlp = match &self.mlp {
+            Mlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
+            Mlp::Moe {
+                router, experts, top_k, ..
+            } => {
+                let all: usize = experts.iter().map(|(a, b)| a.bytes() + b.bytes()).sum();
+                let read = if routed_only {
+                    all / experts.len().max(1) * top_k
+                } else {
+                    all
+                };
+                tensor_bytes(router) + read
+            }
+        };
+        tensor_bytes(&self.input_norm) + tensor_bytes(&self.post_norm) + self.qkv.bytes() + self.o.bytes() + norms + mlp
+    }
+}
+
 /// The KV cache of one sequence: per layer, keys and values `[kv_heads, capacity, head_dim]` (f32, row-major),
 /// grown by doubling (never re-allocated per token).
 pub struct KvCache {
@@ -841,16 +864,7 @@ impl Transformer {
             Linear { w, b: None } if w.shares_bytes(&self.embed) => 0,
             head => head.bytes(),
         };
-        for l in &self.layers {
-            n += tensor_bytes(&l.input_norm) + tensor_bytes(&l.post_norm) + l.qkv.bytes() + l.o.bytes();
-            n += (l.q_norm.as_ref().map_or(0, Vec::len) + l.k_norm.as_ref().map_or(0, Vec::len)) * 4;
-            n += match &l.mlp {
-                Mlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
-                Mlp::Moe { router, experts, .. } => {
-                    tensor_bytes(router) + experts.iter().map(|(a, b)| a.bytes() + b.bytes()).sum::<usize>()
-                }
-            };
-        }
+        n += self.layers.iter().map(|l| l.weight_bytes(false)).sum::<usize>();
         n as u64
     }
 
@@ -862,20 +876,8 @@ impl Transformer {
             Linear { w, b: None } if w.shares_bytes(&self.embed) => self.embed.bytes(),
             head => head.bytes() + self.embed.bytes() / self.cfg.vocab_size.max(1),
         };
-        let mut n = head + tensor_bytes(&self.norm);
-        for l in &self.layers {
-            n += tensor_bytes(&l.input_norm) + tensor_bytes(&l.post_norm) + l.qkv.bytes() + l.o.bytes();
-            n += match &l.mlp {
-                Mlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
-                Mlp::Moe {
-                    router, experts, top_k, ..
-                } => {
-                    let all: usize = experts.iter().map(|(a, b)| a.bytes() + b.bytes()).sum();
-                    tensor_bytes(router) + all / experts.len().max(1) * top_k
-                }
-            };
-        }
-        n as u64
+        let layers: usize = self.layers.iter().map(|l| l.weight_bytes(true)).sum();
+        (head + tensor_bytes(&self.norm) + layers) as u64
     }
 
     /// `cos` and `sin` of every position's angles: `[positions, head_dim / 2]` each.
