@@ -176,18 +176,13 @@ impl Plan<'_> {
         };
         let script = std::env::temp_dir().join(format!("cmi-bench-engine-{}.py", std::process::id()));
         std::fs::write(&script, include_str!("peer.py"))?;
-        let streams = if mode == "llamacpp" || self.args.streams > 1 {
-            self.args.streams
-        } else {
-            1
-        };
         let mut cmd = Command::new(python);
         cmd.arg(&script)
             .arg(mode)
             .arg(path)
             .arg(self.args.threads.to_string())
             .arg(self.args.decode_tokens.to_string())
-            .arg(streams.to_string())
+            .arg(self.args.streams.max(1).to_string())
             .arg(DECODE_RUNS.to_string())
             .arg(self.prompts)
             .arg(if repack { "on" } else { "off" })

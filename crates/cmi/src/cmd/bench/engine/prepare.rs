@@ -76,10 +76,7 @@ pub(super) fn shape_ggufs(
             KNOWN.join(", ")
         );
     }
-    let name = folder
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = folder_name(folder);
     let prefix = shapes_dir(ctx).join(&name);
     let path = |t: &String| PathBuf::from(format!("{}-{t}.gguf", prefix.display()));
     let wanted: Vec<PathBuf> = types.iter().map(path).collect();
@@ -112,11 +109,17 @@ pub(super) fn shape_ggufs(
 /// Where this engine's quantised-weights cache of `folder` in `kind` is kept for the bench (as `cmi serve` keeps
 /// one beside each imported model): written by the first load, mapped by every later one.
 pub(super) fn quantised_cache(ctx: &Ctx, folder: &Path, kind: &str) -> PathBuf {
-    let name = folder
+    shapes_dir(ctx)
+        .join("quantised")
+        .join(format!("{}-{kind}.bin", folder_name(folder)))
+}
+
+/// The last component of a model folder's path: what the files made from it are named after.
+fn folder_name(folder: &Path) -> String {
+    folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    shapes_dir(ctx).join("quantised").join(format!("{name}-{kind}.bin"))
+        .unwrap_or_default()
 }
 
 /// The token ids every contender is given, made once by the bench with the model's tokenizer.
