@@ -15,7 +15,7 @@ mod common;
 
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{ContentBlock, ConversationRole, Message, ResponseStream};
-use common::{bedrock, run_import_job, runtime, start};
+use common::{runtime, start};
 use serde_json::{Value, json};
 
 /// The tiny-model family named `name` (compared without `-` and `_`), or a panic naming what is missing.
@@ -36,31 +36,14 @@ async fn import(local: &bedrock_server::testing::TestServer, family: test_suppor
 
 /// Imports the model folder `dir` with a context long enough for a tool prompt; returns its ARN.
 async fn import_dir(local: &bedrock_server::testing::TestServer, dir: &std::path::Path, name: &str) -> String {
-    let model = dir;
-    let cfg_path = model.join("config.json");
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&cfg_path).expect("config")).expect("json");
-    cfg["max_position_embeddings"] = 4096.into();
-    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
-    let (_, job) = run_import_job(&local.server, model, "moe-models", name).await;
+    bedrock_server::testing::set_context_length(dir, 4096);
+    let m = bedrock_server::testing::import_dir(&local.server, dir, "moe-models", name).await;
     assert_eq!(
-        job.status(),
-        Some(&aws_sdk_bedrock::types::ModelImportJobStatus::Completed),
-        "{name}: {:?}",
-        job.failure_message()
-    );
-    let arn = job.imported_model_arn().expect("arn").to_string();
-    let m = bedrock(&local.server)
-        .get_imported_model()
-        .model_identifier(&arn)
-        .send()
-        .await
-        .expect("get imported model");
-    assert_eq!(
-        m.instruct_supported(),
+        m.instruct_supported,
         Some(false),
         "{name}: Converse is not served for it"
     );
-    arn
+    m.model_arn
 }
 
 fn weather_tool() -> Value {
