@@ -237,25 +237,16 @@ pub const HARMONY_REASONING_TOKENS: usize = 256;
 fn harmony_call_lark(fns: &[(&str, Json)]) -> String {
     use crate::harmony::{CHANNEL, CONSTRAIN, END, FUNCTIONS, MESSAGE, START};
     let mut g = format!(
-        "start: {} reasoning {} call
-",
+        "start: {} reasoning {} call\n",
         lark_str(&format!("{CHANNEL}analysis{MESSAGE}")),
         lark_str(&format!("{END}{START}assistant"))
     );
-    g.push_str(&format!(
-        "reasoning[max_tokens={HARMONY_REASONING_TOKENS}]: /[^<]+/
-"
-    ));
+    g.push_str(&format!("reasoning[max_tokens={HARMONY_REASONING_TOKENS}]: /[^<]+/\n"));
     let names: Vec<String> = (0..fns.len()).map(|i| format!("call_{i}")).collect();
-    g.push_str(&format!(
-        "call: {}
-",
-        names.join(" | ")
-    ));
+    g.push_str(&format!("call: {}\n", names.join(" | ")));
     for (i, (name, params)) in fns.iter().enumerate() {
         g.push_str(&format!(
-            "call_{i}: {} %json {}
-",
+            "call_{i}: {} %json {}\n",
             lark_str(&format!(
                 "{CHANNEL}commentary to={FUNCTIONS}{name} {CONSTRAIN}json{MESSAGE}"
             )),
