@@ -10,9 +10,14 @@
 //! The weights are never copied: resident memory is the weight bytes. Quantised blocks are widened the same way
 //! (candle's own quantised kernels quantise the activations too and run one activation row at a time, so eight
 //! rows cost eight passes over the weights). On CPUs with Intel AMX, quantised blocks against several activation rows
-//! are multiplied in bf16 matrix tiles instead (`simd::amx`).
+//! are multiplied in bf16 matrix tiles instead (`simd::amx`). Elsewhere, on CPUs with AVX-512 VNNI, Q4_K blocks
+//! are multiplied with the activations rounded to bytes, as llama.cpp multiplies them (`int8`): at one activation row
+//! the f32 widening cost more than reading the weights.
 
 use std::sync::{Arc, Mutex};
+
+#[cfg(target_arch = "x86_64")]
+mod int8;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use memmap2::Mmap;
@@ -397,6 +402,8 @@ impl DenseWeight {
             .flat_map(|s| self.segment_bytes(s).chunks(task_rows * rb))
             .collect();
         let stored = self.stored;
+        #[cfg(target_arch = "x86_64")]
+        let int8 = !tiles && int8::usable(stored);
         // The tasks run on the product team (`crate::team`): this thread starts on them at once and the helpers,
         // watching, claim the rest; a helper that is late (a busy machine) slows the product down but never stalls
         // it, since tasks are claimed one at a time.
@@ -407,10 +414,16 @@ impl DenseWeight {
                 Some(mine)
             });
             let jobs: Vec<Mutex<(&[u8], &mut [f32])>> = tasks.iter().copied().zip(outs).map(Mutex::new).collect();
+            #[cfg(target_arch = "x86_64")]
+            let rounded = int8.then(|| int8::Rounded::new(x, k));
             // Each task's lock is taken exactly once, by the thread that claimed it: never contended.
             crate::team::run(jobs.len(), &|i| {
                 let mut job = jobs[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (w, o) = &mut *job;
+                #[cfg(target_arch = "x86_64")]
+                if let Some(x) = &rounded {
+                    return int8::rows_dot(w, x, o);
+                }
                 rows_dot(stored, w, k, x, 1, o);
             });
             return y;
@@ -421,6 +434,8 @@ impl DenseWeight {
             // The activations as the tiles take them (bf16 pairs), made once per pass.
             #[cfg(target_arch = "x86_64")]
             let packed = if tiles { simd::amx::pack(xs, k, mc) } else { Vec::new() };
+            #[cfg(target_arch = "x86_64")]
+            let rounded = int8.then(|| int8::Rounded::new(xs, k));
             // Each task fills its rows' range in every one of the `mc` output rows.
             let mut jobs: Vec<Task<'_>> = tasks.iter().map(|w| (*w, Vec::with_capacity(mc))).collect();
             for row in ys.chunks_mut(n) {
@@ -451,6 +466,12 @@ impl DenseWeight {
                 // The vector kernels write `[rows, mc]`: a weight row's products with every activation row side by
                 // side; copied into the output rows while still in cache.
                 let mut o = vec![0f32; w.len() / rb * mc];
+                #[cfg(target_arch = "x86_64")]
+                match &rounded {
+                    Some(x) => int8::rows_dot(w, x, &mut o),
+                    None => rows_dot(stored, w, k, xs, mc, &mut o),
+                }
+                #[cfg(not(target_arch = "x86_64"))]
                 rows_dot(stored, w, k, xs, mc, &mut o);
                 for (j, v) in o.chunks_exact(mc).enumerate() {
                     for (col, &v) in cols.iter_mut().zip(v) {
@@ -583,10 +604,27 @@ pub(crate) mod simd {
         }
     }
 
+    /// The 6-bit scales and mins of the 8 sub-blocks of the Q4_K super-block at `p`, a byte each (sub-block `b` in
+    /// byte `b`): gathered with a few masks and shifts of the three 32-bit words they are packed in, as llama.cpp
+    /// unpacks them (see `super::q4k_scales` for the layout).
+    ///
+    /// # Safety
+    /// `p` points to a whole super-block.
+    #[inline(always)]
+    pub(super) unsafe fn q4k_scale_bytes(p: *const u8) -> (u64, u64) {
+        // SAFETY: the caller guarantees the super-block's 144 bytes at `p`; bytes 4..16 are its packed scales.
+        let word = |at: usize| unsafe { p.add(4 + at).cast::<u32>().read_unaligned() };
+        let (a, b, c) = (word(0), word(4), word(8));
+        let low = 0x3f3f_3f3f;
+        let (top, nib) = (0x0303_0303, 0x0f0f_0f0f);
+        let scales = u64::from(a & low) | u64::from((c & nib) | ((a >> 6) & top) << 4) << 32;
+        let mins = u64::from(b & low) | u64::from(((c >> 4) & nib) | ((b >> 6) & top) << 4) << 32;
+        (scales, mins)
+    }
+
     /// The scales of the 8 sub-blocks of the Q4_K super-block at `p`, then their offsets negated: sub-block `b`'s
-    /// values are `out[b] · nibble + out[8 + b]`. All eight at once, as llama.cpp unpacks them: the 6-bit fields
-    /// gathered into bytes with a few masks and shifts of the three 32-bit words they are packed in (see
-    /// `super::q4k_scales` for the layout), then widened and scaled as vectors. Per super-block, where decoding one
+    /// values are `out[b] · nibble + out[8 + b]`. All eight at once: the 6-bit fields gathered into bytes
+    /// ([`q4k_scale_bytes`]), then widened and scaled as vectors. Per super-block, where decoding one
     /// sub-block's fields at a time cost more than multiplying its values at one activation row.
     ///
     /// # Safety
@@ -597,12 +635,7 @@ pub(crate) mod simd {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees the super-block's 144 bytes at `p`.
         unsafe {
-            let word = |at: usize| p.add(4 + at).cast::<u32>().read_unaligned();
-            let (a, b, c) = (word(0), word(4), word(8));
-            let low = 0x3f3f_3f3f;
-            let (top, nib) = (0x0303_0303, 0x0f0f_0f0f);
-            let scales = u64::from(a & low) | u64::from((c & nib) | ((a >> 6) & top) << 4) << 32;
-            let mins = u64::from(b & low) | u64::from(((c >> 4) & nib) | ((b >> 6) & top) << 4) << 32;
+            let (scales, mins) = q4k_scale_bytes(p);
             let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
             let d = _mm256_broadcastss_ps(dd);
             let m = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
@@ -638,8 +671,8 @@ pub(crate) mod simd {
         Avx2,
     }
 
-    /// Tests run every kernel variant this CPU has, narrower ones included: 0 = all it has (AMX tiles too), 1 = the
-    /// vector kernels only, 2 = AVX2 at most, 3 = no SIMD. Only ever narrows, so a forced level is one the CPU runs.
+    /// Tests run every kernel variant this CPU has, narrower ones included: 0 = all it has (AMX tiles and 8-bit
+    /// products too), 1 = the f32 vector kernels only, 2 = AVX2 at most, 3 = no SIMD. Only ever narrows, so a forced level is one the CPU runs.
     #[cfg(test)]
     static NARROW: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
@@ -650,8 +683,8 @@ pub(crate) mod simd {
         CEILING.get().copied().unwrap_or(0)
     }
 
-    /// Caps the kernels at `value`: `auto` (or empty) = all this CPU has, AMX tiles too; `avx512` = the vector
-    /// kernels without AMX; `avx2`; `none` = no SIMD. Each set rounds floating-point sums its own way, so greedy text
+    /// Caps the kernels at `value`: `auto` (or empty) = all this CPU has, AMX tiles and 8-bit products too;
+    /// `avx512` = the f32 vector kernels, without AMX or 8-bit activations; `avx2`; `none` = no SIMD. Each set rounds floating-point sums its own way, so greedy text
     /// from random weights differs between machines; this lets one machine reproduce what another computes.
     /// The first call decides (later ones, and products already run, are not changed); `Err` names the choices.
     pub fn cap(value: &str) -> Result<(), &'static str> {
@@ -681,6 +714,11 @@ pub(crate) mod simd {
 
     /// Whether the AMX tiles are allowed now.
     fn tiles_allowed() -> bool {
+        narrowed() == 0
+    }
+
+    /// Whether products with activations rounded to bytes (`super::int8`) are allowed now.
+    pub(super) fn int8_allowed() -> bool {
         narrowed() == 0
     }
 
@@ -1594,20 +1632,35 @@ mod tests {
                     // 2^-8 of its own size, so the sum within 2^-8 of the sum of their sizes (a wrong pairing of
                     // columns or rows is off by the order of the whole sum).
                     let tiles = uses_tiles(stored, m);
+                    // 8-bit activations are each within half a step (1/254 of their super-block's largest value).
+                    #[cfg(target_arch = "x86_64")]
+                    let int8 = !tiles && int8::usable(stored);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let int8 = false;
                     for r in 0..m {
+                        let xr = &x[r * k..(r + 1) * k];
+                        let largest: Vec<f32> = xr
+                            .chunks(SUPER_BLOCK)
+                            .map(|b| b.iter().fold(0f32, |a, v| a.max(v.abs())))
+                            .collect();
                         for j in 0..n {
-                            let products = (0..k).map(|i| wide[j * k + i] * x[r * k + i]);
+                            let products = (0..k).map(|i| wide[j * k + i] * xr[i]);
                             let want: f32 = products.clone().sum();
                             let size: f32 = products.map(f32::abs).sum();
+                            let rounding: f32 = (0..k)
+                                .map(|i| wide[j * k + i].abs() * largest[i / SUPER_BLOCK] / 254.0)
+                                .sum();
                             let bound = if tiles {
                                 size / 256.0 + 1e-4
+                            } else if int8 {
+                                rounding + 1e-4 * (1.0 + want.abs())
                             } else {
                                 1e-4 * (1.0 + want.abs())
                             };
                             let got = y[r * n + j];
                             assert!(
                                 (got - want).abs() <= bound,
-                                "{stored:?} n={n} k={k} m={m} r={r} j={j} tiles={tiles}: {got} vs {want}"
+                                "{stored:?} n={n} k={k} m={m} r={r} j={j} tiles={tiles} int8={int8}: {got} vs {want}"
                             );
                         }
                     }
@@ -1615,6 +1668,51 @@ mod tests {
                 let mut row = vec![0f32; k];
                 dw.row_into(n - 1, &mut row);
                 assert_eq!(row, wide[(n - 1) * k..]);
+            }
+        }
+    }
+
+    /// The 8-bit kernel computes the product of the weights with the activations as it rounded them, to f32's
+    /// precision: a wrong pairing of nibbles, bytes or scales is off by the order of the whole sum, where the bound
+    /// in the test above allows for the rounding.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_8_bit_kernel_is_the_product_with_the_rounded_activations() {
+        if !int8::usable(Stored::Q4K) {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let _fixed = fixed_kernel();
+        let (n, k) = (21, 768);
+        // Sub-blocks of very different ranges, so that many of the 64 scales and mins are used.
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1013) as f32 - 500.0) / 700.0 * ((i / 32 % 8) as f32 + 1.0))
+            .collect();
+        let q = DenseWeight::from_f32_for_tests(&w, n, k).quantize(Stored::Q4K).unwrap();
+        let wide = q.to_f32();
+        let bytes = (*q.segments[0].map).as_ref();
+        for m in 1..=ROW_BLOCK {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 211) as f32 - 105.0) / 50.0).collect();
+            let rounded = int8::Rounded::new(&x, k);
+            let mut out = vec![0f32; n * m];
+            int8::rows_dot(bytes, &rounded, &mut out);
+            for r in 0..m {
+                let xr = rounded.values(r);
+                for (i, (a, b)) in xr.iter().zip(&x[r * k..]).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 2.11 / 254.0 + 1e-6,
+                        "m={m} r={r} i={i}: {a} rounds {b}"
+                    );
+                }
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|i| wide[j * k + i] * xr[i]).sum();
+                    let size: f32 = (0..k).map(|i| (wide[j * k + i] * xr[i]).abs()).sum();
+                    let got = out[j * m + r];
+                    assert!(
+                        (got - want).abs() <= 1e-5 * size + 1e-5,
+                        "m={m} r={r} j={j}: {got} vs {want}"
+                    );
+                }
             }
         }
     }
