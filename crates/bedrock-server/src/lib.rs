@@ -211,6 +211,11 @@ impl RunningServer {
     pub fn quantised_loads(&self) -> Vec<(String, QuantisedLoad)> {
         self.app.quantised_loads()
     }
+    /// The models loaded into the engine now, by name, each with what its prefix cache holds and has saved (its
+    /// budget is [`ServerConfig::prefix_cache_mb`]).
+    pub fn prefix_caches(&self) -> Vec<(String, infer_engine::PrefixCacheStats)> {
+        self.app.prefix_caches()
+    }
     /// Stops accepting connections and waits until the server task has ended.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -138,21 +138,25 @@ impl Models {
 
     /// The loaded models' ids, each with what its load did about quantisation.
     pub(crate) fn quantised_loads(&self) -> Vec<(String, infer_engine::QuantisedLoad)> {
-        self.lock()
-            .iter()
-            .filter_map(|(id, slot)| match slot {
-                Slot::Ready { model, .. } => Some((id.clone(), model.engine.quantised_load())),
-                Slot::Loading(_) => None,
-            })
-            .collect()
+        self.each_ready(|m| m.engine.quantised_load())
     }
 
     /// The loaded models' ids, each with its quantisation.
     pub(crate) fn loaded(&self) -> Vec<(String, Option<Quantize>)> {
+        self.each_ready(|m| m.quantize)
+    }
+
+    /// The loaded models' ids, each with what its prefix cache holds and has saved.
+    pub(crate) fn prefix_caches(&self) -> Vec<(String, infer_engine::PrefixCacheStats)> {
+        self.each_ready(|m| m.engine.prefix_cache_stats())
+    }
+
+    /// `f` of every loaded model, with its id.
+    fn each_ready<T>(&self, f: impl Fn(&Loaded) -> T) -> Vec<(String, T)> {
         self.lock()
             .iter()
             .filter_map(|(id, slot)| match slot {
-                Slot::Ready { model, .. } => Some((id.clone(), model.quantize)),
+                Slot::Ready { model, .. } => Some((id.clone(), f(model))),
                 Slot::Loading(_) => None,
             })
             .collect()

@@ -37,25 +37,25 @@ impl App {
     /// See [`RunningServer::loaded_models`].
     pub(crate) fn loaded_models(&self) -> Vec<(String, Option<String>)> {
         let loaded = self.runtime.loaded();
-        let models = self.db.models().unwrap_or_default();
-        loaded
-            .into_iter()
-            .filter_map(|(id, q)| {
-                models
-                    .iter()
-                    .find(|m| m.id == id)
-                    .map(|m| (m.name.clone(), q.map(|q| q.to_string())))
-            })
-            .collect()
+        self.by_name(loaded.into_iter().map(|(id, q)| (id, q.map(|q| q.to_string()))))
     }
 
     /// The loaded models by name, each with what its load did about quantisation.
     pub(crate) fn quantised_loads(&self) -> Vec<(String, infer_engine::QuantisedLoad)> {
+        self.by_name(self.runtime.quantised_loads())
+    }
+
+    /// The loaded models by name, each with what its prefix cache holds and has saved.
+    pub(crate) fn prefix_caches(&self) -> Vec<(String, infer_engine::PrefixCacheStats)> {
+        self.by_name(self.runtime.prefix_caches())
+    }
+
+    /// `items` of model ids with their model names instead (those no longer registered left out).
+    fn by_name<T>(&self, items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, T)> {
         let models = self.db.models().unwrap_or_default();
-        self.runtime
-            .quantised_loads()
+        items
             .into_iter()
-            .filter_map(|(id, q)| models.iter().find(|m| m.id == id).map(|m| (m.name.clone(), q)))
+            .filter_map(|(id, t)| models.iter().find(|m| m.id == id).map(|m| (m.name.clone(), t)))
             .collect()
     }
 
