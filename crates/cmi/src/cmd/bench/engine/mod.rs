@@ -321,7 +321,18 @@ async fn measure(plan: &Plan<'_>, ggufs: &[PathBuf], history: bool) -> Result<Me
     // quantised-weights cache. Every measured load after it maps the cache.
     for q in &quantized {
         eprintln!("preparing cmi engine ({q}): the first load quantises and writes the cache...");
+        let cache = prepare::quantised_cache(plan.ctx, plan.model, q);
+        if let Some(dir) = cache.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let v = plan.ours(&format!("prepare:{q}"))?;
+        // Without the cache every measured load would quantise again, and its cold start would measure that.
+        if !cache.is_file() {
+            bail!(
+                "preparing {q} wrote no quantised-weights cache at {} (its log says why)",
+                cache.display()
+            );
+        }
         notes.push(format!(
             "{q}: the first load quantised {} matrices in {:.1} s{}; every load below maps them",
             v["quantised"],
