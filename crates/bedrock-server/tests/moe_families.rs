@@ -4,12 +4,9 @@
 //! analysis channel), whole and streamed; Qwen3-MoE answers InvokeModel with a `<tool_call>` read back as
 //! `tool_calls`.
 //!
-//! The tiny models of both families come from the engine's half of issue 23 (`model-synth`'s families and their
-//! forward passes); until that half is merged those tests are ignored, and they find the family by name at run time
-//! so that they compile without it. The harmony serving path itself (the template rendered, the control tokens
-//! decoded, the forced call's grammar, the reading back into the OpenAI shape) is proved now on a tiny Qwen3 whose
-//! tokenizer's added tokens are renamed to harmony's and whose template is GPT-OSS's own: a real forward pass
-//! constrained by the real grammar, only not GPT-OSS's.
+//! The tiny models of both families are `model-synth`'s, run by the engine's own forward passes. The harmony serving
+//! path is also proved on a tiny Qwen3 whose tokenizer's added tokens are renamed to harmony's and whose template is
+//! GPT-OSS's own, so that a failure of it is told apart from one of the GPT-OSS forward pass.
 
 mod common;
 
@@ -132,7 +129,6 @@ async fn invoke_stream(rt: &aws_sdk_bedrockruntime::Client, arn: &str, body: &Va
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs GPT-OSS engine from i23-engine"]
 async fn gpt_oss_answers_openai_chat_with_reasoning_and_forced_tool_calls() {
     let local = start(true).await;
     let arn = import(&local, family("gpt-oss"), "tiny-gpt-oss").await;
@@ -257,7 +253,6 @@ async fn forced_harmony_call(local: &bedrock_server::testing::TestServer, arn: &
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Qwen3-MoE engine from i23-engine"]
 async fn qwen3_moe_answers_invoke_model_with_a_tool_call_and_refuses_converse() {
     let local = start(true).await;
     let arn = import(&local, family("qwen3-moe"), "tiny-qwen3-moe").await;

@@ -39,6 +39,9 @@ pub(crate) enum Stored {
     /// scale and min for each of the 8 sub-blocks of 32, then 128 bytes of nibbles (each 32 bytes hold two sub-blocks,
     /// the even one in the low nibbles). A value is `d · sc · nibble − dmin · m`.
     Q4K,
+    /// MXFP4 blocks of 32 (the format GPT-OSS's experts are published in): the e8m0 scale byte, then 16 bytes of e2m1
+    /// values, the low nibble the even one (17 bytes; see `mxfp4.rs`, which reads them).
+    Mxfp4,
 }
 
 /// Values per quantised block.
@@ -82,19 +85,20 @@ impl Stored {
             Stored::Q8_0 => cols / BLOCK * Q8_0_BYTES,
             Stored::Q4_0 => cols / BLOCK * Q4_0_BYTES,
             Stored::Q4K => cols / SUPER_BLOCK * Q4K_BYTES,
+            Stored::Mxfp4 => crate::mxfp4::row_bytes(cols),
         }
     }
 
     /// Whether the values are quantised blocks (rows are whole blocks, and only our kernel reads them).
     pub(crate) fn is_quantised(self) -> bool {
-        matches!(self, Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K)
+        matches!(self, Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K | Stored::Mxfp4)
     }
 
     /// The values a row's length must be a multiple of: its blocks' (1 for the plain kinds).
     pub(crate) fn block_len(self) -> usize {
         match self {
             Stored::F32 | Stored::F16 | Stored::Bf16 => 1,
-            Stored::Q8_0 | Stored::Q4_0 => BLOCK,
+            Stored::Q8_0 | Stored::Q4_0 | Stored::Mxfp4 => BLOCK,
             Stored::Q4K => SUPER_BLOCK,
         }
     }
@@ -122,6 +126,7 @@ impl Stored {
                 let nibble = if sub % 2 == 0 { byte & 15 } else { byte >> 4 };
                 scale * f32::from(nibble) - offset
             }
+            Stored::Mxfp4 => crate::mxfp4::at(row, i),
         }
     }
 }
@@ -160,7 +165,7 @@ const TILE_WEIGHT_ROWS: usize = 16;
 /// Whether a product of `stored` weights with `m` activation rows runs in AMX tiles (see `simd::amx`).
 fn uses_tiles(stored: Stored, m: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return m > 1 && stored.is_quantised() && simd::amx::usable();
+    return m > 1 && stored.is_quantised() && stored != Stored::Mxfp4 && simd::amx::usable();
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (stored, m);
@@ -526,7 +531,7 @@ fn widen(stored: Stored, bytes: &[u8], cols: usize, out: &mut [f32]) {
                 *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
             }
         }
-        Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K => {
+        Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K | Stored::Mxfp4 => {
             let rb = stored.row_bytes(cols);
             for (o, row) in out.chunks_exact_mut(cols).zip(bytes.chunks_exact(rb)) {
                 for (i, o) in o.iter_mut().enumerate() {
@@ -542,6 +547,10 @@ pub(crate) fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize,
     let rows = out.len() / mc;
     assert!(w.len() == rows * stored.row_bytes(k) && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
     assert!(k.is_multiple_of(stored.block_len()), "quantised rows are whole blocks");
+    if stored == Stored::Mxfp4 {
+        crate::mxfp4::rows_dot(w, k, x, mc, out);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
         // SAFETY: the CPU has the kernel's features (checked above), and the lengths are checked above.
@@ -921,6 +930,8 @@ pub(crate) mod simd {
                         Stored::Q8_0 => by_rows::<Q8_0>(stored, w, k, x, mc, out),
                         Stored::Q4_0 => by_rows::<Q4_0>(stored, w, k, x, mc, out),
                         Stored::Q4K => by_rows::<Q4K>(stored, w, k, x, mc, out),
+                        // `dense::rows_dot` sends MXFP4 to `mxfp4::rows_dot`.
+                        Stored::Mxfp4 => crate::mxfp4::rows_dot(w, k, x, mc, out),
                     }
                 }
             }
@@ -1514,7 +1525,9 @@ mod tests {
                 Stored::F32 => bytes.extend(v.to_le_bytes()),
                 Stored::F16 => bytes.extend(half::f16::from_f32(v).to_le_bytes()),
                 Stored::Bf16 => bytes.extend(half::bf16::from_f32(v).to_le_bytes()),
-                Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K => unreachable!("quantised matrices are made by `quantize`"),
+                Stored::Q8_0 | Stored::Q4_0 | Stored::Q4K | Stored::Mxfp4 => {
+                    unreachable!("quantised matrices are made by `quantize`")
+                }
             }
         }
         f.write_all(&bytes).unwrap();

@@ -132,13 +132,85 @@ enum Mlp {
         down: Linear,
         inter: usize,
     },
-    /// Mixtral sparse MoE: router plus experts (w1/w3 fused, w2).
+    /// Sparse mixture of experts (Mixtral, Qwen3-MoE, GPT-OSS): a router, and per expert its fused gate/up
+    /// projection and its down projection; only the experts a token is routed to are computed.
     Moe {
         router: Tensor,
+        /// GPT-OSS's router bias.
+        router_bias: Option<Tensor>,
         experts: Vec<(Linear, Linear)>,
         top_k: usize,
         inter: usize,
+        routing: Routing,
+        act: ExpertAct,
     },
+}
+
+/// How a mixture of experts weighs the experts it picks for a token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Routing {
+    /// Softmax over every expert's logit, then the top k, renormalised to sum to 1 when `normalise` (Mixtral
+    /// always, Qwen3-MoE with `norm_topk_prob`).
+    SoftmaxTopK { normalise: bool },
+    /// The top k logits, then a softmax over those k (GPT-OSS).
+    TopKSoftmax,
+}
+
+/// The activation between an expert's two projections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ExpertAct {
+    /// `silu(gate) · up`, the gate rows first (see [`swiglu`]).
+    SwiGlu,
+    /// GPT-OSS: gate and up rows interleaved (the even row a gate), the gate clamped to at most `limit` and up to
+    /// ±`limit`, then `(up + 1) · gate · σ(alpha · gate)`.
+    ClampedSwiGlu { alpha: f32, limit: f32 },
+}
+
+impl Routing {
+    /// Per expert: the rows of `logits` (`[tokens, experts]`) routed to it and their weights.
+    fn route(self, logits: &[Vec<f32>], experts: usize, top_k: usize) -> Vec<(Vec<u32>, Vec<f32>)> {
+        let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts];
+        for (t, row) in logits.iter().enumerate() {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let chosen = &order[..top_k.min(order.len())];
+            let weights: Vec<f32> = match self {
+                Routing::SoftmaxTopK { normalise } => {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                    let probs: Vec<f32> = chosen.iter().map(|&e| (row[e] - max).exp() / sum).collect();
+                    let total: f32 = if normalise { probs.iter().sum() } else { 1.0 };
+                    probs.iter().map(|p| p / total).collect()
+                }
+                Routing::TopKSoftmax => {
+                    let max = chosen.first().map_or(0.0, |&e| row[e]);
+                    let exps: Vec<f32> = chosen.iter().map(|&e| (row[e] - max).exp()).collect();
+                    let sum: f32 = exps.iter().sum();
+                    exps.iter().map(|x| x / sum).collect()
+                }
+            };
+            for (&e, w) in chosen.iter().zip(weights) {
+                routed[e].0.push(t as u32);
+                routed[e].1.push(w);
+            }
+        }
+        routed
+    }
+}
+
+/// GPT-OSS's expert activation (see [`ExpertAct::ClampedSwiGlu`]) of `[tokens, 2 · inter]` interleaved rows.
+fn clamped_swiglu(gate_up: &Tensor, inter: usize, alpha: f32, limit: f32) -> Result<Tensor, Error> {
+    let rows = gate_up.dim(0)?;
+    let gu = gate_up.flatten_all()?.to_vec1::<f32>()?;
+    let out: Vec<f32> = gu
+        .chunks_exact(2)
+        .map(|pair| {
+            let g = pair[0].min(limit);
+            let u = pair[1].clamp(-limit, limit);
+            (u + 1.0) * (g / (1.0 + exp(-alpha * g)))
+        })
+        .collect();
+    Ok(Tensor::from_vec(out, (rows, inter), &Device::Cpu)?)
 }
 
 /// `silu(gate) · up` of the fused projection's rows `[tokens, 2 · inter]` (gate first): `[tokens, inter]`.
@@ -177,26 +249,18 @@ impl Mlp {
             Mlp::Dense { gate_up, down, inter } => down.forward(&swiglu(&gate_up.forward(x)?, *inter)?),
             Mlp::Moe {
                 router,
+                router_bias,
                 experts,
                 top_k,
                 inter,
+                routing,
+                act,
             } => {
-                let logits: Vec<Vec<f32>> = x.matmul(&router.t()?)?.to_vec2()?;
-                // Per expert: the tokens routed to it and their weights (softmax over all experts, top-k, renormalised).
-                let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts.len()];
-                for (t, row) in logits.iter().enumerate() {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-                    let sum: f32 = exps.iter().sum();
-                    let mut order: Vec<usize> = (0..row.len()).collect();
-                    order.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]));
-                    let chosen = &order[..(*top_k).min(order.len())];
-                    let top_sum: f32 = chosen.iter().map(|&e| exps[e] / sum).sum();
-                    for &e in chosen {
-                        routed[e].0.push(t as u32);
-                        routed[e].1.push(exps[e] / sum / top_sum);
-                    }
+                let mut logits = x.matmul(&router.t()?)?;
+                if let Some(b) = router_bias {
+                    logits = logits.broadcast_add(b)?;
                 }
+                let routed = routing.route(&logits.to_vec2()?, experts.len(), *top_k);
                 let mut out = x.zeros_like()?;
                 for ((w13, w2), (idx, weights)) in experts.iter().zip(routed) {
                     if idx.is_empty() {
@@ -205,7 +269,12 @@ impl Mlp {
                     let n = idx.len();
                     let idx = Tensor::from_vec(idx, n, x.device())?;
                     let xs = x.index_select(&idx, 0)?;
-                    let ys = w2.forward(&swiglu(&w13.forward(&xs)?, *inter)?)?;
+                    let gate_up = w13.forward(&xs)?;
+                    let hidden = match *act {
+                        ExpertAct::SwiGlu => swiglu(&gate_up, *inter)?,
+                        ExpertAct::ClampedSwiGlu { alpha, limit } => clamped_swiglu(&gate_up, *inter, alpha, limit)?,
+                    };
+                    let ys = w2.forward(&hidden)?;
                     let w = Tensor::from_vec(weights, (n, 1), x.device())?;
                     out = out.index_add(&idx, &ys.broadcast_mul(&w)?, 0)?;
                 }
@@ -221,6 +290,8 @@ struct Layer {
     /// Qwen3's RMS norms of each query and key head (weights of `head_dim`).
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
+    /// GPT-OSS's learned sink logit of each query head.
+    sinks: Option<Vec<f32>>,
     o: Linear,
     post_norm: Tensor,
     mlp: Mlp,
@@ -230,11 +301,18 @@ impl Layer {
     /// Bytes of the layer's weights as run; with `routed_only`, of a mixture of experts only the `top_k` experts a
     /// token is routed to (an average expert's bytes each), as one decode step reads them.
     fn weight_bytes(&self, routed_only: bool) -> usize {
-        let norms = (self.q_norm.as_ref().map_or(0, Vec::len) + self.k_norm.as_ref().map_or(0, Vec::len)) * 4;
+        let norms = (self.q_norm.as_ref().map_or(0, Vec::len)
+            + self.k_norm.as_ref().map_or(0, Vec::len)
+            + self.sinks.as_ref().map_or(0, Vec::len))
+            * 4;
         let mlp = match &self.mlp {
             Mlp::Dense { gate_up, down, .. } => gate_up.bytes() + down.bytes(),
             Mlp::Moe {
-                router, experts, top_k, ..
+                router,
+                router_bias,
+                experts,
+                top_k,
+                ..
             } => {
                 let all: usize = experts.iter().map(|(a, b)| a.bytes() + b.bytes()).sum();
                 let read = if routed_only {
@@ -242,7 +320,7 @@ impl Layer {
                 } else {
                     all
                 };
-                tensor_bytes(router) + read
+                tensor_bytes(router) + router_bias.as_ref().map_or(0, tensor_bytes) + read
             }
         };
         tensor_bytes(&self.input_norm) + tensor_bytes(&self.post_norm) + self.qkv.bytes() + self.o.bytes() + norms + mlp
@@ -462,7 +540,8 @@ fn exp(x: f32) -> f32 {
 /// Causal attention of one sequence's `n` new query rows, rows `start..start + n` of the batch's `q`
 /// (`[heads, total, head_dim]`), against its cache (already holding them), for the query heads of KV head `g`;
 /// returns `[n, heads / kv_heads * head_dim]` (see [`interleave_groups`]).
-/// With a sliding `window`, a row sees only the last `window` positions up to its own. Hand-rolled (see
+/// With a sliding `window`, a row sees only the last `window` positions up to its own; with `sinks` (GPT-OSS), each
+/// head's sink logit joins its softmax's denominator. Hand-rolled (see
 /// [`DIRECT_ATTENTION_ROWS`]): the scores of the query heads sharing a KV head come from the matmul kernel (their
 /// keys are read once, no horizontal sum per score), the softmax and the weighted sum of values are loops compiled
 /// for AVX-512 and AVX2 as well, chosen at run time.
@@ -473,7 +552,7 @@ fn direct_attention(
     (heads, g): (usize, usize),
     rows: (usize, usize, usize),
     scale: f32,
-    window: Option<usize>,
+    (window, sinks): (Option<usize>, Option<&[f32]>),
 ) -> Vec<f32> {
     let (total, start, n) = rows;
     let (hd, cap, kvh) = (cache.head_dim, cache.cap, cache.kv_heads);
@@ -511,7 +590,8 @@ fn direct_attention(
                     probs[t] = s[t * mc + r];
                 }
                 let o = &mut out[(i * groups + h0 - g * groups + r) * hd..][..hd];
-                softmax_weighted_sum(&mut probs[..seen], scale, &values[first * hd..len * hd], o);
+                let sink = sinks.map_or(f32::NEG_INFINITY, |s| s[h0 + r]);
+                softmax_weighted_sum(&mut probs[..seen], scale, sink, &values[first * hd..len * hd], o);
             }
         }
     }
@@ -533,15 +613,16 @@ fn interleave_groups(parts: &[Vec<f32>], n: usize, width: usize) -> Vec<f32> {
 
 per_instruction_set!(
     /// `o += Σ_t softmax(scale · scores)_t · values[t]`: one query's probabilities over its `scores.len()` positions
-    /// and the weighted sum of their value rows (`values` holds `scores.len()` rows of `o.len()`).
-    fn softmax_weighted_sum(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) => softmax_body
+    /// and the weighted sum of their value rows (`values` holds `scores.len()` rows of `o.len()`). A finite `sink` is
+    /// one more logit in the softmax that has no value row (GPT-OSS's attention sinks); `-inf` is none.
+    fn softmax_weighted_sum(scores: &mut [f32], scale: f32, sink: f32, values: &[f32], o: &mut [f32]) => softmax_body
 );
 
 /// The body of [`softmax_weighted_sum`], inlined into each instruction-set variant. Plain loops, not iterator
 /// adapters (an adapter's `fold` is a function of its own, compiled without the caller's target features), and
 /// sixteen partial sums (an f32 sum in order cannot be vectorised).
 #[inline(always)]
-fn softmax_body(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
+fn softmax_body(scores: &mut [f32], scale: f32, sink: f32, values: &[f32], o: &mut [f32]) {
     let hd = o.len();
     let main = scores.len() / 16 * 16;
     // Sixteen running maxima (`f32::max` in order is a chain of scalar compares, most of the softmax's time).
@@ -559,6 +640,10 @@ fn softmax_body(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
     for s in &mut scores[main..] {
         *s *= scale;
         max = if *s > max { *s } else { max };
+    }
+    let has_sink = sink > f32::NEG_INFINITY;
+    if has_sink && sink > max {
+        max = sink;
     }
     for s in scores.iter_mut() {
         *s = exp(*s - max);
@@ -578,6 +663,9 @@ fn softmax_body(scores: &mut [f32], scale: f32, values: &[f32], o: &mut [f32]) {
     }
     for s in &scores[main..] {
         sum += s;
+    }
+    if has_sink {
+        sum += exp(sink - max);
     }
     let inv = 1.0 / sum;
     match hd {
@@ -632,6 +720,8 @@ pub struct Transformer {
     lm_head: Linear,
     inv_freq: Vec<f64>,
     position_scale: f64,
+    /// YaRN's scale of cos and sin (1 otherwise).
+    rope_attention_factor: f32,
     weight_bytes: u64,
     quantised: QuantisedLoad,
 }
@@ -670,8 +760,166 @@ fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
                 .map(|f| f64::from(f as f32))
                 .collect()
         }
+        Some(RopeScaling::Yarn {
+            factor,
+            beta_fast,
+            beta_slow,
+            original_max_position_embeddings,
+            truncate,
+            ..
+        }) => {
+            // transformers' `_compute_yarn_parameters`: the correction range in f64, the blend in f32.
+            let dim = d as f64;
+            let log_base = cfg.rope_theta.ln();
+            let correction = |rotations: f64| {
+                dim * (original_max_position_embeddings / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                    / (2.0 * log_base)
+            };
+            let (mut low, mut high) = (correction(*beta_fast), correction(*beta_slow));
+            if *truncate {
+                (low, high) = (low.floor(), high.ceil());
+            }
+            let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+            if low == high {
+                high += 0.001;
+            }
+            let (low32, span32, factor32) = (low as f32, (high - low) as f32, *factor as f32);
+            (0..d / 2)
+                .map(|i| {
+                    let pos = (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32);
+                    let (extrapolated, interpolated) = (1.0f32 / pos, 1.0f32 / (factor32 * pos));
+                    let extrapolation = 1.0 - ((i as f32 - low32) / span32).clamp(0.0, 1.0);
+                    f64::from(interpolated * (1.0 - extrapolation) + extrapolated * extrapolation)
+                })
+                .collect()
+        }
         _ => base,
     }
+}
+
+/// The mixture of experts of layer prefix `p`: Mixtral's (`block_sparse_moe`, experts' `w1`/`w3`/`w2`), Qwen3-MoE's
+/// (`mlp.gate`, experts' `gate_proj`/`up_proj`/`down_proj`) or GPT-OSS's (`mlp.router` with a bias, and the experts
+/// stacked in one tensor each, see [`stacked_experts`]).
+fn moe(w: &Weights, q: &mut Quantiser, p: &str, cfg: &ModelConfig) -> Result<Mlp, Error> {
+    let (h, inter, n) = (cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_local_experts);
+    let (router_name, router_bias, experts, routing, act) = match cfg.arch {
+        Arch::GptOss => {
+            let m = format!("{p}.mlp.experts");
+            let gate_up_bias = w.get(&format!("{m}.gate_up_proj_bias"), &[n, 2 * inter])?;
+            let down_bias = w.get(&format!("{m}.down_proj_bias"), &[n, h])?;
+            let gate_up = stacked_experts(w, &format!("{m}.gate_up_proj"), n, 2 * inter, h)?;
+            let down = stacked_experts(w, &format!("{m}.down_proj"), n, h, inter)?;
+            let mut experts = Vec::with_capacity(n);
+            for (e, (gu, d)) in gate_up.into_iter().zip(down).enumerate() {
+                experts.push((
+                    Linear::new(q, &format!("{m}.gate_up_proj[{e}]"), gu, Some(gate_up_bias.get(e)?))?,
+                    Linear::new(q, &format!("{m}.down_proj[{e}]"), d, Some(down_bias.get(e)?))?,
+                ));
+            }
+            let bias = w.get(&format!("{p}.mlp.router.bias"), &[n])?;
+            let act = ExpertAct::ClampedSwiGlu {
+                alpha: 1.702,
+                limit: cfg.swiglu_limit,
+            };
+            (
+                format!("{p}.mlp.router.weight"),
+                Some(bias),
+                experts,
+                Routing::TopKSoftmax,
+                act,
+            )
+        }
+        _ => {
+            // (router, expert prefix, gate, up, down) names.
+            let (router, m, [g, u, d]) = if cfg.arch == Arch::Mixtral {
+                let m = format!("{p}.block_sparse_moe");
+                (format!("{m}.gate.weight"), m, ["w1", "w3", "w2"])
+            } else {
+                let m = format!("{p}.mlp");
+                (format!("{m}.gate.weight"), m, ["gate_proj", "up_proj", "down_proj"])
+            };
+            let mut experts = Vec::with_capacity(n);
+            for e in 0..n {
+                let names = [g, u].map(|x| format!("{m}.experts.{e}.{x}.weight"));
+                let w13 = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
+                let w2_name = format!("{m}.experts.{e}.{d}.weight");
+                let w2 = w.dense(&w2_name, h, inter)?;
+                experts.push((
+                    Linear::new(q, &names.join("+"), fuse(&w13, &names)?, None)?,
+                    Linear::new(q, &w2_name, w2, None)?,
+                ));
+            }
+            let routing = Routing::SoftmaxTopK {
+                normalise: cfg.norm_topk_prob,
+            };
+            (router, None, experts, routing, ExpertAct::SwiGlu)
+        }
+    };
+    Ok(Mlp::Moe {
+        router: w.get(&router_name, &[n, h])?,
+        router_bias,
+        experts,
+        top_k: cfg.num_experts_per_tok,
+        inter,
+        routing,
+        act,
+    })
+}
+
+/// GPT-OSS's experts of the stacked tensor `name`, each a `[rows, cols]` (output × input) matrix: MXFP4 as published
+/// (`{name}_blocks`, `[experts, rows, cols / 32, 16]`, and `{name}_scales`, `[experts, rows, cols / 32]`; see
+/// `mxfp4.rs`), or dense as transformers holds them (`name`, `[experts, cols, rows]`, input × output: each expert
+/// transposed into rows once, at load). Either way the mapped bytes are released once laid out anew: the experts are
+/// held once, at their stored size.
+fn stacked_experts(
+    w: &Weights,
+    name: &str,
+    experts: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<DenseWeight>, Error> {
+    use safetensors::Dtype;
+    let (blocks_name, scales_name) = (format!("{name}_blocks"), format!("{name}_scales"));
+    if w.contains(&blocks_name) {
+        if !cols.is_multiple_of(crate::dense::BLOCK) {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "tensor `{blocks_name}`: MXFP4 rows of {cols} values are not whole blocks of 32"
+            ))));
+        }
+        let per_row = cols / crate::dense::BLOCK;
+        let (_, blocks) = w.raw(&blocks_name, &[experts, rows, per_row, 16], &[Dtype::U8])?;
+        let (_, scales) = w.raw(&scales_name, &[experts, rows, per_row], &[Dtype::U8])?;
+        let out = (0..experts)
+            .map(|e| {
+                let b = &blocks[e * rows * per_row * 16..(e + 1) * rows * per_row * 16];
+                let s = &scales[e * rows * per_row..(e + 1) * rows * per_row];
+                DenseWeight::held(crate::mxfp4::interleave(b, s, rows, cols), Stored::Mxfp4, rows, cols)
+            })
+            .collect();
+        w.release(&blocks_name);
+        w.release(&scales_name);
+        return Ok(out);
+    }
+    let (dtype, bytes) = w.raw(name, &[experts, cols, rows], &[Dtype::F32, Dtype::F16, Dtype::BF16])?;
+    let (stored, size) = match dtype {
+        Dtype::F16 => (Stored::F16, 2),
+        Dtype::BF16 => (Stored::Bf16, 2),
+        _ => (Stored::F32, 4),
+    };
+    let out = (0..experts)
+        .map(|e| {
+            let src = &bytes[e * rows * cols * size..(e + 1) * rows * cols * size];
+            let mut t = vec![0u8; rows * cols * size];
+            for (i, input) in src.chunks_exact(rows * size).enumerate() {
+                for (j, v) in input.chunks_exact(size).enumerate() {
+                    t[(j * cols + i) * size..][..size].copy_from_slice(v);
+                }
+            }
+            DenseWeight::held(t, stored, rows, cols)
+        })
+        .collect();
+    w.release(name);
+    Ok(out)
 }
 
 impl Transformer {
@@ -691,12 +939,16 @@ impl Transformer {
     ) -> Result<Transformer, Error> {
         let mut w = Weights::open(dir)?;
         w.set_release_after_read(quantize.is_some());
-        let per_layer = if cfg.arch == Arch::Mixtral {
-            2 + 2 * cfg.num_local_experts
-        } else {
-            4
-        };
-        let mut q = Quantiser::new(quantize, cache, w.fingerprint(), cfg.num_hidden_layers * per_layer + 1);
+        let matrices: usize = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                if cfg.is_moe_layer(l) {
+                    2 + 2 * cfg.num_local_experts
+                } else {
+                    4
+                }
+            })
+            .sum();
+        let mut q = Quantiser::new(quantize, cache, w.fingerprint(), matrices + 1);
         let (h, hd, inter) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
         let (qd, kvd) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
         let embed = w.dense("model.embed_tokens.weight", cfg.vocab_size, h)?;
@@ -743,26 +995,16 @@ impl Transformer {
             } else {
                 (None, None)
             };
-            let mlp = if cfg.arch == Arch::Mixtral {
-                let m = format!("{p}.block_sparse_moe");
-                let router = w.get(&format!("{m}.gate.weight"), &[cfg.num_local_experts, h])?;
-                let mut experts = Vec::with_capacity(cfg.num_local_experts);
-                for e in 0..cfg.num_local_experts {
-                    let names = ["w1", "w3"].map(|n| format!("{m}.experts.{e}.{n}.weight"));
-                    let w13 = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
-                    let w2_name = format!("{m}.experts.{e}.w2.weight");
-                    let w2 = w.dense(&w2_name, h, inter)?;
-                    experts.push((
-                        Linear::new(&mut q, &names.join("+"), fuse(&w13, &names)?, None)?,
-                        Linear::new(&mut q, &w2_name, w2, None)?,
-                    ));
-                }
-                Mlp::Moe {
-                    router,
-                    experts,
-                    top_k: cfg.num_experts_per_tok,
-                    inter,
-                }
+            let sinks = if cfg.attention_sinks {
+                Some(
+                    w.get(&format!("{p}.self_attn.sinks"), &[cfg.num_attention_heads])?
+                        .to_vec1::<f32>()?,
+                )
+            } else {
+                None
+            };
+            let mlp = if cfg.is_moe_layer(l) {
+                moe(&w, &mut q, &p, &cfg)?
             } else {
                 let names = ["gate", "up"].map(|n| format!("{p}.mlp.{n}_proj.weight"));
                 let gate_up = [w.dense(&names[0], inter, h)?, w.dense(&names[1], inter, h)?];
@@ -779,6 +1021,7 @@ impl Transformer {
                 qkv,
                 q_norm,
                 k_norm,
+                sinks,
                 o,
                 post_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 mlp,
@@ -796,6 +1039,10 @@ impl Transformer {
             Some(RopeScaling::Linear { factor }) => 1.0 / factor,
             _ => 1.0,
         };
+        let model_cfg_yarn = match cfg.rope_scaling {
+            Some(RopeScaling::Yarn { attention_factor, .. }) => Some(attention_factor),
+            _ => None,
+        };
         let weight_bytes = w.total_bytes();
         let model = Transformer {
             inv_freq: inv_freq(&cfg),
@@ -805,6 +1052,10 @@ impl Transformer {
             norm,
             lm_head,
             position_scale,
+            rope_attention_factor: match model_cfg_yarn {
+                Some(a) => a as f32,
+                None => 1.0,
+            },
             weight_bytes,
             quantised,
         };
@@ -890,8 +1141,8 @@ impl Transformer {
             for f in &self.inv_freq {
                 // float32 product as in transformers, then cos/sin.
                 let a = (p as f32) * (*f as f32);
-                cos.push(a.cos());
-                sin.push(a.sin());
+                cos.push(a.cos() * self.rope_attention_factor);
+                sin.push(a.sin() * self.rope_attention_factor);
             }
         }
         (cos, sin)
@@ -968,7 +1219,7 @@ impl Transformer {
                         (nh, g),
                         (total, start, n),
                         scale as f32,
-                        window,
+                        (window, layer.sinks.as_deref()),
                     );
                     let _ = parts[t].set(part);
                 });
@@ -1009,7 +1260,15 @@ impl Transformer {
                     }
                 }
                 scores = scores.broadcast_add(&Tensor::from_vec(mask, (groups * n, len), &dev)?)?;
-                let probs = softmax_last_dim(&scores)?;
+                let probs = match &layer.sinks {
+                    // Each head's sink is one more logit, dropped after the softmax.
+                    Some(sinks) => {
+                        let column: Vec<f32> = (0..nkv * groups * n).map(|r| sinks[r / n]).collect();
+                        let column = Tensor::from_vec(column, (nkv, groups * n, 1), &dev)?;
+                        softmax_last_dim(&Tensor::cat(&[&scores, &column], 2)?)?.narrow(2, 0, len)?
+                    }
+                    None => softmax_last_dim(&scores)?,
+                };
                 let o = probs.matmul(&vall.contiguous()?)?; // [nkv, groups*n, hd]
                 let o = o.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
                 outs.push(o);
@@ -1114,7 +1373,7 @@ mod tests {
                 let e: Vec<f64> = scores.iter().map(|&s| (f64::from(s * scale) - max).exp()).collect();
                 let sum: f64 = e.iter().sum();
                 let mut o = vec![0.5f32; hd]; // it adds to what is there
-                super::softmax_weighted_sum(&mut scores.clone(), scale, &values, &mut o);
+                super::softmax_weighted_sum(&mut scores.clone(), scale, f32::NEG_INFINITY, &values, &mut o);
                 for (d, &got) in o.iter().enumerate() {
                     let want = 0.5
                         + (0..len)

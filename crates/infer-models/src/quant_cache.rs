@@ -105,6 +105,7 @@ fn stored_name(s: Stored) -> &'static str {
         Stored::Q8_0 => "q8_0",
         Stored::Q4_0 => "q4_0",
         Stored::Q4K => "q4k",
+        Stored::Mxfp4 => "mxfp4",
     }
 }
 
@@ -357,6 +358,10 @@ impl Quantiser {
     /// as stored when no quantisation applies (none asked for, or rows that are not whole blocks).
     pub(crate) fn matrix(&mut self, key: &str, w: DenseWeight) -> Result<DenseWeight, Error> {
         let Some(kind) = self.kind else { return Ok(w) };
+        // Weights stored quantised (GPT-OSS's MXFP4 experts) are run as they are, never quantised again.
+        if w.stored().is_quantised() {
+            return Ok(w);
+        }
         let (rows, cols) = (w.rows(), w.cols());
         // Q4_K needs rows of whole super-blocks of 256, Q8_0 and Q4_0 blocks of 32; rows of other lengths fall back
         // to Q4_0 (as llama.cpp's k-quants do), or stay as they are.

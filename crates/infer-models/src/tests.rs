@@ -181,7 +181,6 @@ fn refused_architectures_are_named() {
         ("GPTBigCodeForCausalLM", "gpt_bigcode"),
         ("MllamaForConditionalGeneration", "mllama"),
         ("Qwen2VLForConditionalGeneration", "qwen2_vl"),
-        ("GptOssForCausalLM", "gpt_oss"),
     ] {
         let dir = tiny(Family::Llama);
         edit_config(dir.path(), |v| {
@@ -198,6 +197,77 @@ fn refused_architectures_are_named() {
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read")).expect("json");
     assert_eq!(unsupported_architecture(&cfg), None);
+}
+
+#[test]
+fn qwen3_moe_layers_follow_mlp_only_layers_and_the_sparse_step() {
+    let cfg = |f: &dyn Fn(&mut serde_json::Value)| {
+        let dir = tiny(Family::Qwen3Moe);
+        edit_config(dir.path(), f);
+        ModelConfig::from_dir(dir.path())
+    };
+    let c = cfg(&|_| {}).expect("config");
+    assert_eq!(c.moe_layers, [true, false]);
+    assert_eq!(
+        (c.num_local_experts, c.num_experts_per_tok, c.moe_intermediate_size),
+        (8, 2, 32)
+    );
+    assert!(c.norm_topk_prob && c.qk_norm);
+    // Every second layer sparse (transformers: (layer + 1) % decoder_sparse_step == 0).
+    let c = cfg(&|v| {
+        v["mlp_only_layers"] = serde_json::json!([]);
+        v["decoder_sparse_step"] = serde_json::json!(2);
+    })
+    .expect("config");
+    assert_eq!(c.moe_layers, [false, true]);
+    // Both dense, and then the experts' fields are not needed.
+    let c = cfg(&|v| v["mlp_only_layers"] = serde_json::json!([0, 1])).expect("config");
+    assert_eq!(
+        (c.moe_layers.as_slice(), c.num_local_experts),
+        ([false, false].as_slice(), 0)
+    );
+    let m = {
+        let dir = tiny(Family::Qwen3Moe);
+        edit_config(dir.path(), |v| v["mlp_only_layers"] = serde_json::json!([]));
+        load_err(dir.path())
+    };
+    assert!(
+        m.contains("model.layers.1.mlp.experts.0.gate_proj.weight") && m.contains("missing"),
+        "{m}"
+    );
+    let e = cfg(&|v| v["num_experts_per_tok"] = serde_json::json!(9))
+        .expect_err("more experts per token than experts")
+        .to_string();
+    assert!(e.contains("num_experts_per_tok"), "{e}");
+}
+
+#[test]
+fn mxfp4_experts_are_run_as_stored_whatever_the_quantisation() {
+    let _kernel = crate::dense::fixed_kernel();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = TinyOptions {
+        mxfp4: true,
+        ..TinyOptions::new(Family::GptOss)
+    };
+    test_support::tiny_model_with(dir.path(), &opts).expect("tiny");
+    let full = load(dir.path(), None).expect("load");
+    // The experts are held (laid out with their scales), at the size they are stored in.
+    assert_eq!(full.held_weight_bytes(), full.weight_bytes());
+    let expert_bytes = full.heap_weight_bytes();
+    assert!(expert_bytes > 0);
+    let a = full.forward_all(&PROMPT, &mut full.new_cache()).expect("fwd");
+    let cache = cache_path(dir.path());
+    for (kind, bound) in [(Quantize::Q8_0, 0.5), (Quantize::Q4_0, 4.0)] {
+        let _ = std::fs::remove_file(&cache);
+        let q = load_cached(dir.path(), Some(kind), Some(&cache)).expect("load quantised");
+        // Every matrix but the experts quantised (q/k/v fused and o per layer, the head), their blocks mapped back from
+        // the cache; the experts held as they were.
+        assert_eq!(q.quantised_load().quantised, 2 * 2 + 1, "{kind}");
+        assert_eq!(q.heap_weight_bytes(), expert_bytes, "{kind}");
+        let b = q.forward_all(&PROMPT, &mut q.new_cache()).expect("fwd");
+        let d = max_abs_diff(&a, &b);
+        assert!(d > 0.0 && d < bound, "{kind} error {d}");
+    }
 }
 
 #[test]
@@ -250,11 +320,11 @@ fn bad_folders_fail_naming_the_file_tensor_or_field() {
     // A config field we do not understand.
     let dir = tiny(Family::Llama);
     edit_config(dir.path(), |v| {
-        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0})
+        v["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "factor": 4.0})
     });
     let e = load_err(dir.path());
     assert!(
-        e.contains("config.json") && e.contains("rope_scaling") && e.contains("yarn"),
+        e.contains("config.json") && e.contains("rope_scaling") && e.contains("longrope"),
         "{e}"
     );
     let dir = tiny(Family::Qwen3);
@@ -314,6 +384,25 @@ fn sliding_windows_follow_each_familys_rule() {
     })
     .expect("config");
     assert_eq!((c.window(0), c.window(1)), (None, Some(64)));
+    // GPT-OSS: the layers `layer_types` says slide (the even ones when it is absent, as transformers defaults).
+    let c = cfg(Family::GptOss, &|_| {}).expect("config");
+    assert_eq!((c.window(0), c.window(1)), (Some(4), None));
+    let c = cfg(Family::GptOss, &|v| {
+        v["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"])
+    })
+    .expect("config");
+    assert_eq!((c.window(0), c.window(1)), (None, Some(4)));
+    let c = cfg(Family::GptOss, &|v| {
+        v.as_object_mut().expect("object").remove("layer_types");
+    })
+    .expect("config");
+    assert_eq!((c.window(0), c.window(1)), (Some(4), None));
+    let e = cfg(Family::GptOss, &|v| {
+        v["layer_types"] = serde_json::json!(["sliding_attention", "chunked_attention"])
+    })
+    .expect_err("bad layer type")
+    .to_string();
+    assert!(e.contains("layer_types"), "{e}");
     // Llama has no window, whatever the config says.
     let c = cfg(Family::Llama, &|v| v["sliding_window"] = serde_json::json!(4)).expect("config");
     assert_eq!(c.window(0), None);
@@ -437,7 +526,13 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[test]
 fn a_quantised_load_writes_the_cache_and_later_loads_map_it_in_place() {
     let _kernel = crate::dense::fixed_kernel();
-    for family in [Family::Llama, Family::Qwen2, Family::Mixtral] {
+    for family in [
+        Family::Llama,
+        Family::Qwen2,
+        Family::Mixtral,
+        Family::Qwen3Moe,
+        Family::GptOss,
+    ] {
         let dir = tiny(family);
         let cache = cache_path(dir.path());
         for kind in [Quantize::Q8_0, Quantize::Q4_0] {
@@ -609,6 +704,8 @@ fn a_decode_step_reads_every_matrix_once_and_one_row_of_an_untied_embedding() {
     let tied = load(tok.path(), None).expect("load");
     assert_eq!(tied.decode_read_bytes(), tied.held_weight_bytes());
     // Mixture of experts: the routed experts only.
-    let moe = load(tiny(Family::Mixtral).path(), None).expect("load");
-    assert!(moe.decode_read_bytes() < moe.held_weight_bytes());
+    for family in [Family::Mixtral, Family::Qwen3Moe, Family::GptOss] {
+        let moe = load(tiny(family).path(), None).expect("load");
+        assert!(moe.decode_read_bytes() < moe.held_weight_bytes(), "{family}");
+    }
 }

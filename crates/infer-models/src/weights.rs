@@ -140,6 +140,12 @@ impl Weights {
 
     /// The entry of `name`, checked to have exactly `shape` and a float dtype.
     fn entry(&self, name: &str, shape: &[usize]) -> Result<&Entry, Error> {
+        use safetensors::Dtype;
+        self.entry_of(name, shape, &[Dtype::F32, Dtype::F16, Dtype::BF16])
+    }
+
+    /// The entry of `name`, checked to have exactly `shape` and one of `dtypes`.
+    fn entry_of(&self, name: &str, shape: &[usize], dtypes: &[safetensors::Dtype]) -> Result<&Entry, Error> {
         let Some(e) = self.entries.get(name) else {
             let files: Vec<String> = self.files.iter().map(|(p, _)| p.display().to_string()).collect();
             return Err(Error::MissingTensor {
@@ -156,14 +162,16 @@ impl Weights {
                 found: e.shape.clone(),
             });
         }
-        match e.dtype {
-            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16 => {}
-            other => {
-                return Err(Error::Safetensors {
-                    path: path.clone(),
-                    message: format!("tensor `{name}` has dtype {other:?}, expected F32, F16 or BF16"),
-                });
-            }
+        if !dtypes.contains(&e.dtype) {
+            let names: Vec<String> = dtypes.iter().map(|d| format!("{d:?}")).collect();
+            return Err(Error::Safetensors {
+                path: path.clone(),
+                message: format!(
+                    "tensor `{name}` has dtype {:?}, expected {}",
+                    e.dtype,
+                    names.join(" or ")
+                ),
+            });
         }
         let want = shape.iter().product::<usize>() * e.dtype.bitsize() / 8;
         if e.end - e.start != want {
@@ -194,6 +202,25 @@ impl Weights {
             rows,
             cols,
         ))
+    }
+
+    /// The stored bytes of `name`, checked to have exactly `shape` and one of `dtypes`, and its dtype: for tensors
+    /// the model lays out anew (MXFP4 blocks, transposed experts).
+    pub(crate) fn raw(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtypes: &[safetensors::Dtype],
+    ) -> Result<(safetensors::Dtype, &[u8]), Error> {
+        let e = self.entry_of(name, shape, dtypes)?;
+        Ok((e.dtype, &self.files[e.file].1[e.start..e.end]))
+    }
+
+    /// Drops the mapped pages of `name`, whose bytes were copied into another form.
+    pub(crate) fn release(&self, name: &str) {
+        if let Some(e) = self.entries.get(name) {
+            crate::dense::release_folios(&self.files[e.file].1, e.start..e.end);
+        }
     }
 
     /// Reads `name` as an f32 tensor of exactly `shape`.

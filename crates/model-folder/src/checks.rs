@@ -481,7 +481,16 @@ fn check_dtypes(config: Option<&Value>, tensors: &BTreeMap<&str, (&str, &header:
     use safetensors::Dtype;
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut odd = Vec::new();
+    // GPT-OSS is published with its experts in MXFP4 (`*_blocks` and `*_scales`, U8), which Custom Model Import
+    // takes as they are.
+    let mxfp4 = config.is_some_and(|c| {
+        c.get("model_type").and_then(Value::as_str) == Some("gpt_oss")
+            && c.pointer("/quantization_config/quant_method").and_then(Value::as_str) == Some("mxfp4")
+    });
     for (name, (_, t)) in tensors {
+        if mxfp4 && t.dtype == Dtype::U8 && (name.ends_with("_blocks") || name.ends_with("_scales")) {
+            continue;
+        }
         counts
             .entry(format!("{:?}", t.dtype))
             .and_modify(|c| *c += 1)
@@ -765,10 +774,30 @@ fn tokenizer_max_id(path: &Path) -> Option<u64> {
     vocab_max.max(added_max)
 }
 
+/// The ids GPT-OSS's generation config must list: `<|return|>`, `<|endoftext|>` and `<|call|>` as the folder's
+/// tokenizer numbers them ([`GPT_OSS_EOS`], the published tokenizer's, when it does not name all three).
+fn gpt_oss_eos(dir: &Path) -> Vec<u64> {
+    let mut scratch = Findings(Vec::new());
+    let ids: Option<Vec<u64>> = read_json(dir, "tokenizer.json", &mut scratch).and_then(|t| {
+        let added = t.get("added_tokens")?.as_array()?.clone();
+        ["<|return|>", "<|endoftext|>", "<|call|>"]
+            .iter()
+            .map(|name| {
+                added
+                    .iter()
+                    .find(|a| a.get("content").and_then(Value::as_str) == Some(name))
+                    .and_then(|a| a.get("id").and_then(Value::as_u64))
+            })
+            .collect()
+    });
+    ids.unwrap_or_else(|| GPT_OSS_EOS.to_vec())
+}
+
 fn check_gpt_oss(dir: &Path, f: &mut Findings) {
     let mut scratch = Findings(Vec::new());
+    let want_ids = gpt_oss_eos(dir);
     let fix = format!(
-        "set \"eos_token_id\": {GPT_OSS_EOS:?} in generation_config.json (the updated file from the model's repository)"
+        "set \"eos_token_id\": {want_ids:?} in generation_config.json (the updated file from the model's repository)"
     );
     match read_json(dir, "generation_config.json", &mut scratch) {
         None => f.error(
@@ -784,12 +813,12 @@ fn check_gpt_oss(dir: &Path, f: &mut Findings) {
             };
             let mut sorted = ids.clone();
             sorted.sort_unstable();
-            let mut want = GPT_OSS_EOS.to_vec();
+            let mut want = want_ids.clone();
             want.sort_unstable();
             if sorted != want {
                 f.error(
                     "gpt-oss-generation-config",
-                    format!("generation_config.json: eos_token_id is {ids:?}; GPT-OSS on Bedrock needs {GPT_OSS_EOS:?} (the older file causes errors at invocation)"),
+                    format!("generation_config.json: eos_token_id is {ids:?}; GPT-OSS on Bedrock needs {want_ids:?} (<|return|>, <|endoftext|>, <|call|>; the older file causes errors at invocation)"),
                     fix,
                 );
             }

@@ -495,3 +495,39 @@ fn gpt_oss_and_qwen3_moe_are_accepted_without_converse() {
     assert!(!r.instruct_supported);
     assert!(r.find("converse-unsupported-architecture").is_some());
 }
+
+#[test]
+fn gpt_oss_with_mxfp4_experts_and_its_own_eos_ids_passes() {
+    // As published: MXFP4 experts (U8 `_blocks` and `_scales`) under a `quantization_config`, bf16 elsewhere, and the
+    // generation config's three eos ids of the tokenizer's <|return|>, <|endoftext|> and <|call|>.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = TinyOptions {
+        mxfp4: true,
+        dtype: test_support::DType::BF16,
+        ..TinyOptions::new(Family::GptOss)
+    };
+    tiny_model_with(dir.path(), &opts).expect("tiny");
+    edit_json(&dir.path().join("config.json"), |v| {
+        v["torch_dtype"] = json!("bfloat16")
+    });
+    let r = check(dir.path()).expect("check");
+    assert_eq!(error_codes(dir.path()), Vec::<String>::new(), "{:#?}", r.findings);
+    assert!(r.find("dtype-mismatch").is_none(), "{:#?}", r.findings);
+    assert!(!r.instruct_supported);
+
+    // Without the quantization_config, U8 tensors are a quantised checkpoint that does not import.
+    edit_json(&dir.path().join("config.json"), |v| {
+        v.as_object_mut().expect("object").remove("quantization_config");
+    });
+    assert!(error_codes(dir.path()).contains(&"unsupported-dtype".to_string()));
+
+    // The tokenizer's ids are what the generation config must list.
+    let dir = tiny(Family::GptOss);
+    edit_json(&dir.path().join("generation_config.json"), |v| {
+        let ids = v["eos_token_id"].as_array().expect("ids").clone();
+        v["eos_token_id"] = json!(ids[..2]);
+    });
+    let r = check(dir.path()).expect("check");
+    let f = r.find("gpt-oss-generation-config").expect("finding");
+    assert_eq!(f.severity, Severity::Error);
+}

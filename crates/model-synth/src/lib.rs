@@ -33,16 +33,23 @@ pub enum Family {
     Qwen3,
     /// Mixtral (sparse mixture of experts), Mistral v0.3 chat template.
     Mixtral,
+    /// Qwen3-MoE (Qwen3's attention, sparse MoE blocks with a dense layer in `mlp_only_layers`), Qwen3's template.
+    Qwen3Moe,
+    /// GPT-OSS (attention sinks and biases, a sliding layer and a full one, YaRN rope, biased router, clamped-SwiGLU
+    /// experts; dense experts, or MXFP4 blocks with [`TinyOptions::mxfp4`]), the harmony chat template.
+    GptOss,
 }
 
 impl Family {
     /// Every family, in a stable order.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 7] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
         Family::Qwen3,
         Family::Mixtral,
+        Family::Qwen3Moe,
+        Family::GptOss,
     ];
 
     /// The lowercase name used on the command line and in fixture file names.
@@ -53,6 +60,8 @@ impl Family {
             Family::Qwen2 => "qwen2",
             Family::Qwen3 => "qwen3",
             Family::Mixtral => "mixtral",
+            Family::Qwen3Moe => "qwen3-moe",
+            Family::GptOss => "gpt-oss",
         }
     }
 
@@ -61,7 +70,8 @@ impl Family {
         match self {
             Family::Llama => chat_template::templates::LLAMA_3_1,
             Family::Qwen2 => chat_template::templates::QWEN_2_5,
-            Family::Qwen3 => chat_template::templates::QWEN_3,
+            Family::Qwen3 | Family::Qwen3Moe => chat_template::templates::QWEN_3,
+            Family::GptOss => chat_template::templates::GPT_OSS,
             Family::Mistral | Family::Mixtral => chat_template::templates::MISTRAL_V3,
         }
     }
@@ -75,7 +85,7 @@ impl fmt::Display for Family {
 
 /// The error of [`Family::from_str`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model family `{0}`: expected one of llama, mistral, qwen2, qwen3, mixtral")]
+#[error("unknown model family `{0}`: expected one of llama, mistral, qwen2, qwen3, mixtral, qwen3-moe, gpt-oss")]
 pub struct UnknownFamily(pub String);
 
 impl FromStr for Family {
@@ -88,6 +98,8 @@ impl FromStr for Family {
             "qwen2" => Ok(Family::Qwen2),
             "qwen3" => Ok(Family::Qwen3),
             "mixtral" => Ok(Family::Mixtral),
+            "qwen3-moe" | "qwen3_moe" => Ok(Family::Qwen3Moe),
+            "gpt-oss" | "gpt_oss" => Ok(Family::GptOss),
             _ => Err(UnknownFamily(s.to_string())),
         }
     }
@@ -132,6 +144,10 @@ pub struct TinyOptions {
     /// the largest of the other few hundred random logits is positive: greedy generation then never ends on its
     /// own and runs to `max_tokens`. For tests that need a generation to keep its place in the batch.
     pub endless: bool,
+    /// GPT-OSS: write the experts as the published checkpoints do, MXFP4 blocks and scales (U8), with the
+    /// `quantization_config` that says so. The same seed gives the same experts either way: the dense ones are the
+    /// blocks dequantised (exact in every dtype).
+    pub mxfp4: bool,
 }
 
 impl TinyOptions {
@@ -144,6 +160,7 @@ impl TinyOptions {
             sharded: false,
             chat_template: None,
             endless: false,
+            mxfp4: false,
         }
     }
 }
@@ -187,6 +204,10 @@ pub(crate) struct ModelSpec {
     pub(crate) kv_heads: usize,
     pub(crate) head_dim: usize,
     pub(crate) experts: usize,
+    /// Width of an expert's MLP.
+    pub(crate) moe_inter: usize,
+    /// Per layer: whether its MLP is a mixture of experts.
+    pub(crate) moe_layers: Vec<bool>,
     pub(crate) tied: bool,
 }
 
@@ -198,18 +219,37 @@ impl ModelSpec {
             Some("qwen2") => Family::Qwen2,
             Some("qwen3") => Family::Qwen3,
             Some("mixtral") => Family::Mixtral,
+            Some("qwen3_moe") => Family::Qwen3Moe,
+            Some("gpt_oss") => Family::GptOss,
             _ => Family::Llama,
         };
+        let layers = u("num_hidden_layers");
+        let only: Vec<u64> = c["mlp_only_layers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let moe_layers = (0..layers)
+            .map(|l| match family {
+                Family::Mixtral | Family::GptOss => true,
+                Family::Qwen3Moe => !only.contains(&(l as u64)),
+                _ => false,
+            })
+            .collect();
         ModelSpec {
             family,
             vocab: u("vocab_size"),
             hidden: u("hidden_size"),
             inter: u("intermediate_size"),
-            layers: u("num_hidden_layers"),
+            layers,
             heads: u("num_attention_heads"),
             kv_heads: u("num_key_value_heads"),
             head_dim: u("head_dim"),
-            experts: u("num_local_experts"),
+            experts: u("num_local_experts").max(u("num_experts")),
+            moe_inter: match family {
+                Family::Qwen3Moe => u("moe_intermediate_size"),
+                _ => u("intermediate_size"),
+            },
+            moe_layers,
             tied: c["tie_word_embeddings"].as_bool().unwrap_or(false),
         }
     }
@@ -277,13 +317,16 @@ fn config_json(opts: &TinyOptions, vocab_size: usize) -> Value {
                 m.insert("output_router_logits".into(), json!(false));
             }
         }
-        Family::Qwen2 | Family::Qwen3 => {
-            let q3 = opts.family == Family::Qwen3;
-            m.insert(
-                "architectures".into(),
-                json!([if q3 { "Qwen3ForCausalLM" } else { "Qwen2ForCausalLM" }]),
-            );
-            m.insert("model_type".into(), json!(if q3 { "qwen3" } else { "qwen2" }));
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+            let q3 = opts.family != Family::Qwen2;
+            let moe = opts.family == Family::Qwen3Moe;
+            let (class, model_type) = match opts.family {
+                Family::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+                Family::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+                _ => ("Qwen3MoeForCausalLM", "qwen3_moe"),
+            };
+            m.insert("architectures".into(), json!([class]));
+            m.insert("model_type".into(), json!(model_type));
             m.insert("rope_theta".into(), json!(1000000.0));
             m.insert("sliding_window".into(), Value::Null);
             m.insert("use_sliding_window".into(), json!(false));
@@ -292,6 +335,53 @@ fn config_json(opts: &TinyOptions, vocab_size: usize) -> Value {
             m.insert("bos_token_id".into(), json!(tok.special_id("<|endoftext|>")));
             if q3 {
                 m.insert("attention_bias".into(), json!(false));
+            }
+            if moe {
+                // Eight experts, two a token, so that positions go to different experts; layer 1 dense (the
+                // `mlp_only_layers` switch); untied, as Qwen3-30B-A3B.
+                m.insert("num_experts".into(), json!(8));
+                m.insert("num_experts_per_tok".into(), json!(2));
+                m.insert("moe_intermediate_size".into(), json!(32));
+                m.insert("decoder_sparse_step".into(), json!(1));
+                m.insert("mlp_only_layers".into(), json!([1]));
+                m.insert("norm_topk_prob".into(), json!(true));
+                m.insert("router_aux_loss_coef".into(), json!(0.001));
+                m.insert("output_router_logits".into(), json!(false));
+                m.insert("tie_word_embeddings".into(), json!(false));
+            }
+        }
+        Family::GptOss => {
+            m.insert("architectures".into(), json!(["GptOssForCausalLM"]));
+            m.insert("model_type".into(), json!("gpt_oss"));
+            // Experts as wide as the model (GPT-OSS-20B: 2880 both), whole MXFP4 blocks of 32.
+            m.insert("intermediate_size".into(), json!(64));
+            m.insert("num_local_experts".into(), json!(4));
+            m.insert("num_experts_per_tok".into(), json!(2));
+            m.insert("experts_per_token".into(), json!(2));
+            m.insert("attention_bias".into(), json!(true));
+            // A sliding layer and a full one, the window shorter than the fixtures' prompt.
+            m.insert("layer_types".into(), json!(["sliding_attention", "full_attention"]));
+            m.insert("sliding_window".into(), json!(4));
+            m.insert("rope_theta".into(), json!(150000.0));
+            // YaRN with a small original context, so that the 8 frequencies are extrapolated, blended and
+            // interpolated; `truncate: false` as the published configs say.
+            m.insert(
+                "rope_scaling".into(),
+                json!({"rope_type": "yarn", "factor": 8.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                       "original_max_position_embeddings": 64, "truncate": false}),
+            );
+            m.insert("swiglu_limit".into(), json!(7.0));
+            m.insert("router_aux_loss_coef".into(), json!(0.9));
+            m.insert("output_router_logits".into(), json!(false));
+            m.insert("tie_word_embeddings".into(), json!(false));
+            m.insert("eos_token_id".into(), json!(tok.special_id("<|return|>")));
+            m.insert("pad_token_id".into(), json!(tok.special_id("<|endoftext|>")));
+            if opts.mxfp4 {
+                m.insert(
+                    "quantization_config".into(),
+                    json!({"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn",
+                           "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}),
+                );
             }
         }
     }

@@ -136,3 +136,66 @@ fn family_names_parse_and_print() {
     }
     assert!("t5".parse::<Family>().unwrap_err().to_string().contains("`t5`"));
 }
+
+#[test]
+fn gpt_oss_experts_are_mxfp4_blocks_or_their_dequantisation_transposed() {
+    let write = |mxfp4| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = TinyOptions {
+            mxfp4,
+            ..TinyOptions::new(Family::GptOss)
+        };
+        tiny_model_with(dir.path(), &o).expect("tiny model");
+        let config = read_json(&dir.path().join("config.json"));
+        (
+            std::fs::read(dir.path().join("model.safetensors")).expect("read"),
+            config,
+        )
+    };
+    let ((dense, dense_config), (packed, packed_config)) = (write(false), write(true));
+    assert!(dense_config.get("quantization_config").is_none());
+    assert_eq!(packed_config["quantization_config"]["quant_method"], "mxfp4");
+    let dense = safetensors::SafeTensors::deserialize(&dense).expect("dense");
+    let packed = safetensors::SafeTensors::deserialize(&packed).expect("mxfp4");
+    let (e, h, i) = (4usize, 64usize, 64usize);
+    let x = "model.layers.1.mlp.experts";
+    let blocks = packed.tensor(&format!("{x}.gate_up_proj_blocks")).expect("blocks");
+    let scales = packed.tensor(&format!("{x}.gate_up_proj_scales")).expect("scales");
+    assert_eq!(
+        (blocks.dtype(), blocks.shape()),
+        (safetensors::Dtype::U8, &[e, 2 * i, h / 32, 16][..])
+    );
+    assert_eq!(
+        (scales.dtype(), scales.shape()),
+        (safetensors::Dtype::U8, &[e, 2 * i, h / 32][..])
+    );
+    let wide = dense.tensor(&format!("{x}.gate_up_proj")).expect("dense experts");
+    assert_eq!(wide.shape(), [e, h, 2 * i]);
+    let wide: Vec<f32> = wide
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    // Value (expert 3, output row 5, input column 33): the high nibble of block 1's byte 0 of that row.
+    let (ex, row, col) = (3usize, 5usize, 33usize);
+    let byte = blocks.data()[((ex * 2 * i + row) * (h / 32) + col / 32) * 16 + (col % 32) / 2];
+    let scale = 2f32.powi(i32::from(scales.data()[(ex * 2 * i + row) * (h / 32) + col / 32]) - 127);
+    let want = E2M1_FOR_TESTS[usize::from(byte >> 4)] * scale;
+    assert_eq!(wide[(ex * h + col) * 2 * i + row], want);
+    // Everything else is the same tensors.
+    for name in [
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.sinks",
+        "model.layers.0.mlp.router.bias",
+    ] {
+        assert_eq!(
+            dense.tensor(name).expect(name).data(),
+            packed.tensor(name).expect(name).data(),
+            "{name}"
+        );
+    }
+}
+
+const E2M1_FOR_TESTS: [f32; 16] = [
+    0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+];

@@ -71,7 +71,18 @@ fn special_tokens(family: Family) -> Vec<(&'static str, bool)> {
             ("<tool_call>", false),
             ("</tool_call>", false),
         ],
-        Family::Qwen3 => vec![
+        Family::GptOss => vec![
+            ("<|startoftext|>", true),
+            ("<|endoftext|>", true),
+            ("<|return|>", true),
+            ("<|constrain|>", true),
+            ("<|channel|>", true),
+            ("<|start|>", true),
+            ("<|end|>", true),
+            ("<|message|>", true),
+            ("<|call|>", true),
+        ],
+        Family::Qwen3 | Family::Qwen3Moe => vec![
             ("<|endoftext|>", true),
             ("<|im_start|>", true),
             ("<|im_end|>", true),
@@ -215,13 +226,17 @@ impl TinyTokenizer {
         match self.family {
             Family::Llama => Some("<|begin_of_text|>"),
             Family::Mistral | Family::Mixtral => Some("<s>"),
-            Family::Qwen2 | Family::Qwen3 => None,
+            Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::GptOss => None,
         }
     }
 
-    /// The BOS id (Qwen has none and reports `<|endoftext|>` like its config does).
+    /// The BOS id (Qwen has none and reports `<|endoftext|>` like its config does; GPT-OSS names
+    /// `<|startoftext|>` but never adds it).
     pub fn bos_id(&self) -> u32 {
-        self.id(self.bos_token().unwrap_or("<|endoftext|>"))
+        match self.family {
+            Family::GptOss => self.id("<|startoftext|>"),
+            _ => self.id(self.bos_token().unwrap_or("<|endoftext|>")),
+        }
     }
 
     /// The chat EOS token (the one the template ends a turn with).
@@ -229,7 +244,8 @@ impl TinyTokenizer {
         match self.family {
             Family::Llama => "<|eot_id|>",
             Family::Mistral | Family::Mixtral => "</s>",
-            Family::Qwen2 | Family::Qwen3 => "<|im_end|>",
+            Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => "<|im_end|>",
+            Family::GptOss => "<|return|>",
         }
     }
 
@@ -238,7 +254,9 @@ impl TinyTokenizer {
         match self.family {
             Family::Llama => vec![self.id("<|end_of_text|>"), self.id("<|eom_id|>"), self.id("<|eot_id|>")],
             Family::Mistral | Family::Mixtral => vec![self.id("</s>")],
-            Family::Qwen2 | Family::Qwen3 => vec![self.id("<|im_end|>"), self.id("<|endoftext|>")],
+            Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => vec![self.id("<|im_end|>"), self.id("<|endoftext|>")],
+            // As GPT-OSS's updated generation_config.json: <|return|>, <|endoftext|>, <|call|>.
+            Family::GptOss => vec![self.id("<|return|>"), self.id("<|endoftext|>"), self.id("<|call|>")],
         }
     }
 
@@ -331,7 +349,11 @@ impl TinyTokenizer {
             Family::Mistral | Family::Mixtral => {
                 m.insert("unk_token".into(), json!("<unk>"));
             }
-            Family::Qwen2 | Family::Qwen3 => {
+            Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+                m.insert("pad_token".into(), json!("<|endoftext|>"));
+            }
+            Family::GptOss => {
+                m.insert("bos_token".into(), json!("<|startoftext|>"));
                 m.insert("pad_token".into(), json!("<|endoftext|>"));
             }
             Family::Llama => {}

@@ -25,7 +25,7 @@ enum DevCommand {
 struct TinyModelArgs {
     /// Output folder (created if missing).
     out_dir: PathBuf,
-    /// Model family: llama, mistral, qwen2, qwen3 or mixtral.
+    /// Model family: llama, mistral, qwen2, qwen3, mixtral, qwen3-moe or gpt-oss.
     #[arg(long, default_value = "llama")]
     family: Family,
     /// Seed of the random weights.
@@ -40,6 +40,9 @@ struct TinyModelArgs {
     /// Make the end tokens unreachable for greedy decoding, so a generation runs to its max_tokens.
     #[arg(long)]
     endless: bool,
+    /// GPT-OSS: write the experts as MXFP4 blocks and scales, as the published checkpoints do.
+    #[arg(long)]
+    mxfp4: bool,
 }
 
 fn parse_dtype(s: &str) -> Result<DType, String> {
@@ -61,6 +64,7 @@ pub(crate) async fn run(args: Args, _ctx: &Ctx) -> Result<ExitCode> {
                 sharded: a.sharded,
                 chat_template: None,
                 endless: a.endless,
+                mxfp4: a.mxfp4,
             };
             model_synth::tiny_model_with(&a.out_dir, &opts)
                 .with_context(|| format!("writing the tiny {} model to {}", a.family, a.out_dir.display()))?;
