@@ -454,7 +454,10 @@ fn steps(b: &Browser, url: &str, tiny: &Path, home: &Path) {
     let mut attempts = 0;
     while b.count("details.tool.ok, details.tool.failed") == 0 {
         attempts += 1;
-        assert!(attempts <= 4, "no tool round trip in 4 turns with a forced list_files call");
+        assert!(
+            attempts <= 4,
+            "no tool round trip in 4 turns with a forced list_files call"
+        );
         b.set("#chat-tool-choice", "list_files");
         b.set("#chat-input", "Which files are in the workspace?");
         b.click("#chat-send");
@@ -468,7 +471,10 @@ fn steps(b: &Browser, url: &str, tiny: &Path, home: &Path) {
     let mut attempts = 0;
     while b.count(".approval .run") == 0 {
         attempts += 1;
-        assert!(attempts <= 4, "no command to approve in 4 turns with a forced run_command call");
+        assert!(
+            attempts <= 4,
+            "no command to approve in 4 turns with a forced run_command call"
+        );
         b.set("#chat-tool-choice", "run_command");
         b.set("#chat-input", "Run a command.");
         b.click("#chat-send");
