@@ -207,12 +207,12 @@ fn table_rows(lang: Lang, rows: &[Row]) -> String {
                 );
             }
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr data-search=\"{search}\"><td class=\"name\">{name}{live}{unregistered}</td>\
              <td><span class=\"src {src_class}\">{src}</span></td><td class=\"mono id\" title=\"{id}\">{id}</td>\
              <td>{provider}</td><td>{converse}</td><td>{tools}</td><td>{stream}</td>\
-             <td class=\"num\">{context}</td><td class=\"num\">{max}</td><td class=\"actions\">{actions}</td></tr>\n",
+             <td class=\"num\">{context}</td><td class=\"num\">{max}</td><td class=\"actions\">{actions}</td></tr>",
             search = esc(&format!("{} {} {}", r.name, r.provider, r.model_id).to_lowercase()),
             id = esc(&r.model_id),
             provider = esc(&r.provider),
