@@ -42,6 +42,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // The agent's MCP tools, over the agent's tool interface.
     ("mcp-tools", &["converse-agent"]),
+    // The web chat: the registry, the agent and the import pipeline behind one router (the binary mounts it).
+    (
+        "web-ui",
+        &["bedrock-import", "converse-agent", "model-folder", "model-registry"],
+    ),
     // Test helpers: a dev-dependency only (checked below).
     ("test-support", &["model-synth"]),
     // The binary: every shipped crate, never test-support.
@@ -59,6 +64,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "infer-engine",
             "bedrock-server",
             "mcp-tools",
+            "web-ui",
         ],
     ),
     ("xtask", &[]),
@@ -103,6 +109,9 @@ const RULES: &[(&str, &[&str], bool)] = &[
     ),
     ("infer-engine", &["axum", "hyper", "aws-sdk-", "aws-config"], true),
     ("bedrock-server", &["clap", "indicatif"], false),
+    // The web chat: served by whichever server mounts it, never the engine or the server itself.
+    ("web-ui", &["candle-", "clap", "bedrock-server", "infer-"], true),
+    ("web-ui", &["indicatif"], false),
 ];
 
 /// Only the binary and xtask may use these.

@@ -27,6 +27,9 @@ pub(crate) const MAX_BODY: usize = 25_000_000;
 /// Path of the unauthenticated health probe (not a valid bucket name, so it never shadows S3).
 pub(crate) const HEALTH_PATH: &str = "/_cmi/health";
 const ENDPOINT_FILE: &str = "endpoint.json";
+/// Path prefix of an app mounted beside the Bedrock APIs (`RunningServer::mount`): `ui` is no valid bucket name (S3
+/// wants 3 characters at least), so it never shadows S3.
+pub(crate) const MOUNT_PREFIX: &str = "/ui";
 
 pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let data_dir = config.data_dir.clone();
@@ -65,6 +68,7 @@ pub(crate) async fn start(config: ServerConfig) -> Result<RunningServer, Error> 
         s3,
         models_dir,
         invocations: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        mounted: std::sync::OnceLock::new(),
     });
     jobs::resume(&app);
     start_idle_unload(&app);
@@ -123,10 +127,28 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request<Body>) -> Response {
             &serde_json::json!({"status": "ok", "service": "cmi-local-bedrock", "region": app.region()}),
         );
     }
+    if is_mounted(path) {
+        return match app.mounted.get() {
+            Some(router) => {
+                use tower::ServiceExt as _;
+                match router.clone().oneshot(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+            None => (StatusCode::NOT_FOUND, "nothing is served here\n").into_response(),
+        };
+    }
     if is_bedrock(path) {
         return bedrock(app, req).await;
     }
     app.s3.call(req).await
+}
+
+/// `/ui` and everything under `/ui/`.
+fn is_mounted(path: &str) -> bool {
+    path.strip_prefix(MOUNT_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn is_bedrock(path: &str) -> bool {

@@ -216,6 +216,12 @@ impl RunningServer {
     pub fn prefix_caches(&self) -> Vec<(String, infer_engine::PrefixCacheStats)> {
         self.app.prefix_caches()
     }
+    /// Serves `router` under `/ui` on this server's port, beside the Bedrock APIs (which keep their own
+    /// authentication; the mounted app does its own). The router sees the whole path (`/ui/...`). Only the first
+    /// call mounts anything; it returns false when an app was mounted already.
+    pub fn mount(&self, router: axum::Router) -> bool {
+        self.app.mounted.set(router).is_ok()
+    }
     /// Stops accepting connections and waits until the server task has ended.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -22,6 +22,8 @@ pub(crate) struct App {
     pub(crate) models_dir: PathBuf,
     pub(crate) runtime: Models,
     pub(crate) invocations: Arc<std::sync::atomic::AtomicUsize>,
+    /// An app mounted under [`crate::app::MOUNT_PREFIX`] (the web UI), set once after the server has started.
+    pub(crate) mounted: std::sync::OnceLock<axum::Router>,
 }
 
 /// A counted in-flight Invoke request; released on drop.

@@ -95,7 +95,7 @@ impl Paths {
 }
 
 /// Everything a subcommand needs from the command line and the environment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ctx {
     pub(crate) global: GlobalArgs,
     pub(crate) paths: Paths,
@@ -279,7 +279,7 @@ fn static_credentials(c: &bedrock_server::Credentials) -> Credentials {
 
 /// True when the standard AWS credential sources are configured (environment or shared files); the check is cheap and
 /// offline, so a machine without AWS never waits on instance-metadata timeouts.
-fn aws_credentials_configured() -> bool {
+pub(crate) fn aws_credentials_configured() -> bool {
     let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     if env_set("AWS_ACCESS_KEY_ID") || env_set("AWS_PROFILE") || env_set("AWS_WEB_IDENTITY_TOKEN_FILE") {
         return true;

@@ -155,6 +155,17 @@ impl Agent {
         &self.config
     }
 
+    /// Sets the `toolChoice` of each turn's first model call from now on (`any`, `auto` or a tool's name; `None`:
+    /// the model decides), as [`AgentConfig::first_tool_choice`].
+    pub fn set_first_tool_choice(&mut self, choice: Option<String>) {
+        self.config.first_tool_choice = choice;
+    }
+
+    /// Sets `maxTokens` per call from now on (`None`: the entry's `maxTokensLimit`, which also caps it).
+    pub fn set_max_tokens(&mut self, max_tokens: Option<u32>) {
+        self.config.max_tokens = max_tokens;
+    }
+
     /// Whether ConverseStream is used when tools are on (false after a refusal, or per the entry).
     pub fn streams_with_tools(&self) -> bool {
         self.stream_tools

@@ -45,6 +45,21 @@ pub enum Record {
     },
 }
 
+/// A saved session, as [`Session::list`] describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// Its ID (the file stem).
+    pub id: String,
+    /// The model it was started with.
+    pub model: String,
+    /// When the file last changed.
+    pub modified: std::time::SystemTime,
+    /// The first question, cut to 80 characters.
+    pub title: String,
+    /// Messages saved (before withdrawals).
+    pub messages: usize,
+}
+
 /// An open session.
 #[derive(Debug)]
 pub struct Session {
@@ -173,6 +188,75 @@ impl Session {
             messages,
             file,
         })
+    }
+
+    /// Opens a session to go on with it: replays it as [`Session::open`] does, and saves the interrupted answer it
+    /// found after the last saved message (a cancelled or crashed turn) as a message, so that it stays in the history
+    /// once later turns are saved after it. `cmi chat --resume` and the web chat both resume this way.
+    pub fn resume(path: &Path) -> Result<Session, Error> {
+        let mut session = Session::open(path)?;
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let saved = text
+            .lines()
+            .fold(0usize, |n, l| match serde_json::from_str::<Record>(l) {
+                Ok(Record::Message { .. }) => n + 1,
+                Ok(Record::Withdrawn { messages }) => n.saturating_sub(messages),
+                _ => n,
+            });
+        if session.messages.len() > saved
+            && let Some(interrupted) = session.messages.pop()
+        {
+            session.record(&AgentEvent::Message(interrupted))?;
+        }
+        Ok(session)
+    }
+
+    /// The sessions in `dir`, most recently modified first: each one's ID, model, modification time and first
+    /// question (a title for a list). Files that cannot be read are left out.
+    pub fn list(dir: &Path) -> Result<Vec<SessionInfo>, Error> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io(dir)(e)),
+        };
+        let mut out = vec![];
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "jsonl") {
+                continue;
+            }
+            let Ok(modified) = e.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let mut info = SessionInfo {
+                id: p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                model: String::new(),
+                modified,
+                title: String::new(),
+                messages: 0,
+            };
+            for line in text.lines() {
+                match serde_json::from_str::<Record>(line) {
+                    Ok(Record::Meta { model, .. }) => info.model = model,
+                    Ok(Record::Message { message }) => {
+                        info.messages += 1;
+                        if info.title.is_empty() && message.role == Role::User {
+                            info.title = message.text().chars().take(80).collect();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(info);
+        }
+        out.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| b.id.cmp(&a.id)));
+        Ok(out)
     }
 
     /// The most recently modified session in `dir`.

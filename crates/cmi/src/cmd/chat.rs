@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use converse_agent::invoke::InvokeBackend;
-use converse_agent::session::{Record, Session};
+use converse_agent::session::Session;
 use converse_agent::tools::{Approver, ToolSet, Workspace};
 use converse_agent::{Agent, AgentConfig, AgentEvent, Api, Message, RetryPolicy, TurnOutcome};
 use model_registry::{Availability, Registry, ResolvedModel};
@@ -42,7 +42,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = ".")]
     workspace: PathBuf,
     /// How long to keep retrying a cold imported model (ModelNotReadyException): `90s`, `10m`, `1h`.
-    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+    #[arg(long, default_value = DEFAULT_COLD_START, value_parser = super::parse_duration)]
     cold_start_timeout: Duration,
     /// Offer no tools to the model.
     #[arg(long)]
@@ -54,11 +54,7 @@ pub(crate) struct Args {
     #[arg(long)]
     max_tokens: Option<u32>,
     /// Commands (program names) `run_command` may run without asking.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "ls,cat,pwd,echo,head,tail,wc,grep,find"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ALLOW)]
     allow: Vec<String>,
     /// Sampling temperature (0 = greedy); the model's default when not given.
     #[arg(long)]
@@ -78,6 +74,53 @@ pub(crate) struct Args {
     /// How long one MCP tool call may take before the model is told it timed out.
     #[arg(long, default_value = "120s", value_parser = super::parse_duration)]
     mcp_timeout: Duration,
+}
+
+/// Commands `run_command` runs without asking, unless `--allow` says otherwise (the web chat uses the same list).
+pub(crate) const DEFAULT_ALLOW: &str = "ls,cat,pwd,echo,head,tail,wc,grep,find";
+/// How long a cold model is retried, unless `--cold-start-timeout` says otherwise.
+pub(crate) const DEFAULT_COLD_START: &str = "10m";
+
+/// An agent for `model` as `cmi chat` makes one with its defaults: the built-in tools confined to `workspace`,
+/// `approver` asked before a command outside [`DEFAULT_ALLOW`] runs. The web chat's agents are made here.
+pub(crate) async fn default_agent(ctx: &Ctx, model: &str, workspace: &Path, approver: Approver) -> Result<Agent> {
+    let registry_file = ctx.paths.registry_file();
+    let registry = super::models::load(&registry_file)?;
+    let workspace =
+        Workspace::new(workspace).with_context(|| format!("workspace directory {}", workspace.display()))?;
+    let target = ctx.aws().await?;
+    let resolved = registry.resolve(model, &target.region)?;
+    let client = aws_sdk_bedrockruntime::Client::new(&target.sdk);
+    let mut config = AgentConfig::new(resolved.model_id.clone(), resolved.entry.clone());
+    config.retry = RetryPolicy {
+        cold_start_timeout: super::parse_duration(DEFAULT_COLD_START).map_err(anyhow::Error::msg)?,
+        ..RetryPolicy::default()
+    };
+    let allow = DEFAULT_ALLOW.split(',').map(str::to_string).collect();
+    let tools = ToolSet::builtin(workspace, approver, allow, false);
+    agent_on(&client, config, tools, &resolved, ctx, &target).await
+}
+
+/// The agent on `client`, remembering a refusal to stream with tools in the registry, and on InvokeModel with the
+/// model's own template when the entry has no Converse.
+async fn agent_on(
+    client: &aws_sdk_bedrockruntime::Client,
+    config: AgentConfig,
+    tools: ToolSet,
+    resolved: &ResolvedModel,
+    ctx: &Ctx,
+    target: &crate::ctx::AwsTarget,
+) -> Result<Agent> {
+    let mut agent = Agent::new(client, config, tools).on_streaming_refused(remember_refusal(
+        ctx.paths.registry_file(),
+        resolved.clone(),
+        target.region.clone(),
+    ));
+    if !resolved.entry.uses_converse() {
+        let backend = invoke_backend(resolved, ctx, target).await?;
+        agent = agent.with_invoke(backend);
+    }
+    Ok(agent)
 }
 
 pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
@@ -140,15 +183,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         Some(config) => Some(connect_mcp(config, &mut tools, args.mcp_timeout, args.json).await),
         None => None,
     };
-    let mut agent = Agent::new(&client, config, tools).on_streaming_refused(remember_refusal(
-        registry_file.clone(),
-        resolved.clone(),
-        target.region.clone(),
-    ));
-    if !resolved.entry.uses_converse() {
-        let backend = invoke_backend(&resolved, ctx, &target).await?;
-        agent = agent.with_invoke(backend);
-    }
+    let mut agent = agent_on(&client, config, tools, &resolved, ctx, &target).await?;
 
     let mut session = match session.take() {
         Some(s) => s,
@@ -418,27 +453,9 @@ fn end_note(outcome: &TurnOutcome) -> Option<String> {
     }
 }
 
-/// Opens a session file and replays it. Text streamed after its last message (a turn cancelled or cut short by a
-/// crash) comes back as an interrupted answer; that answer is saved as a message, so that it stays in the history
-/// once later turns are saved after it.
+/// Opens a session file to go on with it ([`Session::resume`]: an interrupted answer is kept as a message).
 fn replay(path: &Path) -> Result<Session> {
-    let mut session = Session::open(path)?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let saved = text
-        .lines()
-        .fold(0usize, |n, l| match serde_json::from_str::<Record>(l) {
-            Ok(Record::Message { .. }) => n + 1,
-            Ok(Record::Withdrawn { messages }) => n.saturating_sub(messages),
-            _ => n,
-        });
-    if session.messages.len() > saved
-        && let Some(interrupted) = session.messages.pop()
-    {
-        session
-            .record(&AgentEvent::Message(interrupted))
-            .with_context(|| format!("saving {}", path.display()))?;
-    }
-    Ok(session)
+    Ok(Session::resume(path)?)
 }
 
 /// Asks on the terminal before running a command (declines when there is no terminal to ask on).

@@ -461,6 +461,18 @@ fn s3_client(target: &AwsTarget) -> aws_sdk_s3::Client {
 
 /// The folder to import: a local directory, or a repo id downloaded into the Hugging Face cache (its snapshot folder).
 async fn resolve_source(source: &str, quiet: bool) -> Result<PathBuf> {
+    if Path::new(source).is_dir() {
+        return Ok(PathBuf::from(source));
+    }
+    let display = Display::new(quiet, quiet);
+    display.set_message("download");
+    let dir = resolve_source_with(source, &display, quiet).await;
+    display.finish();
+    dir
+}
+
+/// [`resolve_source`], the download reported to `progress` (and told on stderr unless `quiet`).
+async fn resolve_source_with(source: &str, progress: &dyn Progress, quiet: bool) -> Result<PathBuf> {
     let path = PathBuf::from(source);
     if path.is_dir() {
         return Ok(path);
@@ -483,11 +495,7 @@ async fn resolve_source(source: &str, quiet: bool) -> Result<PathBuf> {
             settings.cache_dir.display()
         );
     }
-    let display = Display::new(quiet, quiet);
-    display.set_message("download");
-    let d = bedrock_import::download(&hub, &settings, &display).await;
-    display.finish();
-    let d = match d {
+    let d = match bedrock_import::download(&hub, &settings, progress).await {
         Ok(d) => d,
         Err(e) => bail!(
             "{e}\n\nhint: {source} is not a local folder, so it was looked up as a Hugging Face repo id at {}; for a local model, check the path",
@@ -509,6 +517,49 @@ async fn resolve_source(source: &str, quiet: bool) -> Result<PathBuf> {
         );
     }
     Ok(d.dir)
+}
+
+/// An import (or its check) for the web UI: the same source resolution, preflight and pipeline as `cmi import` with
+/// its default settings, reported to `progress`.
+pub(crate) async fn web_import(
+    ctx: &Ctx,
+    request: web_ui::ImportRequest,
+    progress: &dyn Progress,
+) -> Result<web_ui::ImportEnd> {
+    let source_dir = resolve_source_with(&request.source, progress, true).await?;
+    if request.check_only {
+        let report = bedrock_import::preflight(&source_dir).await?;
+        return Ok(web_ui::ImportEnd::Checked(Box::new(report)));
+    }
+    let aws = ctx.aws().await?;
+    let target = Target {
+        region: aws.region.clone(),
+        endpoint_url: aws.endpoint_url.clone(),
+        local: aws.local,
+    };
+    let settings = ImportSettings {
+        name: request.name.clone(),
+        bucket: request.bucket.clone().filter(|b| !b.is_empty()),
+        create_bucket: request.create_bucket,
+        prefix: None,
+        role_arn: request.role_arn.clone().filter(|r| !r.is_empty()),
+        quantize: None,
+        in_place: false,
+        upload: UploadSettings::default(),
+        wait: true,
+    };
+    let outcome = bedrock_import::import(
+        &source_dir,
+        &settings,
+        &target,
+        &state_dirs(ctx),
+        &s3_client(&aws),
+        &aws_sdk_bedrock::Client::new(&aws.sdk),
+        progress,
+    )
+    .await
+    .map_err(|e| with_hint(e, &settings, &target))?;
+    Ok(web_ui::ImportEnd::Outcome(Box::new(outcome)))
 }
 
 async fn import(args: RunArgs, ctx: &Ctx) -> Result<ExitCode> {

@@ -10,6 +10,7 @@ pub(crate) mod models;
 pub(crate) mod quickstart;
 pub(crate) mod serve;
 pub(crate) mod template;
+pub(crate) mod ui;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub(crate) enum Command {
     Models(models::Args),
     /// Chat with a model, with tools.
     Chat(chat::Args),
+    /// The web chat in the browser: models, chat and import (against AWS, or the local Bedrock).
+    Ui(ui::Args),
     /// Serve the import pipeline as MCP tools on stdio (for Claude Desktop, Bedrock Engineer, any MCP client).
     Mcp(mcp::Args),
     /// Render, check and repair chat templates.
@@ -51,6 +54,7 @@ pub(crate) async fn run(command: Command, ctx: &Ctx) -> Result<ExitCode> {
         Command::Import(args) => import::run(args, ctx).await,
         Command::Models(args) => models::run(args, ctx).await,
         Command::Chat(args) => chat::run(args, ctx).await,
+        Command::Ui(args) => ui::run(args, ctx).await,
         Command::Mcp(args) => mcp::run(args, ctx).await,
         Command::Template(args) => template::run(args, ctx).await,
         Command::Convert(args) => convert::run(args, ctx).await,

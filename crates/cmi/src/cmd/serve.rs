@@ -1,6 +1,7 @@
 //! `cmi serve`: run the local Bedrock (S3, model import jobs, runtime APIs) on loopback until interrupted.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -44,6 +45,12 @@ pub(crate) struct Args {
     /// it off (default: an eighth of the memory available when the model loads, at most 4096).
     #[arg(long, value_name = "MB")]
     prefix_cache_mb: Option<u64>,
+    /// Serve no web UI (by default it is on the same port, under `/ui/`, opened with the printed link's token).
+    #[arg(long)]
+    no_ui: bool,
+    /// Directory the web chat's file tools and commands are confined to.
+    #[arg(long, default_value = ".")]
+    ui_workspace: PathBuf,
     /// Longest generation before `ModelTimeoutException`.
     #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
     model_timeout: Duration,
@@ -119,6 +126,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
         .await
         .with_context(|| format!("starting the local Bedrock in {}", data_dir.display()))?;
     let url = server.endpoint_url();
+    let ui_url = if args.no_ui {
+        None
+    } else {
+        Some(super::ui::mount(&server, ctx, args.ui_workspace.clone())?)
+    };
     let c = server.credentials();
     println!("Local Bedrock (S3 + Bedrock + Bedrock Runtime) listening on {url}");
     println!("region {}, data in {}", server.region(), data_dir.display());
@@ -139,6 +151,11 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     println!("aws --endpoint-url {url} s3 ls");
     println!("aws --endpoint-url {url} bedrock list-imported-models");
     println!();
+    if let Some(u) = &ui_url {
+        println!("# The web chat (models, chat, import); the link's token works once, then a cookie keeps you in:");
+        println!("{u}");
+        println!();
+    }
     println!("Other cmi commands find this server by itself. Press Ctrl-C to stop.");
     wait_for_signal().await;
     eprintln!("stopping the local Bedrock");
@@ -146,7 +163,7 @@ pub(crate) async fn run(args: Args, ctx: &Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
