@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 #[cfg(target_arch = "x86_64")]
 mod int8;
+pub(crate) mod mxfp4;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use memmap2::Mmap;
@@ -40,7 +41,7 @@ pub(crate) enum Stored {
     /// the even one in the low nibbles). A value is `d · sc · nibble − dmin · m`.
     Q4K,
     /// MXFP4 blocks of 32 (the format GPT-OSS's experts are published in): the e8m0 scale byte, then 16 bytes of e2m1
-    /// values, the low nibble the even one (17 bytes; see `mxfp4.rs`, which reads them).
+    /// values, the low nibble the even one (17 bytes; see `dense/mxfp4.rs`, which reads them).
     Mxfp4,
 }
 
@@ -85,7 +86,7 @@ impl Stored {
             Stored::Q8_0 => cols / BLOCK * Q8_0_BYTES,
             Stored::Q4_0 => cols / BLOCK * Q4_0_BYTES,
             Stored::Q4K => cols / SUPER_BLOCK * Q4K_BYTES,
-            Stored::Mxfp4 => crate::mxfp4::row_bytes(cols),
+            Stored::Mxfp4 => mxfp4::row_bytes(cols),
         }
     }
 
@@ -126,7 +127,7 @@ impl Stored {
                 let nibble = if sub % 2 == 0 { byte & 15 } else { byte >> 4 };
                 scale * f32::from(nibble) - offset
             }
-            Stored::Mxfp4 => crate::mxfp4::at(row, i),
+            Stored::Mxfp4 => mxfp4::at(row, i),
         }
     }
 }
@@ -548,7 +549,7 @@ pub(crate) fn rows_dot(stored: Stored, w: &[u8], k: usize, x: &[f32], mc: usize,
     assert!(w.len() == rows * stored.row_bytes(k) && x.len() == mc * k && (1..=ROW_BLOCK).contains(&mc));
     assert!(k.is_multiple_of(stored.block_len()), "quantised rows are whole blocks");
     if stored == Stored::Mxfp4 {
-        crate::mxfp4::rows_dot(w, k, x, mc, out);
+        mxfp4::rows_dot(w, k, x, mc, out);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -931,7 +932,7 @@ pub(crate) mod simd {
                         Stored::Q4_0 => by_rows::<Q4_0>(stored, w, k, x, mc, out),
                         Stored::Q4K => by_rows::<Q4K>(stored, w, k, x, mc, out),
                         // `dense::rows_dot` sends MXFP4 to `mxfp4::rows_dot`.
-                        Stored::Mxfp4 => crate::mxfp4::rows_dot(w, k, x, mc, out),
+                        Stored::Mxfp4 => crate::dense::mxfp4::rows_dot(w, k, x, mc, out),
                     }
                 }
             }

@@ -9,7 +9,6 @@
 mod config;
 mod dense;
 mod model;
-mod mxfp4;
 mod quant_cache;
 mod team;
 mod weights;

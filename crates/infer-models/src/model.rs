@@ -868,7 +868,7 @@ fn moe(w: &Weights, q: &mut Quantiser, p: &str, cfg: &ModelConfig) -> Result<Mlp
 
 /// GPT-OSS's experts of the stacked tensor `name`, each a `[rows, cols]` (output × input) matrix: MXFP4 as published
 /// (`{name}_blocks`, `[experts, rows, cols / 32, 16]`, and `{name}_scales`, `[experts, rows, cols / 32]`; see
-/// `mxfp4.rs`), or dense as transformers holds them (`name`, `[experts, cols, rows]`, input × output: each expert
+/// `dense/mxfp4.rs`), or dense as transformers holds them (`name`, `[experts, cols, rows]`, input × output: each expert
 /// transposed into rows once, at load). Either way the mapped bytes are released once laid out anew: the experts are
 /// held once, at their stored size.
 fn stacked_experts(
@@ -893,7 +893,12 @@ fn stacked_experts(
             .map(|e| {
                 let b = &blocks[e * rows * per_row * 16..(e + 1) * rows * per_row * 16];
                 let s = &scales[e * rows * per_row..(e + 1) * rows * per_row];
-                DenseWeight::held(crate::mxfp4::interleave(b, s, rows, cols), Stored::Mxfp4, rows, cols)
+                DenseWeight::held(
+                    crate::dense::mxfp4::interleave(b, s, rows, cols),
+                    Stored::Mxfp4,
+                    rows,
+                    cols,
+                )
             })
             .collect();
         w.release(&blocks_name);
