@@ -211,30 +211,5 @@ fn steps_match_the_full_pass(dir: &tempfile::TempDir) {
 fn mistral_sliding_window_logits_match_transformers() {
     let window = [("sliding_window", serde_json::json!(4))];
     check_variant(Family::Mistral, "mistral-window", &window);
-    let dir = tiny_with(Family::Mistral, &window);
-    let model = infer_models::load(dir.path(), None).expect("load");
-    let ids: Vec<u32> = (40..60).collect();
-    let full: Vec<Vec<f32>> = model
-        .forward_all(&ids, &mut model.new_cache())
-        .expect("forward")
-        .to_vec2()
-        .expect("vec");
-    let mut cache = model.new_cache();
-    model.forward_all(&ids[..3], &mut cache).expect("prefill");
-    for (i, t) in ids.iter().enumerate().skip(3) {
-        let step: Vec<Vec<f32>> = model
-            .forward_last(&mut [infer_models::SeqInput {
-                tokens: std::slice::from_ref(t),
-                cache: &mut cache,
-            }])
-            .expect("step")
-            .to_vec2()
-            .expect("vec");
-        let worst = step[0]
-            .iter()
-            .zip(&full[i])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < TOLERANCE, "decode step at {i}: {worst}");
-    }
+    steps_match_the_full_pass(&tiny_with(Family::Mistral, &window));
 }
